@@ -1,0 +1,226 @@
+//! The in-memory engine: one node, no dependencies. Publishing takes the room's log lock,
+//! assigns the next offset, appends to history and delivers before releasing it, so delivery
+//! order is offset order by construction.
+//!
+//! Logs of rooms nobody is in are freed once their history has expired (see [`MemoryBroker::sweep`]).
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+
+use super::{Broker, BrokerError, Deliver, History};
+use crate::protocol::Resume;
+use crate::protocol::{ServerFrame, encode, encode_direct, encode_message};
+
+/// History limits for every room.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    pub size: usize,
+    pub ttl: Duration,
+}
+
+pub struct MemoryBroker {
+    logs: DashMap<Arc<str>, Arc<Mutex<Log>>>,
+    presence: DashMap<Arc<str>, BTreeSet<Arc<str>>>,
+    deliver: Arc<dyn Deliver>,
+    limits: HistoryLimits,
+}
+
+struct Log {
+    epoch: Arc<str>,
+    top: u64,
+    entries: VecDeque<Entry>,
+    /// Local subscriptions; a subscribed log is never freed, or live members would see offsets
+    /// restart under a new epoch.
+    subscribers: u32,
+    removed: bool,
+}
+
+struct Entry {
+    offset: u64,
+    at: Instant,
+    frame: Utf8Bytes,
+}
+
+impl MemoryBroker {
+    pub fn new(limits: HistoryLimits, deliver: Arc<dyn Deliver>) -> Self {
+        Self {
+            logs: DashMap::new(),
+            presence: DashMap::new(),
+            deliver,
+            limits,
+        }
+    }
+
+    /// Runs `f` on the room's log, creating it if needed. Retries if the sweeper removed the log
+    /// between lookup and lock.
+    fn with_log<T>(&self, room: &str, f: impl FnOnce(&mut Log) -> T) -> T {
+        let mut f = Some(f);
+        loop {
+            let cell = self
+                .logs
+                .entry(Arc::from(room))
+                .or_insert_with(|| Arc::new(Mutex::new(Log::new())))
+                .clone();
+            let mut log = cell.lock();
+            if !log.removed {
+                let f = f.take().expect("runs once");
+                return f(&mut log);
+            }
+        }
+    }
+
+    /// Drops expired history and frees the logs of rooms that are both unsubscribed and empty.
+    /// Call it periodically; [`MemoryBroker::sweep_every`] picks a period from the TTL.
+    pub fn sweep(&self, now: Instant) {
+        let ttl = self.limits.ttl;
+        self.logs.retain(|_, cell| {
+            let mut log = cell.lock();
+            log.expire(now, ttl);
+            log.removed = log.entries.is_empty() && log.subscribers == 0;
+            !log.removed
+        });
+    }
+
+    /// How often to sweep: often enough that memory tracks the TTL within a few percent.
+    pub fn sweep_every(&self) -> Duration {
+        (self.limits.ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(10))
+    }
+
+    /// Rooms whose log is in memory (for tests and stats).
+    pub fn log_count(&self) -> usize {
+        self.logs.len()
+    }
+}
+
+impl Log {
+    fn new() -> Self {
+        Self {
+            epoch: Arc::from(format!("{:016x}", rand::random::<u64>())),
+            top: 0,
+            entries: VecDeque::new(),
+            subscribers: 0,
+            removed: false,
+        }
+    }
+
+    fn expire(&mut self, now: Instant, ttl: Duration) {
+        while let Some(front) = self.entries.front() {
+            if now.duration_since(front.at) < ttl {
+                break;
+            }
+            self.entries.pop_front();
+        }
+    }
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(&self, room: &str, from: &str, data: &RawValue) -> Result<u64, BrokerError> {
+        let limits = self.limits;
+        Ok(self.with_log(room, |log| {
+            log.top += 1;
+            let frame = encode_message(room, log.top, from, data, unix_ms());
+            if limits.size > 0 {
+                if log.entries.len() == limits.size {
+                    log.entries.pop_front();
+                }
+                log.entries.push_back(Entry {
+                    offset: log.top,
+                    at: Instant::now(),
+                    frame: frame.clone(),
+                });
+            }
+            self.deliver.publication(room, log.top, &frame);
+            log.top
+        }))
+    }
+
+    async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<History, BrokerError> {
+        let ttl = self.limits.ttl;
+        Ok(self.with_log(room, |log| {
+            log.expire(Instant::now(), ttl);
+            let mut history = History {
+                epoch: log.epoch.clone(),
+                top: log.top,
+                recovered: false,
+                replay: Vec::new(),
+            };
+            let Some(resume) = resume else { return history };
+            // Everything after `since` must still be held: either nothing is missing, or the
+            // oldest entry kept is exactly the one after `since`.
+            let oldest = log.entries.front().map_or(log.top + 1, |e| e.offset);
+            history.recovered = *resume.epoch == *log.epoch
+                && resume.since <= log.top
+                && resume.since + 1 >= oldest.min(log.top + 1);
+            if history.recovered {
+                history.replay = log
+                    .entries
+                    .iter()
+                    .filter(|e| e.offset > resume.since)
+                    .map(|e| e.frame.clone())
+                    .collect();
+            }
+            history
+        }))
+    }
+
+    async fn subscribe(&self, room: &str) -> Result<(), BrokerError> {
+        self.with_log(room, |log| log.subscribers += 1);
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, room: &str) {
+        self.with_log(room, |log| log.subscribers = log.subscribers.saturating_sub(1));
+    }
+
+    async fn send_direct(&self, to: &str, from: &str, data: &RawValue) -> Result<(), BrokerError> {
+        self.deliver.direct(to, &encode_direct(from, data, unix_ms()));
+        Ok(())
+    }
+
+    async fn presence_add(&self, room: &str, user: &str) -> Result<(), BrokerError> {
+        let mut users = self.presence.entry(Arc::from(room)).or_default();
+        if users.insert(Arc::from(user)) {
+            // Announced under the entry lock so join and leave events for a room stay ordered.
+            let frame = encode(&ServerFrame::PresenceJoin { room, user });
+            self.deliver.presence(room, &frame);
+        }
+        Ok(())
+    }
+
+    async fn presence_remove(&self, room: &str, user: &str) {
+        let removed = self.presence.get_mut(room).is_some_and(|mut users| {
+            let removed = users.remove(user);
+            if removed {
+                let frame = encode(&ServerFrame::PresenceLeave { room, user });
+                self.deliver.presence(room, &frame);
+            }
+            removed
+        });
+        if removed {
+            self.presence.remove_if(room, |_, users| users.is_empty());
+        }
+    }
+
+    async fn presence(&self, room: &str) -> Result<Vec<String>, BrokerError> {
+        Ok(self
+            .presence
+            .get(room)
+            .map(|users| users.iter().map(|u| u.to_string()).collect())
+            .unwrap_or_default())
+    }
+}
+

@@ -1,0 +1,75 @@
+//! The broker: where a room's order, history and presence live, and how messages reach every
+//! node that hosts members. The node talks to it through the narrow [`Broker`] trait and
+//! receives deliveries through [`Deliver`]; only `server.rs` picks the engine.
+//!
+//! Engines: [`memory`] (single node, the default). Every engine must pass the contract suite
+//! in `tests/broker_contract.rs`.
+
+pub mod memory;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
+use serde_json::value::RawValue;
+
+use crate::protocol::Resume;
+
+/// Why the broker could not do what was asked. Nothing was done in either case.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The backing store is unreachable; the caller answers `unavailable`.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A room's current position, and what a resuming client missed.
+#[derive(Debug, Clone)]
+pub struct History {
+    /// Changes whenever the room's history is lost; offsets from another epoch mean nothing.
+    pub epoch: Arc<str>,
+    /// The offset of the room's latest message (0 before the first).
+    pub top: u64,
+    /// For a resume: whether `replay` holds every message after `since`.
+    pub recovered: bool,
+    /// For a recovered resume: encoded `message` frames with offsets `since+1..=top`, in order.
+    pub replay: Vec<Utf8Bytes>,
+}
+
+/// Receives what the broker delivers to this node. Implemented over the hub by the node.
+/// Calls for one room arrive in offset order and must not block.
+pub trait Deliver: Send + Sync + 'static {
+    fn publication(&self, room: &str, offset: u64, frame: &Utf8Bytes);
+    fn direct(&self, user: &str, frame: &Utf8Bytes);
+    fn presence(&self, room: &str, frame: &Utf8Bytes);
+}
+
+/// What every engine provides. Methods are cancel safe unless they say otherwise.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Orders a message in `room`, stores it in history and delivers it to every node hosting
+    /// the room. Returns its offset. An `Err` means it was not published.
+    async fn publish(&self, room: &str, from: &str, data: &RawValue) -> Result<u64, BrokerError>;
+
+    /// The room's position, and with `resume` the messages after `resume.since` when the
+    /// history still reaches back that far in the same epoch.
+    async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<History, BrokerError>;
+
+    /// Starts delivering `room` to this node. Called when the room gets its first local member.
+    async fn subscribe(&self, room: &str) -> Result<(), BrokerError>;
+
+    /// Stops delivering `room` to this node. Called when its last local member leaves.
+    async fn unsubscribe(&self, room: &str);
+
+    /// Delivers a `direct` frame to every session of `to`, on whichever node it is.
+    async fn send_direct(&self, to: &str, from: &str, data: &RawValue) -> Result<(), BrokerError>;
+
+    /// Marks `user` present in `room`; announces `presence_join` if it was not.
+    async fn presence_add(&self, room: &str, user: &str) -> Result<(), BrokerError>;
+
+    /// Marks `user` gone from `room`; announces `presence_leave` if it was present.
+    async fn presence_remove(&self, room: &str, user: &str);
+
+    /// The users present in `room`, sorted.
+    async fn presence(&self, room: &str) -> Result<Vec<String>, BrokerError>;
+}

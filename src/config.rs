@@ -1,0 +1,355 @@
+//! Node configuration: defaults → `config/default.toml` (or `--config FILE`) → `ROOMCAST_…`
+//! environment variables → command-line flags, each layer overriding the one before.
+//!
+//! Every field documents its default and why it has that value; `config/default.toml` repeats
+//! them for operators. Errors always name the offending key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The file read when no `--config` is given, relative to the working directory. Missing is fine.
+pub const DEFAULT_FILE: &str = "config/default.toml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:8080`: loopback until an operator opens it up.
+    pub listen: SocketAddr,
+    /// Identifies this node in `welcome` frames and logs. Default: `n-` and random hex.
+    pub node_id: Option<String>,
+    /// Which broker carries messages between nodes. Default `memory` (single node).
+    pub broker: BrokerKind,
+    /// Log output: `text` for people, `json` for collectors. Level comes from `RUST_LOG`.
+    pub log_format: LogFormat,
+    /// How long shutdown waits for sessions to flush and close. Default 10 s: long enough to
+    /// drain full queues on a healthy network, short enough for orchestrators' kill timeouts.
+    pub shutdown_grace_ms: u64,
+    pub limits: Limits,
+    pub heartbeat: Heartbeat,
+    pub history: History,
+    pub socket: Socket,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerKind {
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest inbound frame in bytes; larger ones close the socket with 1009. Default 64 KiB:
+    /// chat payloads are small and a cap bounds what one client can make the node buffer.
+    pub max_message_bytes: usize,
+    /// Rooms one connection may be in at once. Default 100.
+    pub max_rooms_per_connection: usize,
+    /// Frames queued for one client before it is closed as a slow consumer (4000). Default 1024:
+    /// absorbs bursts without letting one stalled reader hold unbounded memory.
+    pub outbound_queue: usize,
+    /// Sustained inbound frames per second per connection (token bucket refill). Default 50.
+    pub inbound_rate_per_sec: u32,
+    /// Inbound burst allowance (token bucket size). Default 100.
+    pub inbound_burst: u32,
+    /// Consecutive rate-limited frames after which the socket is closed with 4029. Default 100:
+    /// a client that ignores `rate_limited` replies is misbehaving, not bursting.
+    pub rate_limit_close_after: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Heartbeat {
+    /// How often the server pings each client. Default 25 s: under the 30–60 s idle timeouts
+    /// of common proxies and load balancers.
+    pub interval_ms: u64,
+    /// Silence (no frame of any kind) after which the socket is closed with 4008. Default 60 s:
+    /// two missed pings plus slack.
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct History {
+    /// Messages kept per room for resume. Default 100.
+    pub size: usize,
+    /// How long a message stays in history, in seconds. Default 300: covers a phone switching
+    /// networks or a laptop waking up.
+    pub ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Socket {
+    /// WebSocket read buffer per connection. Default 4 KiB: tungstenite's 128 KiB default would
+    /// dominate the memory of an idle connection; larger frames still arrive, in more reads.
+    pub read_buffer_bytes: usize,
+    /// Bytes the writer gathers before a socket write. Default 16 KiB: a batch of small frames
+    /// goes out in one `send()`; the writer flushes at the end of every batch regardless.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            node_id: None,
+            broker: BrokerKind::Memory,
+            log_format: LogFormat::Text,
+            shutdown_grace_ms: 10_000,
+            limits: Limits::default(),
+            heartbeat: Heartbeat::default(),
+            history: History::default(),
+            socket: Socket::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            max_rooms_per_connection: 100,
+            outbound_queue: 1024,
+            inbound_rate_per_sec: 50,
+            inbound_burst: 100,
+            rate_limit_close_after: 100,
+        }
+    }
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self {
+            interval_ms: 25_000,
+            timeout_ms: 60_000,
+        }
+    }
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self {
+            size: 100,
+            ttl_secs: 300,
+        }
+    }
+}
+
+impl Default for Socket {
+    fn default() -> Self {
+        Self {
+            read_buffer_bytes: 4 * 1024,
+            write_buffer_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Why a configuration was refused. The message always names the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("{0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// Overrides given as flags; `None` leaves the lower layers alone.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    /// Loads every layer. `file` is `--config`; without it `config/default.toml` is read if present.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, overrides, Env::prefixed("ROOMCAST_").split("__"))
+    }
+
+    fn load_with_env(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        env: Env,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) if !path.is_file() => return Err(ConfigError::MissingFile(path.into())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file_exact(DEFAULT_FILE)),
+        }
+        let config: Config = figment
+            .merge(env)
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges and relations between fields.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn positive(key: &'static str, value: u64) -> Result<(), ConfigError> {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be greater than 0".into(),
+                });
+            }
+            Ok(())
+        }
+        let l = &self.limits;
+        positive("limits.max_message_bytes", l.max_message_bytes as u64)?;
+        positive("limits.max_rooms_per_connection", l.max_rooms_per_connection as u64)?;
+        positive("limits.outbound_queue", l.outbound_queue as u64)?;
+        positive("limits.inbound_rate_per_sec", l.inbound_rate_per_sec.into())?;
+        positive("limits.inbound_burst", l.inbound_burst.into())?;
+        positive("limits.rate_limit_close_after", l.rate_limit_close_after.into())?;
+        positive("heartbeat.interval_ms", self.heartbeat.interval_ms)?;
+        positive("history.ttl_secs", self.history.ttl_secs)?;
+        positive("socket.read_buffer_bytes", self.socket.read_buffer_bytes as u64)?;
+        if self.heartbeat.timeout_ms <= self.heartbeat.interval_ms {
+            return Err(ConfigError::Invalid {
+                key: "heartbeat.timeout_ms",
+                reason: format!(
+                    "must be greater than heartbeat.interval_ms ({}), or every client times out",
+                    self.heartbeat.interval_ms
+                ),
+            });
+        }
+        if self.limits.outbound_queue <= self.history.size {
+            return Err(ConfigError::Invalid {
+                key: "limits.outbound_queue",
+                reason: format!(
+                    "must be greater than history.size ({}) so a full resume replay fits",
+                    self.history.size
+                ),
+            });
+        }
+        if let Some(id) = &self.node_id {
+            if !crate::protocol::valid_name(id) {
+                return Err(ConfigError::Invalid {
+                    key: "node_id",
+                    reason: "must be 1-128 characters of [A-Za-z0-9_.:@-]".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+impl Heartbeat {
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+impl History {
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Loads `toml` as the config file with no environment layer.
+    fn load(toml: &str) -> Result<Config, ConfigError> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(toml.as_bytes()).unwrap();
+        Config::load_with_env(Some(file.path()), &Overrides::default(), no_env())
+    }
+
+    fn no_env() -> Env {
+        Env::raw().only(&[])
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.limits.max_message_bytes, 65536);
+        assert_eq!(c.heartbeat.interval_ms, 25_000);
+        assert_eq!(c.history.size, 100);
+        assert_eq!(c.history.ttl_secs, 300);
+    }
+
+    #[test]
+    fn the_shipped_default_file_matches_the_code() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_FILE);
+        let loaded = Config::load_with_env(Some(&path), &Overrides::default(), no_env())
+            .unwrap();
+        assert_eq!(loaded, Config::default());
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        let c = load("[limits]\nmax_rooms_per_connection = 7\n").unwrap();
+        assert_eq!(c.limits.max_rooms_per_connection, 7);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = load("[limits]\nmax_message_bytes = \"big\"\n").unwrap_err();
+        assert!(err.to_string().contains("limits.max_message_bytes"), "{err}");
+        let err = load("[limits]\nmax_mesage_bytes = 5\n").unwrap_err();
+        assert!(err.to_string().contains("max_mesage_bytes"), "{err}");
+        let err = load("[heartbeat]\ninterval_ms = 100\ntimeout_ms = 50\n").unwrap_err();
+        assert!(err.to_string().contains("heartbeat.timeout_ms"), "{err}");
+        let err = load("broker = \"carrier-pigeon\"\n").unwrap_err();
+        assert!(err.to_string().contains("broker"), "{err}");
+        let err = load("listen = \"nowhere\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "listen = \"127.0.0.1:1000\"\n[limits]\ninbound_burst = 5\n")?;
+            jail.set_env("ROOMCAST_LIMITS__INBOUND_BURST", "9");
+            jail.set_env("ROOMCAST_LISTEN", "127.0.0.1:2000");
+            let flags = Overrides {
+                listen: Some("127.0.0.1:3000".parse().unwrap()),
+                ..Overrides::default()
+            };
+            let c = Config::load(Some(Path::new("c.toml")), &flags).map_err(|e| e.to_string())?;
+            assert_eq!(c.limits.inbound_burst, 9);
+            assert_eq!(c.listen.port(), 3000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let err = Config::load(Some(Path::new("/nonexistent/roomcast.toml")), &Overrides::default())
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::MissingFile(_)));
+    }
+}

@@ -1,0 +1,84 @@
+//! The `roomcast` binary: parse flags and configuration, set up logging, bind, serve.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use roomcast::config::{Config, LogFormat, Overrides};
+use tracing_subscriber::EnvFilter;
+
+/// A real-time WebSocket messaging node.
+///
+/// Configuration layers: built-in defaults, then config/default.toml (or --config FILE), then
+/// ROOMCAST_* environment variables (ROOMCAST_LIMITS__MAX_MESSAGE_BYTES=...), then these flags.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Configuration file (TOML). Without it, config/default.toml is read if present.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Node id shown to clients and in logs.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        listen: cli.listen,
+        node_id: cli.node_id,
+        log_format: cli.log_json.then_some(LogFormat::Json),
+    };
+    let config = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("roomcast: configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("roomcast: cannot listen on `listen` = {}: {err}", config.listen);
+            return ExitCode::from(2);
+        }
+    };
+    let addr = listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string());
+    // One plain line on stdout so scripts and tests can find the port when `listen` used port 0.
+    println!("roomcast listening on {addr}");
+    tracing::info!(%addr, broker = ?config.broker, "listening");
+    match roomcast::run(config, listener, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(%err, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,196 @@
+//! The node: what a session may ask for (join, leave, publish, send, presence) and how that
+//! maps onto the hub (local members) and the broker (order, history, other nodes). Also owns
+//! the node-wide lifecycle: draining flag, shutdown token and the tracker of session tasks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::ws::Utf8Bytes;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{Broker, BrokerError, Deliver};
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::protocol::{ErrorCode, ProtocolError, RequestId, Resume, ServerFrame, encode};
+use crate::session::SessionHandle;
+
+/// Cheap, cloneable handle to everything a connection needs.
+#[derive(Clone)]
+pub struct Node(Arc<Inner>);
+
+struct Inner {
+    id: String,
+    config: Config,
+    hub: Hub,
+    broker: Arc<dyn Broker>,
+    draining: AtomicBool,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Delivers broker output into the hub. Lives here so the hub never depends on the broker.
+pub struct HubDelivery(pub Hub);
+
+impl Deliver for HubDelivery {
+    fn publication(&self, room: &str, offset: u64, frame: &Utf8Bytes) {
+        self.0.deliver(room, offset, frame);
+    }
+
+    fn direct(&self, user: &str, frame: &Utf8Bytes) {
+        self.0.deliver_direct(user, frame);
+    }
+
+    fn presence(&self, room: &str, frame: &Utf8Bytes) {
+        self.0.deliver_presence(room, frame);
+    }
+}
+
+impl From<BrokerError> for ProtocolError {
+    fn from(err: BrokerError) -> Self {
+        ProtocolError::new(ErrorCode::Unavailable, err.to_string())
+    }
+}
+
+impl Node {
+    /// `hub` must be the hub the broker delivers into (see [`HubDelivery`]).
+    pub fn new(id: String, config: Config, hub: Hub, broker: Arc<dyn Broker>) -> Self {
+        Self(Arc::new(Inner {
+            id,
+            config,
+            hub,
+            broker,
+            draining: AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.0.hub
+    }
+
+    /// True once shutdown began: readiness fails and new sockets are refused.
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(Ordering::Acquire)
+    }
+
+    /// Cancelled when sessions must flush and close with 1001.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.0.shutdown
+    }
+
+    /// Tracks every session task so shutdown can wait for them (axum does not).
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.0.tasks
+    }
+
+    /// Starts shutdown: fail readiness, refuse upgrades, tell sessions to close.
+    pub fn begin_shutdown(&self) {
+        self.0.draining.store(true, Ordering::Release);
+        self.0.tasks.close();
+        self.0.shutdown.cancel();
+    }
+
+    /// Registers a new session of `user` and returns its handle and queue.
+    pub async fn open_session(
+        &self,
+        user: Arc<str>,
+    ) -> (SessionHandle, mpsc::Receiver<Utf8Bytes>) {
+        let (handle, rx) = SessionHandle::new(user, self.0.config.limits.outbound_queue);
+        self.0.hub.add_user_session(&handle);
+        (handle, rx)
+    }
+
+    /// Removes a session from its rooms and the user table. Call exactly once, at its end.
+    pub async fn close_session(&self, session: &SessionHandle, rooms: impl IntoIterator<Item = Arc<str>>) {
+        for room in rooms {
+            self.leave(session, &room).await;
+        }
+        self.0.hub.remove_user_session(session);
+    }
+
+    /// Joins `room`, queuing `joined` (and on resume the missed messages) on the session.
+    /// The caller has already checked the per-connection room limit and that the session is
+    /// not a member; on `Err` the session is not a member.
+    pub async fn join(
+        &self,
+        session: &SessionHandle,
+        room: &str,
+        resume: Option<&Resume>,
+        presence: bool,
+        id: Option<&RequestId>,
+    ) -> Result<(), ProtocolError> {
+        let cap = self.0.config.limits.outbound_queue;
+        let first = self.0.hub.add_pending(room, session, presence, cap);
+        let result = async {
+            if first {
+                self.0.broker.subscribe(room).await?;
+            }
+            self.0.broker.history(room, resume).await
+        }
+        .await;
+        let history = match result {
+            Ok(history) => history,
+            Err(err) => {
+                self.leave(session, room).await;
+                return Err(err.into());
+            }
+        };
+        let joined = encode(&ServerFrame::Joined {
+            id,
+            room,
+            epoch: &history.epoch,
+            offset: history.top,
+            recovered: resume.map(|_| history.recovered),
+        });
+        let user_first = self
+            .0
+            .hub
+            .activate(room, session.id(), joined, history.replay, history.top);
+        if user_first {
+            // The join itself succeeded and was answered; presence is best effort on top.
+            if let Err(err) = self.0.broker.presence_add(room, session.user()).await {
+                tracing::warn!(room, %err, "presence not recorded");
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves `room`. Returns false when the session was not a member.
+    pub async fn leave(&self, session: &SessionHandle, room: &str) -> bool {
+        let removed = self.0.hub.remove(room, session);
+        if removed.user_gone {
+            self.0.broker.presence_remove(room, session.user()).await;
+        }
+        if removed.room_empty {
+            self.0.broker.unsubscribe(room).await;
+        }
+        removed.was_member
+    }
+
+    /// Publishes to `room`; returns the message's offset.
+    pub async fn publish(&self, room: &str, from: &str, data: &RawValue) -> Result<u64, ProtocolError> {
+        Ok(self.0.broker.publish(room, from, data).await?)
+    }
+
+    /// Sends a direct message to every session of `to`.
+    pub async fn send_direct(&self, to: &str, from: &str, data: &RawValue) -> Result<(), ProtocolError> {
+        Ok(self.0.broker.send_direct(to, from, data).await?)
+    }
+
+    /// The users present in `room`, sorted.
+    pub async fn presence(&self, room: &str) -> Result<Vec<String>, ProtocolError> {
+        Ok(self.0.broker.presence(room).await?)
+    }
+}

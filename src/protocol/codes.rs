@@ -1,0 +1,115 @@
+//! Error codes carried in `error` frames and the close codes the server ends a socket with.
+
+use serde::Serialize;
+
+/// Why a request failed. The connection stays open after every one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not a JSON object.
+    BadJson,
+    /// `type` names no request this server knows.
+    UnknownType,
+    /// A field is missing or has the wrong type.
+    BadRequest,
+    /// A room or user name breaks the naming rule.
+    InvalidRoom,
+    /// The request needs membership of a room the session has not joined.
+    NotMember,
+    /// The session is already in `max_rooms_per_connection` rooms.
+    TooManyRooms,
+    /// The inbound token bucket is empty; the frame was dropped.
+    RateLimited,
+    /// A binary frame: the protocol speaks JSON text only.
+    Unsupported,
+    /// A dependency (the broker) could not complete the request; nothing was done.
+    Unavailable,
+    /// The node is draining and takes no new work.
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadJson => "bad_json",
+            Self::UnknownType => "unknown_type",
+            Self::BadRequest => "bad_request",
+            Self::InvalidRoom => "invalid_room",
+            Self::NotMember => "not_member",
+            Self::TooManyRooms => "too_many_rooms",
+            Self::RateLimited => "rate_limited",
+            Self::Unsupported => "unsupported",
+            Self::Unavailable => "unavailable",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// A request-level failure: the code the client can branch on and a message for humans.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", code.as_str())]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ProtocolError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why the server closed a socket. The numbers are part of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum CloseCode {
+    /// Normal close (the client asked for it).
+    Normal = 1000,
+    /// The node is shutting down or draining: reconnect, to this or another node.
+    GoingAway = 1001,
+    /// A frame was larger than `max_message_bytes`.
+    TooBig = 1009,
+    /// The server failed in a way that is not the client's fault.
+    Internal = 1011,
+    /// The client read too slowly and its outbound queue filled up.
+    SlowConsumer = 4000,
+    /// Nothing arrived from the client within the heartbeat timeout.
+    HeartbeatTimeout = 4008,
+    /// The client kept sending after being told it was rate limited.
+    RateLimitAbuse = 4029,
+}
+
+impl CloseCode {
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// Maps a stored number back to the code; unknown numbers read as `Internal`.
+    pub fn from_u16(n: u16) -> Self {
+        match n {
+            1000 => Self::Normal,
+            1001 => Self::GoingAway,
+            1009 => Self::TooBig,
+            4000 => Self::SlowConsumer,
+            4008 => Self::HeartbeatTimeout,
+            4029 => Self::RateLimitAbuse,
+            _ => Self::Internal,
+        }
+    }
+
+    /// The short reason sent in the close frame.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Normal => "bye",
+            Self::GoingAway => "server going away, reconnect",
+            Self::TooBig => "frame too large",
+            Self::Internal => "internal error",
+            Self::SlowConsumer => "slow consumer",
+            Self::HeartbeatTimeout => "heartbeat timeout",
+            Self::RateLimitAbuse => "rate limit abuse",
+        }
+    }
+}

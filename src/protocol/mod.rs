@@ -1,0 +1,13 @@
+//! The v1 wire protocol: what a client may send, what the server answers, and the codes both
+//! sides rely on. Pure data and (de)serialization; no I/O, no state. `docs/protocol.md` is the
+//! human-readable contract for the same types.
+
+mod client;
+mod codes;
+mod names;
+mod server;
+
+pub use client::{DecodeError, Request, RequestId, Resume, decode_request};
+pub use codes::{CloseCode, ErrorCode, ProtocolError};
+pub use names::{MAX_NAME_LEN, valid_name};
+pub use server::{ServerFrame, encode, encode_direct, encode_message};

@@ -1,0 +1,136 @@
+//! Encoding server → client frames. Room messages are encoded once per publish by
+//! [`encode_message`]; every recipient then gets a clone of the same bytes.
+
+use axum::extract::ws::Utf8Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::client::RequestId;
+use super::codes::ErrorCode;
+
+/// Every frame the server sends, as the JSON object's `type` tag.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    Welcome {
+        session: &'a str,
+        user: &'a str,
+        node: &'a str,
+        heartbeat_ms: u64,
+        max_message_bytes: usize,
+    },
+    Joined {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        room: &'a str,
+        epoch: &'a str,
+        offset: u64,
+        /// Only on a resume: whether every missed message follows.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+    },
+    Left {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        room: &'a str,
+    },
+    Ack {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+    },
+    Message {
+        room: &'a str,
+        offset: u64,
+        from: &'a str,
+        data: &'a RawValue,
+        ts: u64,
+    },
+    Direct {
+        from: &'a str,
+        data: &'a RawValue,
+        ts: u64,
+    },
+    Presence {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        room: &'a str,
+        users: &'a [&'a str],
+    },
+    PresenceJoin {
+        room: &'a str,
+        user: &'a str,
+    },
+    PresenceLeave {
+        room: &'a str,
+        user: &'a str,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+    },
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        code: ErrorCode,
+        message: &'a str,
+    },
+}
+
+/// Serializes a frame into bytes ready for a WebSocket text message.
+pub fn encode(frame: &ServerFrame<'_>) -> Utf8Bytes {
+    // Serializing borrowed strings, integers and already-valid raw JSON cannot fail.
+    let text = serde_json::to_string(frame).expect("server frames always serialize");
+    Utf8Bytes::from(text)
+}
+
+/// The `message` frame of one room publication.
+pub fn encode_message(room: &str, offset: u64, from: &str, data: &RawValue, ts: u64) -> Utf8Bytes {
+    encode(&ServerFrame::Message {
+        room,
+        offset,
+        from,
+        data,
+        ts,
+    })
+}
+
+/// The `direct` frame of a message to a user.
+pub fn encode_direct(from: &str, data: &RawValue, ts: u64) -> Utf8Bytes {
+    encode(&ServerFrame::Direct { from, data, ts })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::decode_request;
+
+    #[test]
+    fn message_frame_passes_data_through() {
+        let data = RawValue::from_string(r#"{"text":"hi","n":[1,2]}"#.into()).unwrap();
+        let bytes = encode_message("lobby", 58, "alice", &data, 1_700_000_000_000);
+        assert_eq!(
+            bytes.as_str(),
+            r#"{"type":"message","room":"lobby","offset":58,"from":"alice","data":{"text":"hi","n":[1,2]},"ts":1700000000000}"#
+        );
+    }
+
+    #[test]
+    fn replies_echo_the_request_id() {
+        let (id, _) = decode_request(r#"{"type":"ping","id":"abc"}"#).unwrap();
+        let pong = encode(&ServerFrame::Pong { id: id.as_ref() });
+        assert_eq!(pong.as_str(), r#"{"type":"pong","id":"abc"}"#);
+        let err = encode(&ServerFrame::Error {
+            id: None,
+            code: ErrorCode::NotMember,
+            message: "join first",
+        });
+        assert_eq!(
+            err.as_str(),
+            r#"{"type":"error","code":"not_member","message":"join first"}"#
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! Assembles a node from its configuration and serves it until shutdown. The only module that
+//! knows the concrete broker engine.
+
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::memory::{HistoryLimits, MemoryBroker};
+use crate::config::{BrokerKind, Config};
+use crate::hub::Hub;
+use crate::node::{HubDelivery, Node};
+use crate::{http, ws};
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("serving HTTP failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The router: `/ws`, `/healthz`, `/readyz`, JSON 404 for anything else.
+pub fn app(node: Node) -> Router {
+    Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/healthz", get(http::healthz))
+        .route("/readyz", get(http::readyz))
+        .fallback(http::not_found)
+        .with_state(node)
+}
+
+/// Builds the node for `config` (broker engine included) and its background tasks.
+pub fn build(config: Config, stop: &CancellationToken) -> Node {
+    let id = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("n-{:08x}", rand::random::<u32>()));
+    let hub = Hub::new();
+    let broker = match config.broker {
+        BrokerKind::Memory => {
+            let limits = HistoryLimits { size: config.history.size, ttl: config.history.ttl() };
+            let broker = Arc::new(MemoryBroker::new(limits, Arc::new(HubDelivery(hub.clone()))));
+            spawn_sweeper(&broker, stop.clone());
+            broker
+        }
+    };
+    Node::new(id, config, hub, broker)
+}
+
+fn spawn_sweeper(broker: &Arc<MemoryBroker>, stop: CancellationToken) {
+    let weak = Arc::downgrade(broker);
+    let period = broker.sweep_every();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => match weak.upgrade() {
+                    Some(broker) => broker.sweep(std::time::Instant::now()),
+                    None => return,
+                },
+            }
+        }
+    });
+}
+
+/// Serves `config` on `listener` until `shutdown` resolves, then drains: readiness fails, new
+/// upgrades are refused, every session flushes its queue and gets close 1001, and this returns
+/// once all sessions ended or `shutdown_grace` passed, whichever is first.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let stop = CancellationToken::new();
+    let grace = config.shutdown_grace();
+    let node = build(config, &stop);
+    let serve = axum::serve(listener, app(node.clone()))
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .into_future();
+    let mut server = tokio::spawn(serve);
+    tokio::select! {
+        () = shutdown => {}
+        result = &mut server => {
+            // The accept loop ended on its own: an I/O failure. Shut sessions down anyway.
+            node.begin_shutdown();
+            stop.cancel();
+            return flatten(result);
+        }
+    }
+    tracing::info!("shutting down: draining sessions");
+    node.begin_shutdown();
+    stop.cancel();
+    let deadline = tokio::time::Instant::now() + grace;
+    if tokio::time::timeout_at(deadline, node.tasks().wait()).await.is_err() {
+        tracing::warn!(remaining = node.tasks().len(), "grace period over; dropping sessions");
+    }
+    match timeout(deadline.saturating_duration_since(tokio::time::Instant::now()), server).await {
+        Ok(result) => flatten(result),
+        Err(_) => Ok(()),
+    }
+}
+
+fn flatten(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), ServerError> {
+    match result {
+        Ok(inner) => Ok(inner?),
+        Err(join) => Err(ServerError::Io(std::io::Error::other(join))),
+    }
+}

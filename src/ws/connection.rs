@@ -1,0 +1,300 @@
+//! One task per socket: reads requests, writes queued frames, pings, and closes with the right
+//! code. Reading and writing share the task under one `select!`; writes drain everything queued
+//! and flush once per batch, so a burst of room messages costs one `send()` rather than many.
+//!
+//! Every wait on the socket also watches the session's close switch, so a client that stopped
+//! reading cannot pin the task: the hub flips the switch when its queue overflows.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior, timeout};
+use tracing::Instrument;
+
+use super::limiter::{TokenBucket, Verdict};
+use crate::node::Node;
+use crate::protocol::{
+    CloseCode, ErrorCode, ProtocolError, Request, RequestId, ServerFrame, decode_request, encode,
+};
+use crate::session::SessionHandle;
+
+/// Upper bound on bytes written per flush, so one batch cannot grow the write buffer without end.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// How long closing may take: sending the close frame and waiting for the client's reply.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How the main loop ended.
+enum Exit {
+    /// The client closed or the connection broke: nothing more to send.
+    Gone,
+    /// The node is shutting down: flush what is queued, then close with 1001.
+    Drain,
+    /// Close with this code without flushing the queue.
+    Close(CloseCode),
+}
+
+/// Serves one upgraded socket until it closes. Runs as a tracked task.
+pub async fn serve(mut socket: WebSocket, node: Node, user: Arc<str>) {
+    let (session, mut queue) = node.open_session(user).await;
+    let span = tracing::info_span!("session", id = session.id(), user = %session.user());
+    async move {
+        tracing::debug!("open");
+        let mut conn = Connection {
+            limiter: TokenBucket::new(
+                node.config().limits.inbound_rate_per_sec,
+                node.config().limits.inbound_burst,
+                node.config().limits.rate_limit_close_after,
+            ),
+            node,
+            session,
+            rooms: HashSet::new(),
+        };
+        let exit = conn.run(&mut socket, &mut queue).await;
+        // Leave every room first so nothing new is queued while closing.
+        let rooms = std::mem::take(&mut conn.rooms);
+        conn.node.close_session(&conn.session, rooms).await;
+        let code = match exit {
+            Exit::Gone => None,
+            Exit::Drain => {
+                let flushed = timeout(CLOSE_TIMEOUT, flush_all(&mut socket, &mut queue)).await;
+                flushed.is_ok_and(|r| r.is_ok()).then_some(CloseCode::GoingAway)
+            }
+            Exit::Close(code) => Some(code),
+        };
+        if let Some(code) = code {
+            let _ = timeout(CLOSE_TIMEOUT, close(&mut socket, code)).await;
+        }
+        tracing::debug!(code = code.map(CloseCode::code), "closed");
+    }
+    .instrument(span)
+    .await
+}
+
+struct Connection {
+    node: Node,
+    session: SessionHandle,
+    /// Rooms joined or being joined; cleaned up when the session ends.
+    rooms: HashSet<Arc<str>>,
+    limiter: TokenBucket,
+}
+
+impl Connection {
+    async fn run(&mut self, socket: &mut WebSocket, queue: &mut mpsc::Receiver<Utf8Bytes>) -> Exit {
+        let config = self.node.config();
+        let (interval, silence) = (config.heartbeat.interval(), config.heartbeat.timeout());
+        self.session.send(encode(&ServerFrame::Welcome {
+            session: &format!("s-{}-{}", self.node.id(), self.session.id()),
+            user: self.session.user(),
+            node: self.node.id(),
+            heartbeat_ms: config.heartbeat.interval_ms,
+            max_message_bytes: config.limits.max_message_bytes,
+        }));
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_seen = Instant::now();
+        let shutdown = self.node.shutdown_token().clone();
+        // Unbiased on purpose: under a constant stream of outbound frames, reads and heartbeats
+        // must still get their turn.
+        loop {
+            tokio::select! {
+                () = self.session.closed() => {
+                    return Exit::Close(self.session.close_code().unwrap_or(CloseCode::Internal));
+                }
+                () = shutdown.cancelled() => return Exit::Drain,
+                Some(first) = queue.recv() => {
+                    if let Err(exit) = self.guarded(write_batch(socket, queue, first)).await {
+                        return exit;
+                    }
+                }
+                msg = socket.recv() => {
+                    last_seen = Instant::now();
+                    match msg {
+                        None => return Exit::Gone,
+                        Some(Err(err)) if is_too_big(&err) => return Exit::Close(CloseCode::TooBig),
+                        Some(Err(_)) => return Exit::Gone,
+                        Some(Ok(Message::Close(_))) => {
+                            // tungstenite queued the close reply; push it out before dropping.
+                            let _ = timeout(CLOSE_TIMEOUT, socket.flush()).await;
+                            return Exit::Gone;
+                        }
+                        Some(Ok(msg)) => {
+                            if let Some(exit) = self.on_message(msg).await {
+                                return exit;
+                            }
+                        }
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if last_seen.elapsed() >= silence {
+                        return Exit::Close(CloseCode::HeartbeatTimeout);
+                    }
+                    let ping = socket.send(Message::Ping(Default::default()));
+                    if let Err(exit) = self.guarded(ping).await {
+                        return exit;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs a socket write unless the session is closed first (a stalled client must not pin
+    /// the task). Write errors mean the client is gone.
+    async fn guarded<E>(&self, write: impl Future<Output = Result<(), E>>) -> Result<(), Exit> {
+        tokio::select! {
+            result = write => result.map_err(|_| Exit::Gone),
+            () = self.session.closed() => {
+                Err(Exit::Close(self.session.close_code().unwrap_or(CloseCode::Internal)))
+            }
+        }
+    }
+
+    async fn on_message(&mut self, msg: Message) -> Option<Exit> {
+        let text = match msg {
+            Message::Text(text) => Some(text),
+            Message::Binary(_) => None,
+            // Control frames only prove liveness; tungstenite answers pings itself.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return None,
+        };
+        match self.limiter.check(Instant::now()) {
+            Verdict::Allow => {}
+            Verdict::Limited => {
+                self.reply_error(None, &ProtocolError::new(ErrorCode::RateLimited, "slow down"));
+                return None;
+            }
+            Verdict::Abuse => return Some(Exit::Close(CloseCode::RateLimitAbuse)),
+        }
+        let Some(text) = text else {
+            let err = ProtocolError::new(ErrorCode::Unsupported, "binary frames are not supported");
+            self.reply_error(None, &err);
+            return None;
+        };
+        match decode_request(&text) {
+            Ok((id, request)) => {
+                if let Err(err) = self.handle(id.as_ref(), request).await {
+                    self.reply_error(id.as_ref(), &err);
+                }
+            }
+            Err((id, err)) => self.reply_error(id.as_ref(), &err),
+        }
+        None
+    }
+
+    async fn handle(&mut self, id: Option<&RequestId>, request: Request) -> Result<(), ProtocolError> {
+        let node = self.node.clone();
+        let user = self.session.user().clone();
+        match request {
+            Request::Join { room, resume, presence } => {
+                if self.rooms.contains(room.as_str()) {
+                    return Err(ProtocolError::new(ErrorCode::BadRequest, "already joined"));
+                }
+                let max = node.config().limits.max_rooms_per_connection;
+                if self.rooms.len() >= max {
+                    let msg = format!("a connection may be in at most {max} rooms");
+                    return Err(ProtocolError::new(ErrorCode::TooManyRooms, msg));
+                }
+                self.rooms.insert(Arc::from(room.as_str()));
+                let joined = node.join(&self.session, &room, resume.as_ref(), presence, id).await;
+                if joined.is_err() {
+                    self.rooms.remove(room.as_str());
+                }
+                joined
+            }
+            Request::Leave { room } => {
+                if !self.rooms.remove(room.as_str()) {
+                    return Err(not_member(&room));
+                }
+                node.leave(&self.session, &room).await;
+                self.reply(&ServerFrame::Left { id, room: &room });
+                Ok(())
+            }
+            Request::Publish { room, data } => {
+                if !self.rooms.contains(room.as_str()) {
+                    return Err(not_member(&room));
+                }
+                let offset = node.publish(&room, &user, &data).await?;
+                self.reply(&ServerFrame::Ack { id, room: Some(&room), offset: Some(offset) });
+                Ok(())
+            }
+            Request::Send { to, data } => {
+                node.send_direct(&to, &user, &data).await?;
+                self.reply(&ServerFrame::Ack { id, room: None, offset: None });
+                Ok(())
+            }
+            Request::Presence { room } => {
+                if !self.rooms.contains(room.as_str()) {
+                    return Err(not_member(&room));
+                }
+                let users = node.presence(&room).await?;
+                let users: Vec<&str> = users.iter().map(String::as_str).collect();
+                self.reply(&ServerFrame::Presence { id, room: &room, users: &users });
+                Ok(())
+            }
+            Request::Ping => {
+                self.reply(&ServerFrame::Pong { id });
+                Ok(())
+            }
+        }
+    }
+
+    fn reply(&self, frame: &ServerFrame<'_>) {
+        self.session.send(encode(frame));
+    }
+
+    fn reply_error(&self, id: Option<&RequestId>, err: &ProtocolError) {
+        self.reply(&ServerFrame::Error { id, code: err.code, message: &err.message });
+    }
+}
+
+fn not_member(room: &str) -> ProtocolError {
+    ProtocolError::new(ErrorCode::NotMember, format!("not a member of {room}"))
+}
+
+/// Feeds `first` and everything else already queued (up to [`MAX_BATCH_BYTES`]), then flushes once.
+async fn write_batch(
+    socket: &mut WebSocket,
+    queue: &mut mpsc::Receiver<Utf8Bytes>,
+    first: Utf8Bytes,
+) -> Result<(), axum::Error> {
+    let mut bytes = first.len();
+    socket.feed(Message::Text(first)).await?;
+    while bytes < MAX_BATCH_BYTES {
+        let Ok(frame) = queue.try_recv() else { break };
+        bytes += frame.len();
+        socket.feed(Message::Text(frame)).await?;
+    }
+    socket.flush().await
+}
+
+/// Writes out everything still queued (used when draining for shutdown).
+async fn flush_all(
+    socket: &mut WebSocket,
+    queue: &mut mpsc::Receiver<Utf8Bytes>,
+) -> Result<(), axum::Error> {
+    while let Ok(first) = queue.try_recv() {
+        write_batch(socket, queue, first).await?;
+    }
+    Ok(())
+}
+
+/// Sends the close frame, then waits for the client's reply so the TCP close is clean.
+async fn close(socket: &mut WebSocket, code: CloseCode) {
+    let frame = CloseFrame { code: code.code(), reason: Utf8Bytes::from_static(code.reason()) };
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    while let Some(Ok(_)) = socket.recv().await {}
+}
+
+/// True when the read failed because a frame or message exceeded `max_message_bytes`.
+fn is_too_big(err: &axum::Error) -> bool {
+    use std::error::Error as _;
+    matches!(
+        err.source().and_then(|e| e.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
