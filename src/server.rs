@@ -3,6 +3,7 @@
 
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
@@ -68,9 +69,9 @@ fn spawn_sweeper(broker: &Arc<MemoryBroker>, stop: CancellationToken) {
     });
 }
 
-/// Serves `config` on `listener` until `shutdown` resolves, then drains: readiness fails, new
-/// upgrades are refused, every session flushes its queue and gets close 1001, and this returns
-/// once all sessions ended or `shutdown_grace` passed, whichever is first.
+/// Serves `config` on `listener` until `shutdown` resolves, then drains: readiness answers 503
+/// and new upgrades are refused while every session flushes its queue and gets close 1001; the
+/// listener closes once all sessions ended or `shutdown_grace` passed, whichever is first.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -92,14 +93,16 @@ pub async fn run(
             return flatten(result);
         }
     }
-    tracing::info!("shutting down: draining sessions");
+    tracing::info!(sessions = node.tasks().len(), "shutting down: draining sessions");
     node.begin_shutdown();
-    stop.cancel();
+    // The listener stays open meanwhile so balancers read 503 from /readyz, not a refusal.
     let deadline = tokio::time::Instant::now() + grace;
     if tokio::time::timeout_at(deadline, node.tasks().wait()).await.is_err() {
         tracing::warn!(remaining = node.tasks().len(), "grace period over; dropping sessions");
     }
-    match timeout(deadline.saturating_duration_since(tokio::time::Instant::now()), server).await {
+    stop.cancel();
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    match timeout(left.max(Duration::from_millis(100)), server).await {
         Ok(result) => flatten(result),
         Err(_) => Ok(()),
     }

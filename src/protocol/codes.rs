@@ -70,6 +70,10 @@ pub enum CloseCode {
     Normal = 1000,
     /// The node is shutting down or draining: reconnect, to this or another node.
     GoingAway = 1001,
+    /// The client broke the WebSocket protocol (bad framing, unmasked frames, ...).
+    ProtocolViolation = 1002,
+    /// A text frame was not valid UTF-8.
+    InvalidPayload = 1007,
     /// A frame was larger than `max_message_bytes`.
     TooBig = 1009,
     /// The server failed in a way that is not the client's fault.
@@ -92,6 +96,8 @@ impl CloseCode {
         match n {
             1000 => Self::Normal,
             1001 => Self::GoingAway,
+            1002 => Self::ProtocolViolation,
+            1007 => Self::InvalidPayload,
             1009 => Self::TooBig,
             4000 => Self::SlowConsumer,
             4008 => Self::HeartbeatTimeout,
@@ -105,6 +111,8 @@ impl CloseCode {
         match self {
             Self::Normal => "bye",
             Self::GoingAway => "server going away, reconnect",
+            Self::ProtocolViolation => "protocol violation",
+            Self::InvalidPayload => "text frame is not valid UTF-8",
             Self::TooBig => "frame too large",
             Self::Internal => "internal error",
             Self::SlowConsumer => "slow consumer",

@@ -26,7 +26,7 @@ use crate::session::SessionHandle;
 /// Upper bound on bytes written per flush, so one batch cannot grow the write buffer without end.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// How long closing may take: sending the close frame and waiting for the client's reply.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the main loop ended.
 enum Exit {
@@ -115,8 +115,7 @@ impl Connection {
                     last_seen = Instant::now();
                     match msg {
                         None => return Exit::Gone,
-                        Some(Err(err)) if is_too_big(&err) => return Exit::Close(CloseCode::TooBig),
-                        Some(Err(_)) => return Exit::Gone,
+                        Some(Err(err)) => return read_error(&err),
                         Some(Ok(Message::Close(_))) => {
                             // tungstenite queued the close reply; push it out before dropping.
                             let _ = timeout(CLOSE_TIMEOUT, socket.flush()).await;
@@ -290,11 +289,15 @@ async fn close(socket: &mut WebSocket, code: CloseCode) {
     while let Some(Ok(_)) = socket.recv().await {}
 }
 
-/// True when the read failed because a frame or message exceeded `max_message_bytes`.
-fn is_too_big(err: &axum::Error) -> bool {
+/// Maps a failed read to how the socket ends: the client's fault gets a close code saying
+/// which rule it broke; I/O failures mean it is gone.
+fn read_error(err: &axum::Error) -> Exit {
     use std::error::Error as _;
-    matches!(
-        err.source().and_then(|e| e.downcast_ref::<tungstenite::Error>()),
-        Some(tungstenite::Error::Capacity(_))
-    )
+    use tungstenite::Error as WsError;
+    match err.source().and_then(|e| e.downcast_ref::<WsError>()) {
+        Some(WsError::Capacity(_)) => Exit::Close(CloseCode::TooBig),
+        Some(WsError::Utf8(_)) => Exit::Close(CloseCode::InvalidPayload),
+        Some(WsError::Protocol(_)) => Exit::Close(CloseCode::ProtocolViolation),
+        _ => Exit::Gone,
+    }
 }
