@@ -193,7 +193,10 @@ impl Config {
         match file {
             Some(path) if !path.is_file() => return Err(ConfigError::MissingFile(path.into())),
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
-            None => figment = figment.merge(Toml::file_exact(DEFAULT_FILE)),
+            None if Path::new(DEFAULT_FILE).is_file() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_FILE));
+            }
+            None => {}
         }
         let config: Config = figment
             .merge(env)

@@ -114,6 +114,25 @@ impl Client {
         client
     }
 
+    /// Connects with a 4 KiB kernel receive buffer (no autotuning), so a client that stops
+    /// reading backs up into the server's queue after kilobytes rather than tens of megabytes.
+    pub async fn connect_small_buffer(url: &str) -> Self {
+        let addr = url.trim_start_matches("ws://").split('/').next().unwrap().parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let (ws, _) = tokio::time::timeout(
+            RECV_TIMEOUT,
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)),
+        )
+        .await
+        .expect("handshake timed out")
+        .unwrap();
+        let mut client = Self { ws, welcome: Value::Null, backlog: VecDeque::new(), next_id: 1 };
+        client.welcome = client.recv_type("welcome").await;
+        client
+    }
+
     pub async fn send_text(&mut self, text: impl Into<String>) {
         self.ws.send(Message::text(text.into())).await.expect("send failed");
     }
@@ -237,8 +256,9 @@ impl Client {
     /// Asserts nothing arrives for `quiet`.
     pub async fn expect_silence(&mut self, quiet: Duration) {
         assert!(self.backlog.is_empty(), "unexpected frames: {:?}", self.backlog);
+        let deadline = tokio::time::Instant::now() + quiet;
         loop {
-            match tokio::time::timeout(quiet, self.ws.next()).await {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
                 Err(_) => return,
                 Ok(Some(Ok(Message::Text(text)))) => panic!("unexpected frame: {text}"),
                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}

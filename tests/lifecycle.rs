@@ -1,0 +1,194 @@
+//! Start-up and shutdown: graceful drain in-process and as the real binary under SIGTERM, and
+//! configuration errors that stop start-up with a message naming the key.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Client, Ended, TestServer};
+use serde_json::json;
+
+#[tokio::test]
+async fn shutdown_flushes_queued_messages_then_closes_with_1001() {
+    let mut server = TestServer::start().await;
+    let mut publisher = server.connect("pub").await;
+    let mut reader = server.connect("reader").await;
+    publisher.join("room").await;
+    reader.join("room").await;
+    for i in 0..200 {
+        publisher.publish("room", json!(i)).await;
+    }
+    // Everything above is acked, so it sits in `reader`'s queue or socket: none may be lost.
+    server.trigger_shutdown();
+    let (frames, ended) = reader.read_to_end(Duration::from_secs(10)).await;
+    let offsets: Vec<u64> = frames.iter().filter_map(|f| f["offset"].as_u64()).collect();
+    assert_eq!(offsets, (1..=200).collect::<Vec<_>>());
+    assert_eq!(ended, Ended::Closed(1001));
+    assert_eq!(publisher.read_to_end(Duration::from_secs(10)).await.1, Ended::Closed(1001));
+    server.shutdown().await.expect("run returns Ok");
+}
+
+#[tokio::test]
+async fn while_draining_readiness_fails_and_new_sockets_are_refused() {
+    let mut server = TestServer::start().await;
+    // A client that never reads keeps the drain open: the server waits (bounded) for its
+    // close handshake.
+    let _stalled = server.connect("stalled").await;
+    server.trigger_shutdown();
+    let http = reqwest::Client::new();
+    let ready = http.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.json::<serde_json::Value>().await.unwrap()["status"], "draining");
+    let err = tokio_tungstenite::connect_async(server.ws_url("late")).await.unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 503),
+        other => panic!("expected 503, got {other:?}"),
+    }
+    let healthy = http.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(healthy.status(), 200, "alive while draining");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_gives_up_on_stuck_sessions_after_the_grace_period() {
+    let mut server = TestServer::with(|c| c.shutdown_grace_ms = 300).await;
+    let _stalled = server.connect("stalled").await;
+    server.trigger_shutdown();
+    let started = std::time::Instant::now();
+    server.shutdown().await.unwrap();
+    // Bounded by the grace period, not by the 5 s close handshake timeout.
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+}
+
+/// The real binary, started with `args` and `env`, on a free port.
+struct Process {
+    child: Child,
+    addr: String,
+}
+
+fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // Run where no config/default.toml exists so only what the test gives applies.
+    cmd.current_dir(std::env::temp_dir());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawning roomcast")
+}
+
+impl Process {
+    fn start(args: &[&str]) -> Self {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut child = spawn_binary(&all, &[]);
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("roomcast listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Self { child, addr }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("roomcast did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_the_binary_exits_0() {
+    let process = Process::start(&["--node-id", "n-test"]);
+    let url = format!("ws://{}/ws?user=", process.addr);
+    let mut publisher = Client::connect(&format!("{url}pub")).await;
+    let mut reader = Client::connect(&format!("{url}reader")).await;
+    assert_eq!(reader.welcome["node"], "n-test");
+    publisher.join("room").await;
+    reader.join("room").await;
+    for i in 0..50 {
+        publisher.publish("room", json!(i)).await;
+    }
+    process.signal("-TERM");
+    let (frames, ended) = reader.read_to_end(Duration::from_secs(10)).await;
+    assert_eq!(frames.iter().filter(|f| f["type"] == "message").count(), 50);
+    assert_eq!(ended, Ended::Closed(1001));
+    let status = tokio::task::spawn_blocking(move || process.wait(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn sigint_with_no_sessions_exits_0_promptly() {
+    let process = Process::start(&[]);
+    process.signal("-INT");
+    let status = tokio::task::spawn_blocking(move || process.wait(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Runs the binary expecting it to refuse to start; returns its stderr.
+fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let child = spawn_binary(args, env);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "expected exit 2, got {:?}", out.status);
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn bad_configuration_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    let file_arg = file.to_str().unwrap();
+
+    std::fs::write(&file, "[limits]\nmax_message_bytes = -5\n").unwrap();
+    let err = refused(&["--config", file_arg], &[]);
+    assert!(err.contains("limits.max_message_bytes"), "{err}");
+
+    std::fs::write(&file, "[heartbeat]\ninterval_ms = 0\n").unwrap();
+    let err = refused(&["--config", file_arg], &[]);
+    assert!(err.contains("heartbeat.interval_ms"), "{err}");
+
+    std::fs::write(&file, "[limits]\nbogus_limit = 1\n").unwrap();
+    let err = refused(&["--config", file_arg], &[]);
+    assert!(err.contains("bogus_limit"), "{err}");
+
+    std::fs::write(&file, "this is not toml = = =\n").unwrap();
+    let err = refused(&["--config", file_arg], &[]);
+    assert!(err.contains("bad.toml"), "{err}");
+
+    let err = refused(&["--config", "/nonexistent/roomcast.toml"], &[]);
+    assert!(err.contains("/nonexistent/roomcast.toml"), "{err}");
+
+    // figment names an environment key as the variable spells it, upper case.
+    let err = refused(&[], &[("ROOMCAST_LIMITS__OUTBOUND_QUEUE", "lots")]);
+    assert!(err.to_lowercase().contains("limits.outbound_queue"), "{err}");
+
+    let err = refused(&[], &[("ROOMCAST_HISTORY__SIZE", "5000")]);
+    assert!(err.contains("limits.outbound_queue"), "{err}");
+
+    // The port is taken: the message names `listen`.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = refused(&["--listen", &addr], &[]);
+    assert!(err.contains("listen"), "{err}");
+}
