@@ -220,14 +220,23 @@ impl Config {
         }
         let l = &self.limits;
         positive("limits.max_message_bytes", l.max_message_bytes as u64)?;
-        positive("limits.max_rooms_per_connection", l.max_rooms_per_connection as u64)?;
+        positive(
+            "limits.max_rooms_per_connection",
+            l.max_rooms_per_connection as u64,
+        )?;
         positive("limits.outbound_queue", l.outbound_queue as u64)?;
         positive("limits.inbound_rate_per_sec", l.inbound_rate_per_sec.into())?;
         positive("limits.inbound_burst", l.inbound_burst.into())?;
-        positive("limits.rate_limit_close_after", l.rate_limit_close_after.into())?;
+        positive(
+            "limits.rate_limit_close_after",
+            l.rate_limit_close_after.into(),
+        )?;
         positive("heartbeat.interval_ms", self.heartbeat.interval_ms)?;
         positive("history.ttl_secs", self.history.ttl_secs)?;
-        positive("socket.read_buffer_bytes", self.socket.read_buffer_bytes as u64)?;
+        positive(
+            "socket.read_buffer_bytes",
+            self.socket.read_buffer_bytes as u64,
+        )?;
         if self.heartbeat.timeout_ms <= self.heartbeat.interval_ms {
             return Err(ConfigError::Invalid {
                 key: "heartbeat.timeout_ms",
@@ -280,6 +289,8 @@ impl History {
 
 #[cfg(test)]
 mod tests {
+    // figment::Jail closures must return figment::Error, which is large; that is its API.
+    #![allow(clippy::result_large_err)]
     use super::*;
     use std::io::Write;
 
@@ -307,8 +318,7 @@ mod tests {
     #[test]
     fn the_shipped_default_file_matches_the_code() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_FILE);
-        let loaded = Config::load_with_env(Some(&path), &Overrides::default(), no_env())
-            .unwrap();
+        let loaded = Config::load_with_env(Some(&path), &Overrides::default(), no_env()).unwrap();
         assert_eq!(loaded, Config::default());
     }
 
@@ -321,7 +331,10 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let err = load("[limits]\nmax_message_bytes = \"big\"\n").unwrap_err();
-        assert!(err.to_string().contains("limits.max_message_bytes"), "{err}");
+        assert!(
+            err.to_string().contains("limits.max_message_bytes"),
+            "{err}"
+        );
         let err = load("[limits]\nmax_mesage_bytes = 5\n").unwrap_err();
         assert!(err.to_string().contains("max_mesage_bytes"), "{err}");
         let err = load("[heartbeat]\ninterval_ms = 100\ntimeout_ms = 50\n").unwrap_err();
@@ -335,7 +348,10 @@ mod tests {
     #[test]
     fn env_overrides_file_and_flags_override_env() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("c.toml", "listen = \"127.0.0.1:1000\"\n[limits]\ninbound_burst = 5\n")?;
+            jail.create_file(
+                "c.toml",
+                "listen = \"127.0.0.1:1000\"\n[limits]\ninbound_burst = 5\n",
+            )?;
             jail.set_env("ROOMCAST_LIMITS__INBOUND_BURST", "9");
             jail.set_env("ROOMCAST_LISTEN", "127.0.0.1:2000");
             let flags = Overrides {
@@ -351,8 +367,11 @@ mod tests {
 
     #[test]
     fn a_missing_config_file_is_an_error() {
-        let err = Config::load(Some(Path::new("/nonexistent/roomcast.toml")), &Overrides::default())
-            .unwrap_err();
+        let err = Config::load(
+            Some(Path::new("/nonexistent/roomcast.toml")),
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(matches!(err, ConfigError::MissingFile(_)));
     }
 }

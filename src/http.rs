@@ -21,7 +21,11 @@ pub async fn healthz() -> Response {
 /// `GET /readyz`: 200 when taking new sockets, 503 while draining.
 pub async fn readyz(State(node): State<Node>) -> Response {
     if node.is_draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" }))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "draining" })),
+        )
+            .into_response()
     } else {
         Json(json!({ "status": "ready", "node": node.id() })).into_response()
     }

@@ -61,7 +61,13 @@ impl Hub {
 
     /// Adds `session` to `room` as a pending member. Returns true when the room had no local
     /// members before, so the caller must subscribe to it.
-    pub fn add_pending(&self, room: &str, session: &SessionHandle, presence: bool, cap: usize) -> bool {
+    pub fn add_pending(
+        &self,
+        room: &str,
+        session: &SessionHandle,
+        presence: bool,
+        cap: usize,
+    ) -> bool {
         loop {
             let mut created = false;
             let cell = self
@@ -102,9 +108,13 @@ impl Hub {
         replay: Vec<Utf8Bytes>,
         top: u64,
     ) -> bool {
-        let Some(cell) = self.room(room) else { return false };
+        let Some(cell) = self.room(room) else {
+            return false;
+        };
         let mut guard = cell.lock();
-        let Some(member) = guard.members.get_mut(&session) else { return false };
+        let Some(member) = guard.members.get_mut(&session) else {
+            return false;
+        };
         let buffered = member.pending.take().unwrap_or_default();
         let handle = member.session.clone();
         handle.send(joined);
@@ -123,11 +133,15 @@ impl Hub {
 
     /// Removes a member (pending or live). Frees the room when it was the last one.
     pub fn remove(&self, room: &str, session: &SessionHandle) -> Removed {
-        let Some(cell) = self.room(room) else { return Removed::default() };
+        let Some(cell) = self.room(room) else {
+            return Removed::default();
+        };
         let mut out = Removed::default();
         {
             let mut guard = cell.lock();
-            let Some(member) = guard.members.remove(&session.id()) else { return out };
+            let Some(member) = guard.members.remove(&session.id()) else {
+                return out;
+            };
             out.was_member = true;
             if member.pending.is_none() {
                 if let Some(count) = guard.users.get_mut(session.user()) {
@@ -163,7 +177,9 @@ impl Hub {
                 Some(buffer) if buffer.len() < member.pending_cap => {
                     buffer.push((offset, frame.clone()));
                 }
-                Some(_) => member.session.close(crate::protocol::CloseCode::SlowConsumer),
+                Some(_) => member
+                    .session
+                    .close(crate::protocol::CloseCode::SlowConsumer),
             }
         }
     }
@@ -245,7 +261,13 @@ mod tests {
             hub.deliver("r", offset, &format!("m{offset}").into());
         }
         // The broker reported top = 2 and replayed 1..=2; 3 and 4 come from the buffer.
-        let first = hub.activate("r", s.id(), "joined".into(), vec!["m1".into(), "m2".into()], 2);
+        let first = hub.activate(
+            "r",
+            s.id(),
+            "joined".into(),
+            vec!["m1".into(), "m2".into()],
+            2,
+        );
         assert!(first);
         hub.deliver("r", 5, &"m5".into());
         assert_eq!(drain(&mut rx), ["joined", "m1", "m2", "m3", "m4", "m5"]);
@@ -259,11 +281,28 @@ mod tests {
         hub.add_pending("r", &a1, false, 4);
         assert!(hub.activate("r", a1.id(), "j".into(), vec![], 0));
         assert!(!hub.add_pending("r", &a2, false, 4));
-        assert!(!hub.activate("r", a2.id(), "j".into(), vec![], 0), "alice already present");
+        assert!(
+            !hub.activate("r", a2.id(), "j".into(), vec![], 0),
+            "alice already present"
+        );
         let out = hub.remove("r", &a1);
-        assert_eq!(out, Removed { was_member: true, user_gone: false, room_empty: false });
+        assert_eq!(
+            out,
+            Removed {
+                was_member: true,
+                user_gone: false,
+                room_empty: false
+            }
+        );
         let out = hub.remove("r", &a2);
-        assert_eq!(out, Removed { was_member: true, user_gone: true, room_empty: true });
+        assert_eq!(
+            out,
+            Removed {
+                was_member: true,
+                user_gone: true,
+                room_empty: true
+            }
+        );
         assert_eq!(hub.room_count(), 0);
         assert_eq!(hub.remove("r", &a2), Removed::default());
     }

@@ -47,11 +47,16 @@ async fn main() -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(err) => {
-            eprintln!("roomcast: cannot listen on `listen` = {}: {err}", config.listen);
+            eprintln!(
+                "roomcast: cannot listen on `listen` = {}: {err}",
+                config.listen
+            );
             return ExitCode::from(2);
         }
     };
-    let addr = listener.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string());
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
     // One plain line on stdout so scripts and tests can find the port when `listen` used port 0.
     println!("roomcast listening on {addr}");
     tracing::info!(%addr, broker = ?config.broker, "listening");
@@ -66,7 +71,9 @@ async fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -103,17 +103,18 @@ impl Node {
     }
 
     /// Registers a new session of `user` and returns its handle and queue.
-    pub async fn open_session(
-        &self,
-        user: Arc<str>,
-    ) -> (SessionHandle, mpsc::Receiver<Utf8Bytes>) {
+    pub async fn open_session(&self, user: Arc<str>) -> (SessionHandle, mpsc::Receiver<Utf8Bytes>) {
         let (handle, rx) = SessionHandle::new(user, self.0.config.limits.outbound_queue);
         self.0.hub.add_user_session(&handle);
         (handle, rx)
     }
 
     /// Removes a session from its rooms and the user table. Call exactly once, at its end.
-    pub async fn close_session(&self, session: &SessionHandle, rooms: impl IntoIterator<Item = Arc<str>>) {
+    pub async fn close_session(
+        &self,
+        session: &SessionHandle,
+        rooms: impl IntoIterator<Item = Arc<str>>,
+    ) {
         for room in rooms {
             self.leave(session, &room).await;
         }
@@ -154,10 +155,10 @@ impl Node {
             offset: history.top,
             recovered: resume.map(|_| history.recovered),
         });
-        let user_first = self
-            .0
-            .hub
-            .activate(room, session.id(), joined, history.replay, history.top);
+        let user_first =
+            self.0
+                .hub
+                .activate(room, session.id(), joined, history.replay, history.top);
         if user_first {
             // The join itself succeeded and was answered; presence is best effort on top.
             if let Err(err) = self.0.broker.presence_add(room, session.user()).await {
@@ -180,12 +181,22 @@ impl Node {
     }
 
     /// Publishes to `room`; returns the message's offset.
-    pub async fn publish(&self, room: &str, from: &str, data: &RawValue) -> Result<u64, ProtocolError> {
+    pub async fn publish(
+        &self,
+        room: &str,
+        from: &str,
+        data: &RawValue,
+    ) -> Result<u64, ProtocolError> {
         Ok(self.0.broker.publish(room, from, data).await?)
     }
 
     /// Sends a direct message to every session of `to`.
-    pub async fn send_direct(&self, to: &str, from: &str, data: &RawValue) -> Result<(), ProtocolError> {
+    pub async fn send_direct(
+        &self,
+        to: &str,
+        from: &str,
+        data: &RawValue,
+    ) -> Result<(), ProtocolError> {
         Ok(self.0.broker.send_direct(to, from, data).await?)
     }
 

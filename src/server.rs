@@ -43,8 +43,14 @@ pub fn build(config: Config, stop: &CancellationToken) -> Node {
     let hub = Hub::new();
     let broker = match config.broker {
         BrokerKind::Memory => {
-            let limits = HistoryLimits { size: config.history.size, ttl: config.history.ttl() };
-            let broker = Arc::new(MemoryBroker::new(limits, Arc::new(HubDelivery(hub.clone()))));
+            let limits = HistoryLimits {
+                size: config.history.size,
+                ttl: config.history.ttl(),
+            };
+            let broker = Arc::new(MemoryBroker::new(
+                limits,
+                Arc::new(HubDelivery(hub.clone())),
+            ));
             spawn_sweeper(&broker, stop.clone());
             broker
         }
@@ -93,12 +99,21 @@ pub async fn run(
             return flatten(result);
         }
     }
-    tracing::info!(sessions = node.tasks().len(), "shutting down: draining sessions");
+    tracing::info!(
+        sessions = node.tasks().len(),
+        "shutting down: draining sessions"
+    );
     node.begin_shutdown();
     // The listener stays open meanwhile so balancers read 503 from /readyz, not a refusal.
     let deadline = tokio::time::Instant::now() + grace;
-    if tokio::time::timeout_at(deadline, node.tasks().wait()).await.is_err() {
-        tracing::warn!(remaining = node.tasks().len(), "grace period over; dropping sessions");
+    if tokio::time::timeout_at(deadline, node.tasks().wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            remaining = node.tasks().len(),
+            "grace period over; dropping sessions"
+        );
     }
     stop.cancel();
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -79,10 +79,10 @@ impl SessionHandle {
 
     /// Asks the session's task to close the socket with `code`. The first reason given wins.
     pub fn close(&self, code: CloseCode) {
-        let _ = self
-            .0
-            .close_code
-            .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire);
+        let _ =
+            self.0
+                .close_code
+                .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire);
         self.0.closer.cancel();
     }
 

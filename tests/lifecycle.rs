@@ -26,7 +26,10 @@ async fn shutdown_flushes_queued_messages_then_closes_with_1001() {
     let offsets: Vec<u64> = frames.iter().filter_map(|f| f["offset"].as_u64()).collect();
     assert_eq!(offsets, (1..=200).collect::<Vec<_>>());
     assert_eq!(ended, Ended::Closed(1001));
-    assert_eq!(publisher.read_to_end(Duration::from_secs(10)).await.1, Ended::Closed(1001));
+    assert_eq!(
+        publisher.read_to_end(Duration::from_secs(10)).await.1,
+        Ended::Closed(1001)
+    );
     server.shutdown().await.expect("run returns Ok");
 }
 
@@ -40,8 +43,13 @@ async fn while_draining_readiness_fails_and_new_sockets_are_refused() {
     let http = reqwest::Client::new();
     let ready = http.get(server.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
-    assert_eq!(ready.json::<serde_json::Value>().await.unwrap()["status"], "draining");
-    let err = tokio_tungstenite::connect_async(server.ws_url("late")).await.unwrap_err();
+    assert_eq!(
+        ready.json::<serde_json::Value>().await.unwrap()["status"],
+        "draining"
+    );
+    let err = tokio_tungstenite::connect_async(server.ws_url("late"))
+        .await
+        .unwrap_err();
     match err {
         tokio_tungstenite::tungstenite::Error::Http(r) => assert_eq!(r.status(), 503),
         other => panic!("expected 503, got {other:?}"),
@@ -59,7 +67,11 @@ async fn shutdown_gives_up_on_stuck_sessions_after_the_grace_period() {
     let started = std::time::Instant::now();
     server.shutdown().await.unwrap();
     // Bounded by the grace period, not by the 5 s close handshake timeout.
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// The real binary, started with `args` and `env`, on a free port.
@@ -85,7 +97,9 @@ impl Process {
         all.extend_from_slice(args);
         let mut child = spawn_binary(&all, &[]);
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let addr = line
             .trim()
             .strip_prefix("roomcast listening on ")
@@ -95,7 +109,10 @@ impl Process {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -150,7 +167,12 @@ async fn sigint_with_no_sessions_exits_0_promptly() {
 fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
     let child = spawn_binary(args, env);
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "expected exit 2, got {:?}", out.status);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected exit 2, got {:?}",
+        out.status
+    );
     String::from_utf8(out.stderr).unwrap()
 }
 
@@ -181,7 +203,10 @@ fn bad_configuration_stops_start_up_naming_the_key() {
 
     // figment names an environment key as the variable spells it, upper case.
     let err = refused(&[], &[("ROOMCAST_LIMITS__OUTBOUND_QUEUE", "lots")]);
-    assert!(err.to_lowercase().contains("limits.outbound_queue"), "{err}");
+    assert!(
+        err.to_lowercase().contains("limits.outbound_queue"),
+        "{err}"
+    );
 
     let err = refused(&[], &[("ROOMCAST_HISTORY__SIZE", "5000")]);
     assert!(err.contains("limits.outbound_queue"), "{err}");

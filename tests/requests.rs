@@ -32,7 +32,9 @@ async fn publish_is_acked_and_delivered_to_every_member_including_the_publisher(
     assert!(joined["epoch"].as_str().is_some_and(|e| !e.is_empty()));
     bob.join("lobby").await;
 
-    let offset = alice.publish("lobby", json!({"text": "hi", "n": [1, 2.5, null]})).await;
+    let offset = alice
+        .publish("lobby", json!({"text": "hi", "n": [1, 2.5, null]}))
+        .await;
     assert_eq!(offset, 1);
     for client in [&mut alice, &mut bob] {
         let m = client.recv_message().await;
@@ -61,8 +63,10 @@ async fn several_publishers_are_seen_in_one_identical_order_by_every_member() {
     for (i, mut c) in clients.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
             for seq in 0..PER_PUBLISHER {
-                c.send_json(json!({"type": "publish", "room": "race", "data": {"p": i, "seq": seq}}))
-                    .await;
+                c.send_json(
+                    json!({"type": "publish", "room": "race", "data": {"p": i, "seq": seq}}),
+                )
+                .await;
             }
             let mut seen = Vec::new();
             while seen.len() < 3 * PER_PUBLISHER {
@@ -81,7 +85,11 @@ async fn several_publishers_are_seen_in_one_identical_order_by_every_member() {
         watched.push((m["offset"].as_u64().unwrap(), m["data"].clone()));
     }
     let offsets: Vec<u64> = watched.iter().map(|(o, _)| *o).collect();
-    assert_eq!(offsets, (1..=(3 * PER_PUBLISHER) as u64).collect::<Vec<_>>(), "contiguous from 1");
+    assert_eq!(
+        offsets,
+        (1..=(3 * PER_PUBLISHER) as u64).collect::<Vec<_>>(),
+        "contiguous from 1"
+    );
     // Each publisher's own messages keep their send order.
     let mut last_seq: BTreeMap<u64, i64> = BTreeMap::new();
     for (_, data) in &watched {
@@ -90,7 +98,11 @@ async fn several_publishers_are_seen_in_one_identical_order_by_every_member() {
         assert_eq!(seq, prev + 1, "publisher {p} out of order");
     }
     for task in tasks {
-        assert_eq!(task.await.unwrap(), watched, "every member sees the same sequence");
+        assert_eq!(
+            task.await.unwrap(),
+            watched,
+            "every member sees the same sequence"
+        );
     }
 }
 
@@ -130,7 +142,9 @@ async fn resume_replays_exactly_what_was_missed_then_goes_live() {
     assert_eq!(read_offsets(&mut alice, 3).await, [6, 7, 8]);
     bob.publish("room", json!(9)).await;
     assert_eq!(read_offsets(&mut alice, 1).await, [9]);
-    alice.expect_silence(std::time::Duration::from_millis(200)).await;
+    alice
+        .expect_silence(std::time::Duration::from_millis(200))
+        .await;
 }
 
 #[tokio::test]
@@ -140,38 +154,60 @@ async fn resume_with_nothing_missed_recovers_with_no_replay() {
     let epoch = alice.join("room").await["epoch"].clone();
     alice.publish("room", json!(1)).await;
     let mut again = server.connect("alice").await;
-    let reply = again.request(json!({"type":"join","room":"room","since":1,"epoch":epoch})).await;
+    let reply = again
+        .request(json!({"type":"join","room":"room","since":1,"epoch":epoch}))
+        .await;
     assert_eq!(reply["recovered"], true, "{reply}");
-    again.expect_silence(std::time::Duration::from_millis(200)).await;
+    again
+        .expect_silence(std::time::Duration::from_millis(200))
+        .await;
 }
 
 #[tokio::test]
 async fn resume_past_the_history_or_in_another_epoch_is_not_recovered() {
     let server = TestServer::with(|c| c.history.size = 5).await;
     let mut bob = server.connect("bob").await;
-    let epoch = bob.join("room").await["epoch"].as_str().unwrap().to_string();
+    let epoch = bob.join("room").await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for i in 1..=12 {
         bob.publish("room", json!(i)).await;
     }
     let mut alice = server.connect("alice").await;
     // Offsets 3..=7 fell out of the 5-message history: a replay would have a gap.
-    let reply = alice.request(json!({"type":"join","room":"room","since":2,"epoch":epoch})).await;
+    let reply = alice
+        .request(json!({"type":"join","room":"room","since":2,"epoch":epoch}))
+        .await;
     assert_eq!(reply["recovered"], false, "{reply}");
     assert_eq!(reply["offset"], 12);
     bob.publish("room", json!(13)).await;
-    assert_eq!(read_offsets(&mut alice, 1).await, [13], "no replay, live from offset+1");
+    assert_eq!(
+        read_offsets(&mut alice, 1).await,
+        [13],
+        "no replay, live from offset+1"
+    );
     alice.request(json!({"type":"leave","room":"room"})).await;
 
     // The oldest kept message is 9 (13 - 5 + 1): since = 8 still recovers 9..=13.
-    let reply = alice.request(json!({"type":"join","room":"room","since":8,"epoch":epoch})).await;
+    let reply = alice
+        .request(json!({"type":"join","room":"room","since":8,"epoch":epoch}))
+        .await;
     assert_eq!(reply["recovered"], true, "{reply}");
     assert_eq!(read_offsets(&mut alice, 5).await, [9, 10, 11, 12, 13]);
     alice.request(json!({"type":"leave","room":"room"})).await;
 
     for (since, epoch) in [(10, "not-the-epoch"), (99, epoch.as_str())] {
-        let reply = alice.request(json!({"type":"join","room":"room","since":since,"epoch":epoch})).await;
-        assert_eq!(reply["recovered"], false, "since {since} epoch {epoch}: {reply}");
-        alice.expect_silence(std::time::Duration::from_millis(100)).await;
+        let reply = alice
+            .request(json!({"type":"join","room":"room","since":since,"epoch":epoch}))
+            .await;
+        assert_eq!(
+            reply["recovered"], false,
+            "since {since} epoch {epoch}: {reply}"
+        );
+        alice
+            .expect_silence(std::time::Duration::from_millis(100))
+            .await;
         alice.request(json!({"type":"leave","room":"room"})).await;
     }
 }
@@ -185,19 +221,26 @@ async fn resume_while_the_room_is_busy_has_no_gap_and_no_duplicate() {
     })
     .await;
     let mut publisher = server.connect("pub").await;
-    let epoch = publisher.join("busy").await["epoch"].as_str().unwrap().to_string();
+    let epoch = publisher.join("busy").await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for i in 0..20 {
         publisher.publish("busy", json!(i)).await;
     }
     // Keep publishing while the other client resumes from offset 10.
     let pump = tokio::spawn(async move {
         for i in 0..300 {
-            publisher.send_json(json!({"type":"publish","room":"busy","data":i})).await;
+            publisher
+                .send_json(json!({"type":"publish","room":"busy","data":i}))
+                .await;
         }
         publisher
     });
     let mut reader = server.connect("reader").await;
-    let reply = reader.request(json!({"type":"join","room":"busy","since":10,"epoch":epoch})).await;
+    let reply = reader
+        .request(json!({"type":"join","room":"busy","since":10,"epoch":epoch}))
+        .await;
     assert_eq!(reply["recovered"], true, "{reply}");
     let _publisher = pump.await.unwrap();
     let seen = read_offsets(&mut reader, 310).await;
@@ -215,7 +258,9 @@ async fn leave_stops_delivery_and_non_members_cannot_publish_or_ask_presence() {
     assert_eq!(left, json!({"type":"left","id":left["id"],"room":"room"}));
     bob.publish("room", json!("after")).await;
     bob.recv_message().await;
-    alice.expect_silence(std::time::Duration::from_millis(200)).await;
+    alice
+        .expect_silence(std::time::Duration::from_millis(200))
+        .await;
     for request in [
         json!({"type":"leave","room":"room"}),
         json!({"type":"publish","room":"room","data":1}),
@@ -253,21 +298,33 @@ async fn presence_lists_users_and_announces_first_join_and_last_leave() {
     let mut bob1 = server.connect("bob").await;
     bob1.join("room").await;
     let event = alice.recv_type("presence_join").await;
-    assert_eq!(event, json!({"type":"presence_join","room":"room","user":"bob"}));
+    assert_eq!(
+        event,
+        json!({"type":"presence_join","room":"room","user":"bob"})
+    );
 
     // A second session of bob changes nothing for presence.
     let mut bob2 = server.connect("bob").await;
     bob2.join("room").await;
-    let reply = alice.request(json!({"type":"presence","room":"room"})).await;
+    let reply = alice
+        .request(json!({"type":"presence","room":"room"}))
+        .await;
     assert_eq!(reply["users"], json!(["alice", "bob"]));
     bob1.request(json!({"type":"leave","room":"room"})).await;
-    alice.expect_silence(std::time::Duration::from_millis(200)).await;
+    alice
+        .expect_silence(std::time::Duration::from_millis(200))
+        .await;
 
     // bob's last session disconnects without leaving: still announced.
     bob2.close().await;
     let event = alice.recv_type("presence_leave").await;
-    assert_eq!(event, json!({"type":"presence_leave","room":"room","user":"bob"}));
-    let reply = alice.request(json!({"type":"presence","room":"room"})).await;
+    assert_eq!(
+        event,
+        json!({"type":"presence_leave","room":"room","user":"bob"})
+    );
+    let reply = alice
+        .request(json!({"type":"presence","room":"room"}))
+        .await;
     assert_eq!(reply["users"], json!(["alice"]));
 }
 
@@ -279,7 +336,9 @@ async fn presence_events_are_opt_in() {
     let mut bob = server.connect("bob").await;
     bob.join("room").await;
     bob.close().await;
-    quiet.expect_silence(std::time::Duration::from_millis(200)).await;
+    quiet
+        .expect_silence(std::time::Duration::from_millis(200))
+        .await;
 }
 
 #[tokio::test]
@@ -289,7 +348,9 @@ async fn direct_messages_reach_every_session_of_the_user() {
     let mut bob1 = server.connect("bob").await;
     let mut bob2 = server.connect("bob").await;
     let mut carol = server.connect("carol").await;
-    let ack = alice.request(json!({"type":"send","to":"bob","data":{"text":"psst"}})).await;
+    let ack = alice
+        .request(json!({"type":"send","to":"bob","data":{"text":"psst"}}))
+        .await;
     assert_eq!(ack, json!({"type":"ack","id":ack["id"]}));
     for bob in [&mut bob1, &mut bob2] {
         let d = bob.recv_type("direct").await;
@@ -297,9 +358,13 @@ async fn direct_messages_reach_every_session_of_the_user() {
         assert_eq!(d["data"], json!({"text":"psst"}));
         assert!(d["ts"].is_u64());
     }
-    carol.expect_silence(std::time::Duration::from_millis(200)).await;
+    carol
+        .expect_silence(std::time::Duration::from_millis(200))
+        .await;
     // Offline users: accepted, nothing delivered, nothing breaks.
-    let ack = alice.request(json!({"type":"send","to":"nobody","data":1})).await;
+    let ack = alice
+        .request(json!({"type":"send","to":"nobody","data":1}))
+        .await;
     assert_eq!(ack["type"], "ack");
 }
 

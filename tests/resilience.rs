@@ -40,14 +40,25 @@ async fn a_client_that_stops_reading_is_closed_with_4000_and_others_get_everythi
         publisher.publish("room", json!(payload)).await;
     }
     let offsets = reader.await.unwrap();
-    assert_eq!(offsets, (1..=MESSAGES).collect::<Vec<_>>(), "the fast reader lost nothing");
+    assert_eq!(
+        offsets,
+        (1..=MESSAGES).collect::<Vec<_>>(),
+        "the fast reader lost nothing"
+    );
 
     let (frames, ended) = slow.read_to_end(Duration::from_secs(20)).await;
     assert_eq!(ended, Ended::Closed(4000));
-    assert!((frames.len() as u64) < MESSAGES, "slow client was cut off, got {}", frames.len());
+    assert!(
+        (frames.len() as u64) < MESSAGES,
+        "slow client was cut off, got {}",
+        frames.len()
+    );
     // What the slow client did get was still in order and without gaps.
     let got: Vec<u64> = frames.iter().filter_map(|f| f["offset"].as_u64()).collect();
-    assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "gap before the close");
+    assert!(
+        got.windows(2).all(|w| w[1] == w[0] + 1),
+        "gap before the close"
+    );
 }
 
 #[tokio::test]
@@ -91,7 +102,10 @@ async fn the_rate_limit_answers_rate_limited_then_closes_abusers_with_4029() {
     }
     let (frames, ended) = flood.read_to_end(Duration::from_secs(5)).await;
     assert_eq!(ended, Ended::Closed(4029));
-    assert!(frames.iter().all(|f| f["code"] == "rate_limited"), "{frames:?}");
+    assert!(
+        frames.iter().all(|f| f["code"] == "rate_limited"),
+        "{frames:?}"
+    );
     bystander.send_json(json!({"type":"ping","id":1})).await;
     assert_eq!(bystander.recv().await["type"], "pong");
 }
@@ -100,11 +114,16 @@ async fn the_rate_limit_answers_rate_limited_then_closes_abusers_with_4029() {
 async fn oversized_and_invalid_utf8_frames_get_their_close_codes() {
     let server = TestServer::with(|c| c.limits.max_message_bytes = 1024).await;
     let mut big = server.connect("big").await;
-    big.send_text(format!(r#"{{"type":"ping","pad":"{}"}}"#, "y".repeat(2000))).await;
+    big.send_text(format!(r#"{{"type":"ping","pad":"{}"}}"#, "y".repeat(2000)))
+        .await;
     assert_eq!(big.expect_close().await, 1009);
 
     let mut fits = server.connect("fits").await;
-    fits.send_text(format!(r#"{{"type":"ping","id":1,"pad":"{}"}}"#, "y".repeat(900))).await;
+    fits.send_text(format!(
+        r#"{{"type":"ping","id":1,"pad":"{}"}}"#,
+        "y".repeat(900)
+    ))
+    .await;
     assert_eq!(fits.recv().await["type"], "pong");
 
     // A raw text frame whose payload is not UTF-8.
@@ -127,18 +146,51 @@ fn malformed(rng: &mut rand::rngs::StdRng, i: usize) -> (Message, &'static str) 
         .collect();
     match i % 10 {
         0 => (Message::text(format!("x{junk}")), "bad_json"),
-        1 => (Message::text(format!("[{}]", rng.random::<u32>())), "bad_json"),
-        2 => (Message::text(format!("{{\"type\":\"join\",\"room\":\"{}", junk.replace('"', ""))), "bad_json"),
-        3 => (Message::text(json!({"type": format!("x-{junk}"), "id": i}).to_string()), "unknown_type"),
-        4 => (Message::text(json!({"type":"join","id":i}).to_string()), "bad_request"),
-        5 => (Message::text(json!({"type":"join","room":rng.random::<u32>(),"id":i}).to_string()), "bad_request"),
-        6 => (Message::text(json!({"type":"join","room":format!("bad room {junk}"),"id":i}).to_string()), "invalid_room"),
-        7 => (Message::text(json!({"type":"publish","room":"elsewhere","data":junk,"id":i}).to_string()), "not_member"),
+        1 => (
+            Message::text(format!("[{}]", rng.random::<u32>())),
+            "bad_json",
+        ),
+        2 => (
+            Message::text(format!(
+                "{{\"type\":\"join\",\"room\":\"{}",
+                junk.replace('"', "")
+            )),
+            "bad_json",
+        ),
+        3 => (
+            Message::text(json!({"type": format!("x-{junk}"), "id": i}).to_string()),
+            "unknown_type",
+        ),
+        4 => (
+            Message::text(json!({"type":"join","id":i}).to_string()),
+            "bad_request",
+        ),
+        5 => (
+            Message::text(json!({"type":"join","room":rng.random::<u32>(),"id":i}).to_string()),
+            "bad_request",
+        ),
+        6 => (
+            Message::text(
+                json!({"type":"join","room":format!("bad room {junk}"),"id":i}).to_string(),
+            ),
+            "invalid_room",
+        ),
+        7 => (
+            Message::text(
+                json!({"type":"publish","room":"elsewhere","data":junk,"id":i}).to_string(),
+            ),
+            "not_member",
+        ),
         8 => {
-            let bytes: Vec<u8> = (0..rng.random_range(1..500)).map(|_| rng.random()).collect();
+            let bytes: Vec<u8> = (0..rng.random_range(1..500))
+                .map(|_| rng.random())
+                .collect();
             (Message::binary(bytes), "unsupported")
         }
-        _ => (Message::text(json!({"type":"send","to":"","data":1,"id":i}).to_string()), "bad_request"),
+        _ => (
+            Message::text(json!({"type":"send","to":"","data":1,"id":i}).to_string()),
+            "bad_request",
+        ),
     }
 }
 

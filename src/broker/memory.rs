@@ -183,11 +183,14 @@ impl Broker for MemoryBroker {
     }
 
     async fn unsubscribe(&self, room: &str) {
-        self.with_log(room, |log| log.subscribers = log.subscribers.saturating_sub(1));
+        self.with_log(room, |log| {
+            log.subscribers = log.subscribers.saturating_sub(1)
+        });
     }
 
     async fn send_direct(&self, to: &str, from: &str, data: &RawValue) -> Result<(), BrokerError> {
-        self.deliver.direct(to, &encode_direct(from, data, unix_ms()));
+        self.deliver
+            .direct(to, &encode_direct(from, data, unix_ms()));
         Ok(())
     }
 
@@ -223,4 +226,3 @@ impl Broker for MemoryBroker {
             .unwrap_or_default())
     }
 }
-

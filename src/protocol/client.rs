@@ -115,7 +115,13 @@ pub fn decode_request(text: &str) -> Result<(Option<RequestId>, Request), Decode
 }
 
 fn into_request(wire: Wire<'_>) -> Result<Request, ProtocolError> {
-    let Wire { kind, room, to, data, .. } = wire;
+    let Wire {
+        kind,
+        room,
+        to,
+        data,
+        ..
+    } = wire;
     let kind = kind.ok_or_else(|| bad("missing \"type\""))?;
     Ok(match kind.as_ref() {
         "join" => Request::Join {
@@ -211,31 +217,58 @@ mod tests {
         let (id, req) =
             decode_request(r#"{"type":"join","room":"lobby","id":1,"presence":true}"#).unwrap();
         assert_eq!(id.unwrap().as_json(), "1");
-        assert!(matches!(req, Request::Join { ref room, resume: None, presence: true } if room == "lobby"));
+        assert!(
+            matches!(req, Request::Join { ref room, resume: None, presence: true } if room == "lobby")
+        );
 
         let (_, req) =
             decode_request(r#"{"type":"join","room":"r","since":41,"epoch":"e1"}"#).unwrap();
-        let Request::Join { resume: Some(resume), .. } = req else { panic!("{req:?}") };
-        assert_eq!(resume, Resume { since: 41, epoch: "e1".into() });
+        let Request::Join {
+            resume: Some(resume),
+            ..
+        } = req
+        else {
+            panic!("{req:?}")
+        };
+        assert_eq!(
+            resume,
+            Resume {
+                since: 41,
+                epoch: "e1".into()
+            }
+        );
 
         let (id, req) =
             decode_request(r#"{"type":"publish","room":"r","data":{"a":[1, 2]},"id":"x"}"#)
                 .unwrap();
         assert_eq!(id.unwrap().as_json(), r#""x""#);
-        let Request::Publish { data, .. } = req else { panic!() };
-        assert_eq!(data.get(), r#"{"a":[1, 2]}"#, "data passes through byte for byte");
+        let Request::Publish { data, .. } = req else {
+            panic!()
+        };
+        assert_eq!(
+            data.get(),
+            r#"{"a":[1, 2]}"#,
+            "data passes through byte for byte"
+        );
 
         assert!(matches!(
-            decode_request(r#"{"type":"send","to":"bob","data":null}"#).unwrap().1,
+            decode_request(r#"{"type":"send","to":"bob","data":null}"#)
+                .unwrap()
+                .1,
             Request::Send { .. }
         ));
-        assert!(matches!(decode_request(r#"{"type":"ping"}"#).unwrap().1, Request::Ping));
+        assert!(matches!(
+            decode_request(r#"{"type":"ping"}"#).unwrap().1,
+            Request::Ping
+        ));
         assert!(matches!(
             decode_request(r#"{"type":"leave","room":"r"}"#).unwrap().1,
             Request::Leave { .. }
         ));
         assert!(matches!(
-            decode_request(r#"{"type":"presence","room":"r"}"#).unwrap().1,
+            decode_request(r#"{"type":"presence","room":"r"}"#)
+                .unwrap()
+                .1,
             Request::Presence { .. }
         ));
     }
@@ -250,11 +283,26 @@ mod tests {
         assert_eq!(code(r#"{"room":"r"}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"type":"join"}"#), ErrorCode::BadRequest);
         assert_eq!(code(r#"{"type":"join","room":7}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"join","room":"a b"}"#), ErrorCode::InvalidRoom);
-        assert_eq!(code(r#"{"type":"join","room":"r","since":3}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"publish","room":"r"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"send","to":"","data":1}"#), ErrorCode::BadRequest);
-        assert_eq!(code(r#"{"type":"ping","id":{"x":1}}"#), ErrorCode::BadRequest);
+        assert_eq!(
+            code(r#"{"type":"join","room":"a b"}"#),
+            ErrorCode::InvalidRoom
+        );
+        assert_eq!(
+            code(r#"{"type":"join","room":"r","since":3}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"type":"publish","room":"r"}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"type":"send","to":"","data":1}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(r#"{"type":"ping","id":{"x":1}}"#),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]

@@ -28,7 +28,14 @@ mod tests {
     fn rejects_everything_else() {
         assert!(!valid_name(""));
         assert!(!valid_name(&"a".repeat(MAX_NAME_LEN + 1)));
-        for bad in ["with space", "slash/room", "star*", "ünï", "new\nline", "{tag}"] {
+        for bad in [
+            "with space",
+            "slash/room",
+            "star*",
+            "ünï",
+            "new\nline",
+            "{tag}",
+        ] {
             assert!(!valid_name(bad), "{bad:?} should be rejected");
         }
     }

@@ -62,7 +62,9 @@ pub async fn serve(mut socket: WebSocket, node: Node, user: Arc<str>) {
             Exit::Gone => None,
             Exit::Drain => {
                 let flushed = timeout(CLOSE_TIMEOUT, flush_all(&mut socket, &mut queue)).await;
-                flushed.is_ok_and(|r| r.is_ok()).then_some(CloseCode::GoingAway)
+                flushed
+                    .is_ok_and(|r| r.is_ok())
+                    .then_some(CloseCode::GoingAway)
             }
             Exit::Close(code) => Some(code),
         };
@@ -162,7 +164,10 @@ impl Connection {
         match self.limiter.check(Instant::now()) {
             Verdict::Allow => {}
             Verdict::Limited => {
-                self.reply_error(None, &ProtocolError::new(ErrorCode::RateLimited, "slow down"));
+                self.reply_error(
+                    None,
+                    &ProtocolError::new(ErrorCode::RateLimited, "slow down"),
+                );
                 return None;
             }
             Verdict::Abuse => return Some(Exit::Close(CloseCode::RateLimitAbuse)),
@@ -183,11 +188,19 @@ impl Connection {
         None
     }
 
-    async fn handle(&mut self, id: Option<&RequestId>, request: Request) -> Result<(), ProtocolError> {
+    async fn handle(
+        &mut self,
+        id: Option<&RequestId>,
+        request: Request,
+    ) -> Result<(), ProtocolError> {
         let node = self.node.clone();
         let user = self.session.user().clone();
         match request {
-            Request::Join { room, resume, presence } => {
+            Request::Join {
+                room,
+                resume,
+                presence,
+            } => {
                 if self.rooms.contains(room.as_str()) {
                     return Err(ProtocolError::new(ErrorCode::BadRequest, "already joined"));
                 }
@@ -197,7 +210,9 @@ impl Connection {
                     return Err(ProtocolError::new(ErrorCode::TooManyRooms, msg));
                 }
                 self.rooms.insert(Arc::from(room.as_str()));
-                let joined = node.join(&self.session, &room, resume.as_ref(), presence, id).await;
+                let joined = node
+                    .join(&self.session, &room, resume.as_ref(), presence, id)
+                    .await;
                 if joined.is_err() {
                     self.rooms.remove(room.as_str());
                 }
@@ -216,12 +231,20 @@ impl Connection {
                     return Err(not_member(&room));
                 }
                 let offset = node.publish(&room, &user, &data).await?;
-                self.reply(&ServerFrame::Ack { id, room: Some(&room), offset: Some(offset) });
+                self.reply(&ServerFrame::Ack {
+                    id,
+                    room: Some(&room),
+                    offset: Some(offset),
+                });
                 Ok(())
             }
             Request::Send { to, data } => {
                 node.send_direct(&to, &user, &data).await?;
-                self.reply(&ServerFrame::Ack { id, room: None, offset: None });
+                self.reply(&ServerFrame::Ack {
+                    id,
+                    room: None,
+                    offset: None,
+                });
                 Ok(())
             }
             Request::Presence { room } => {
@@ -230,7 +253,11 @@ impl Connection {
                 }
                 let users = node.presence(&room).await?;
                 let users: Vec<&str> = users.iter().map(String::as_str).collect();
-                self.reply(&ServerFrame::Presence { id, room: &room, users: &users });
+                self.reply(&ServerFrame::Presence {
+                    id,
+                    room: &room,
+                    users: &users,
+                });
                 Ok(())
             }
             Request::Ping => {
@@ -245,7 +272,11 @@ impl Connection {
     }
 
     fn reply_error(&self, id: Option<&RequestId>, err: &ProtocolError) {
-        self.reply(&ServerFrame::Error { id, code: err.code, message: &err.message });
+        self.reply(&ServerFrame::Error {
+            id,
+            code: err.code,
+            message: &err.message,
+        });
     }
 }
 
@@ -282,7 +313,10 @@ async fn flush_all(
 
 /// Sends the close frame, then waits for the client's reply so the TCP close is clean.
 async fn close(socket: &mut WebSocket, code: CloseCode) {
-    let frame = CloseFrame { code: code.code(), reason: Utf8Bytes::from_static(code.reason()) };
+    let frame = CloseFrame {
+        code: code.code(),
+        reason: Utf8Bytes::from_static(code.reason()),
+    };
     if socket.send(Message::Close(Some(frame))).await.is_err() {
         return;
     }

@@ -66,7 +66,11 @@ mod tests {
         }
         assert_eq!(bucket.check(now), Verdict::Limited);
         tokio::time::advance(Duration::from_millis(100)).await;
-        assert_eq!(bucket.check(Instant::now()), Verdict::Allow, "one token refilled");
+        assert_eq!(
+            bucket.check(Instant::now()),
+            Verdict::Allow,
+            "one token refilled"
+        );
         let now = Instant::now();
         for _ in 0..3 {
             assert_eq!(bucket.check(now), Verdict::Limited);

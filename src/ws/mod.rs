@@ -30,7 +30,11 @@ pub async fn upgrade(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if node.is_draining() {
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "node is draining");
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "node is draining",
+        );
     }
     let ws = match ws {
         Ok(ws) => ws,
@@ -40,7 +44,9 @@ pub async fn upgrade(
     };
     let user = match params {
         Ok(Query(ConnectParams { user: Some(user) })) if valid_name(&user) => user,
-        Ok(Query(ConnectParams { user: None })) => format!("anon-{:012x}", rand::random::<u64>() >> 16),
+        Ok(Query(ConnectParams { user: None })) => {
+            format!("anon-{:012x}", rand::random::<u64>() >> 16)
+        }
         Ok(_) => {
             return json_error(
                 StatusCode::BAD_REQUEST,
@@ -48,7 +54,9 @@ pub async fn upgrade(
                 "user must be 1-128 characters of [A-Za-z0-9_.:@-]",
             );
         }
-        Err(rejection) => return json_error(rejection.status(), "bad_query", &rejection.body_text()),
+        Err(rejection) => {
+            return json_error(rejection.status(), "bad_query", &rejection.body_text());
+        }
     };
     let config = node.config();
     let max = config.limits.max_message_bytes;
@@ -57,6 +65,8 @@ pub async fn upgrade(
         .write_buffer_size(config.socket.write_buffer_bytes)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| tasks.track_future(connection::serve(socket, node, Arc::from(user))))
+        .on_upgrade(move |socket| {
+            tasks.track_future(connection::serve(socket, node, Arc::from(user)))
+        })
         .into_response()
 }

@@ -52,7 +52,11 @@ impl TestServer {
         let handle = tokio::spawn(roomcast::run(config, listener, async move {
             let _ = stopped.await;
         }));
-        Self { addr, stop: Some(stop), handle }
+        Self {
+            addr,
+            stop: Some(stop),
+            handle,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -109,7 +113,12 @@ impl Client {
             .await
             .expect("connect timed out")
             .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
-        let mut client = Self { ws, welcome: Value::Null, backlog: VecDeque::new(), next_id: 1 };
+        let mut client = Self {
+            ws,
+            welcome: Value::Null,
+            backlog: VecDeque::new(),
+            next_id: 1,
+        };
         client.welcome = client.recv_type("welcome").await;
         client
     }
@@ -117,7 +126,13 @@ impl Client {
     /// Connects with a 4 KiB kernel receive buffer (no autotuning), so a client that stops
     /// reading backs up into the server's queue after kilobytes rather than tens of megabytes.
     pub async fn connect_small_buffer(url: &str) -> Self {
-        let addr = url.trim_start_matches("ws://").split('/').next().unwrap().parse().unwrap();
+        let addr = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let stream = socket.connect(addr).await.unwrap();
@@ -128,13 +143,21 @@ impl Client {
         .await
         .expect("handshake timed out")
         .unwrap();
-        let mut client = Self { ws, welcome: Value::Null, backlog: VecDeque::new(), next_id: 1 };
+        let mut client = Self {
+            ws,
+            welcome: Value::Null,
+            backlog: VecDeque::new(),
+            next_id: 1,
+        };
         client.welcome = client.recv_type("welcome").await;
         client
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.ws.send(Message::text(text.into())).await.expect("send failed");
+        self.ws
+            .send(Message::text(text.into()))
+            .await
+            .expect("send failed");
     }
 
     pub async fn send_json(&mut self, value: Value) {
@@ -161,7 +184,9 @@ impl Client {
                 .expect("connection ended")
                 .expect("read failed");
             match msg {
-                Message::Text(text) => return serde_json::from_str(&text).expect("server sent bad JSON"),
+                Message::Text(text) => {
+                    return serde_json::from_str(&text).expect("server sent bad JSON");
+                }
                 Message::Close(frame) => panic!("unexpected close: {frame:?}"),
                 Message::Binary(_) => panic!("server sent a binary frame"),
                 _ => {}
@@ -199,14 +224,18 @@ impl Client {
     }
 
     pub async fn join_with_presence(&mut self, room: &str) -> Value {
-        let reply = self.request(json!({"type": "join", "room": room, "presence": true})).await;
+        let reply = self
+            .request(json!({"type": "join", "room": room, "presence": true}))
+            .await;
         assert_eq!(reply["type"], "joined", "join {room}: {reply}");
         reply
     }
 
     /// Publishes and returns the acked offset.
     pub async fn publish(&mut self, room: &str, data: Value) -> u64 {
-        let reply = self.request(json!({"type": "publish", "room": room, "data": data})).await;
+        let reply = self
+            .request(json!({"type": "publish", "room": room, "data": data}))
+            .await;
         assert_eq!(reply["type"], "ack", "publish to {room}: {reply}");
         reply["offset"].as_u64().expect("ack carries an offset")
     }
@@ -219,7 +248,10 @@ impl Client {
                 return v;
             }
             assert!(
-                matches!(v["type"].as_str(), Some("ack" | "presence_join" | "presence_leave")),
+                matches!(
+                    v["type"].as_str(),
+                    Some("ack" | "presence_join" | "presence_leave")
+                ),
                 "expected a message, got {v}"
             );
         }
@@ -255,7 +287,11 @@ impl Client {
 
     /// Asserts nothing arrives for `quiet`.
     pub async fn expect_silence(&mut self, quiet: Duration) {
-        assert!(self.backlog.is_empty(), "unexpected frames: {:?}", self.backlog);
+        assert!(
+            self.backlog.is_empty(),
+            "unexpected frames: {:?}",
+            self.backlog
+        );
         let deadline = tokio::time::Instant::now() + quiet;
         loop {
             match tokio::time::timeout_at(deadline, self.ws.next()).await {

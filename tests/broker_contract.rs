@@ -1,0 +1,437 @@
+//! The contract every broker engine must keep, written once against the `Broker` trait and run
+//! for each engine. A fixture gives one or more nodes (a broker plus what it delivered) that
+//! share the same rooms; the memory engine is a single node.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use parking_lot::Mutex;
+use roomcast::broker::memory::{HistoryLimits, MemoryBroker};
+use roomcast::broker::{Broker, Deliver};
+use roomcast::protocol::Resume;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// What one node was handed by its broker, in arrival order.
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<Event>>,
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    Publication {
+        room: String,
+        offset: u64,
+        frame: Value,
+    },
+    Direct {
+        user: String,
+        frame: Value,
+    },
+    Presence {
+        room: String,
+        frame: Value,
+    },
+}
+
+fn parse(frame: &Utf8Bytes) -> Value {
+    serde_json::from_str(frame.as_str()).expect("the broker hands out valid JSON frames")
+}
+
+impl Deliver for Recorder {
+    fn publication(&self, room: &str, offset: u64, frame: &Utf8Bytes) {
+        let frame = parse(frame);
+        self.events.lock().push(Event::Publication {
+            room: room.into(),
+            offset,
+            frame,
+        });
+    }
+    fn direct(&self, user: &str, frame: &Utf8Bytes) {
+        let frame = parse(frame);
+        self.events.lock().push(Event::Direct {
+            user: user.into(),
+            frame,
+        });
+    }
+    fn presence(&self, room: &str, frame: &Utf8Bytes) {
+        let frame = parse(frame);
+        self.events.lock().push(Event::Presence {
+            room: room.into(),
+            frame,
+        });
+    }
+}
+
+impl Recorder {
+    /// Waits (bounded) until `want` events match, then returns them.
+    async fn wait_for(&self, want: usize, matches: impl Fn(&Event) -> bool) -> Vec<Event> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let seen: Vec<Event> = self
+                .events
+                .lock()
+                .iter()
+                .filter(|e| matches(e))
+                .cloned()
+                .collect();
+            if seen.len() >= want || Instant::now() > deadline {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn publications(&self, room: &str) -> Vec<(u64, Value)> {
+        self.events
+            .lock()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Publication {
+                    room: r,
+                    offset,
+                    frame,
+                } if r == room => Some((*offset, frame.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+struct Node {
+    broker: Arc<dyn Broker>,
+    seen: Arc<Recorder>,
+}
+
+fn data(json: &str) -> Box<RawValue> {
+    RawValue::from_string(json.to_owned()).unwrap()
+}
+
+const LIMITS: HistoryLimits = HistoryLimits {
+    size: 10,
+    ttl: Duration::from_secs(300),
+};
+
+fn memory_node(limits: HistoryLimits) -> (Arc<MemoryBroker>, Node) {
+    let seen = Arc::new(Recorder::default());
+    let broker = Arc::new(MemoryBroker::new(limits, seen.clone()));
+    (broker.clone(), Node { broker, seen })
+}
+
+// ---- the contract -------------------------------------------------------------------------
+
+/// Offsets start at 1 and rise by one; every subscribed node sees them in that order with the
+/// frame it was published with.
+async fn offsets_are_contiguous_and_ordered(nodes: &[Node]) {
+    for node in nodes {
+        node.broker.subscribe("c:order").await.unwrap();
+    }
+    let mut acked = Vec::new();
+    for i in 0..200 {
+        let from = &nodes[i % nodes.len()];
+        acked.push(
+            from.broker
+                .publish("c:order", "alice", &data(&format!("{{\"i\":{i}}}")))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(acked, (1..=200).collect::<Vec<u64>>());
+    for node in nodes {
+        let got = node
+            .seen
+            .wait_for(
+                200,
+                |e| matches!(e, Event::Publication { room, .. } if room == "c:order"),
+            )
+            .await;
+        assert_eq!(got.len(), 200);
+        let pubs = node.seen.publications("c:order");
+        for (i, (offset, frame)) in pubs.iter().enumerate() {
+            assert_eq!(*offset, i as u64 + 1);
+            assert_eq!(frame["type"], "message");
+            assert_eq!(frame["room"], "c:order");
+            assert_eq!(frame["offset"], *offset);
+            assert_eq!(frame["from"], "alice");
+            assert_eq!(
+                frame["data"]["i"], i as u64,
+                "data passes through unchanged"
+            );
+            assert!(frame["ts"].as_u64().unwrap() > 1_600_000_000_000);
+        }
+    }
+    for node in nodes {
+        node.broker.unsubscribe("c:order").await;
+    }
+}
+
+/// Concurrent publishers still get distinct, gap-free offsets.
+async fn concurrent_publishers_get_distinct_offsets(nodes: &[Node]) {
+    let mut tasks = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for p in 0..4 {
+            let broker = node.broker.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut offsets = Vec::new();
+                for i in 0..50 {
+                    let body = data(&format!("{{\"n\":{n},\"p\":{p},\"i\":{i}}}"));
+                    offsets.push(broker.publish("c:concurrent", "bob", &body).await.unwrap());
+                }
+                offsets
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort_unstable();
+    let total = 200 * nodes.len() as u64;
+    assert_eq!(all, (1..=total).collect::<Vec<u64>>());
+}
+
+/// Resume: recovered with exactly the missed messages inside the window; not recovered when
+/// the window no longer reaches back, or when the epoch differs.
+async fn resume_replays_exactly_what_was_missed(nodes: &[Node]) {
+    let broker = &nodes[0].broker;
+    let first = broker.history("c:resume", None).await.unwrap();
+    assert_eq!(first.top, 0);
+    assert!(!first.recovered);
+    for i in 1..=15u64 {
+        broker
+            .publish("c:resume", "carol", &data(&i.to_string()))
+            .await
+            .unwrap();
+    }
+    let epoch = first.epoch.clone();
+    // History keeps the last 10: offsets 6..=15. since=5 needs 6.. → recovered.
+    for node in nodes {
+        let h = node
+            .broker
+            .history(
+                "c:resume",
+                Some(&Resume {
+                    since: 5,
+                    epoch: epoch.to_string(),
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(h.epoch, epoch, "every node agrees on the epoch");
+        assert_eq!(h.top, 15);
+        assert!(h.recovered);
+        let offsets: Vec<u64> = h
+            .replay
+            .iter()
+            .map(|f| parse(f)["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(offsets, (6..=15).collect::<Vec<u64>>());
+    }
+    // since=4 needs offset 5, which is gone.
+    let gap = broker
+        .history(
+            "c:resume",
+            Some(&Resume {
+                since: 4,
+                epoch: epoch.to_string(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(!gap.recovered);
+    assert!(gap.replay.is_empty());
+    // Up to date: recovered with nothing to replay.
+    let current = broker
+        .history(
+            "c:resume",
+            Some(&Resume {
+                since: 15,
+                epoch: epoch.to_string(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(current.recovered);
+    assert!(current.replay.is_empty());
+    // A position from the future or another epoch is not trusted.
+    let future = broker
+        .history(
+            "c:resume",
+            Some(&Resume {
+                since: 99,
+                epoch: epoch.to_string(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(!future.recovered);
+    let other = broker
+        .history(
+            "c:resume",
+            Some(&Resume {
+                since: 14,
+                epoch: "not-the-epoch".into(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(!other.recovered);
+    assert!(other.replay.is_empty());
+}
+
+/// A direct message reaches the user on every node, with sender and data intact.
+async fn direct_reaches_every_node(nodes: &[Node]) {
+    nodes[0]
+        .broker
+        .send_direct("dave", "erin", &data(r#"{"hi":true}"#))
+        .await
+        .unwrap();
+    for node in nodes {
+        let got = node
+            .seen
+            .wait_for(
+                1,
+                |e| matches!(e, Event::Direct { user, .. } if user == "dave"),
+            )
+            .await;
+        let [Event::Direct { frame, .. }] = got.as_slice() else {
+            panic!("one direct, got {got:?}")
+        };
+        assert_eq!(frame["type"], "direct");
+        assert_eq!(frame["from"], "erin");
+        assert_eq!(frame["data"]["hi"], true);
+    }
+}
+
+/// Presence: join announced once per user, leave once, the list is sorted and shared.
+async fn presence_announces_first_join_and_last_leave(nodes: &[Node]) {
+    let room = "c:presence";
+    nodes[0].broker.presence_add(room, "zoe").await.unwrap();
+    nodes[nodes.len() - 1]
+        .broker
+        .presence_add(room, "adam")
+        .await
+        .unwrap();
+    nodes[0].broker.presence_add(room, "zoe").await.unwrap(); // already present: silent
+    for node in nodes {
+        assert_eq!(
+            node.broker.presence(room).await.unwrap(),
+            vec!["adam", "zoe"]
+        );
+    }
+    nodes[0].broker.presence_remove(room, "zoe").await;
+    nodes[0].broker.presence_remove(room, "zoe").await; // already gone: silent
+    for node in nodes {
+        let got = node
+            .seen
+            .wait_for(
+                3,
+                |e| matches!(e, Event::Presence { room: r, .. } if r == room),
+            )
+            .await;
+        let kinds: Vec<(String, String)> = got
+            .iter()
+            .map(|e| match e {
+                Event::Presence { frame, .. } => (
+                    frame["type"].as_str().unwrap().into(),
+                    frame["user"].as_str().unwrap().into(),
+                ),
+                _ => unreachable!(),
+            })
+            .collect();
+        let zoe: Vec<&str> = kinds
+            .iter()
+            .filter(|(_, u)| u == "zoe")
+            .map(|(t, _)| t.as_str())
+            .collect();
+        assert_eq!(
+            zoe,
+            ["presence_join", "presence_leave"],
+            "on every node, in order"
+        );
+        assert_eq!(kinds.len(), 3, "no repeated announcements: {kinds:?}");
+        assert_eq!(node.broker.presence(room).await.unwrap(), vec!["adam"]);
+    }
+    nodes[0].broker.presence_remove(room, "adam").await;
+    assert!(nodes[0].broker.presence(room).await.unwrap().is_empty());
+}
+
+async fn run_contract(nodes: &[Node]) {
+    offsets_are_contiguous_and_ordered(nodes).await;
+    concurrent_publishers_get_distinct_offsets(nodes).await;
+    resume_replays_exactly_what_was_missed(nodes).await;
+    direct_reaches_every_node(nodes).await;
+    presence_announces_first_join_and_last_leave(nodes).await;
+}
+
+// ---- engines -------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_engine_keeps_the_contract() {
+    let (_, node) = memory_node(LIMITS);
+    run_contract(&[node]).await;
+}
+
+/// Memory-engine specifics: history expires by TTL, and the log of a room nobody is in is
+/// freed, so memory returns to its baseline after churn; a subscribed log is kept.
+#[tokio::test]
+async fn memory_engine_frees_idle_rooms_after_ttl() {
+    let ttl = Duration::from_secs(60);
+    let (memory, node) = memory_node(HistoryLimits { size: 10, ttl });
+    for r in 0..1000 {
+        node.broker
+            .publish(&format!("churn:{r}"), "u", &data("1"))
+            .await
+            .unwrap();
+    }
+    node.broker.subscribe("kept").await.unwrap();
+    node.broker.publish("kept", "u", &data("1")).await.unwrap();
+    assert_eq!(memory.log_count(), 1001);
+
+    // Inside the TTL nothing goes: a reconnecting client could still resume.
+    memory.sweep(Instant::now());
+    assert_eq!(memory.log_count(), 1001);
+    let epoch = node.broker.history("churn:7", None).await.unwrap().epoch;
+    let h = node
+        .broker
+        .history(
+            "churn:7",
+            Some(&Resume {
+                since: 0,
+                epoch: epoch.to_string(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(h.recovered);
+
+    memory.sweep(Instant::now() + ttl + Duration::from_secs(1));
+    assert_eq!(
+        memory.log_count(),
+        1,
+        "only the subscribed room's log remains"
+    );
+    let kept = node.broker.history("kept", None).await.unwrap();
+    assert_eq!(kept.top, 1, "a subscribed room keeps its offsets");
+
+    // A freed room starts over in a new epoch, so an old position is not trusted.
+    let fresh = node
+        .broker
+        .history(
+            "churn:7",
+            Some(&Resume {
+                since: 1,
+                epoch: epoch.to_string(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(!fresh.recovered);
+    assert_eq!(fresh.top, 0);
+
+    node.broker.unsubscribe("kept").await;
+    memory.sweep(Instant::now() + ttl * 3);
+    assert_eq!(memory.log_count(), 0);
+}
