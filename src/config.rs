@@ -33,12 +33,14 @@ pub struct Config {
     pub heartbeat: Heartbeat,
     pub history: History,
     pub socket: Socket,
+    pub redis: Redis,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BrokerKind {
     Memory,
+    Redis,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +102,25 @@ pub struct Socket {
     pub write_buffer_bytes: usize,
 }
 
+/// The Redis engine (`broker = "redis"`): several nodes sharing rooms through one Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Redis {
+    /// Where Redis listens. Default `redis://127.0.0.1:6379`.
+    pub url: String,
+    /// Prefix of every key and channel, so several clusters can share one Redis. Default
+    /// `roomcast`.
+    pub prefix: String,
+    /// How long a node's presence entries live without a refresh. Default 15 s: the users of a
+    /// crashed node vanish from presence (with `presence_leave`) within 4/3 of this.
+    pub presence_lease_ms: u64,
+    /// How long a room stays subscribed after its last local member left. Default 1 s: a
+    /// member that reconnects at once does not cost an UNSUBSCRIBE/SUBSCRIBE pair.
+    pub unsubscribe_delay_ms: u64,
+    /// How long a Redis command may take before the request gets `unavailable`. Default 2 s.
+    pub command_timeout_ms: u64,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -112,6 +133,7 @@ impl Default for Config {
             heartbeat: Heartbeat::default(),
             history: History::default(),
             socket: Socket::default(),
+            redis: Redis::default(),
         }
     }
 }
@@ -143,6 +165,18 @@ impl Default for History {
         Self {
             size: 100,
             ttl_secs: 300,
+        }
+    }
+}
+
+impl Default for Redis {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "roomcast".into(),
+            presence_lease_ms: 15_000,
+            unsubscribe_delay_ms: 1_000,
+            command_timeout_ms: 2_000,
         }
     }
 }
@@ -255,6 +289,9 @@ impl Config {
                 ),
             });
         }
+        if self.broker == BrokerKind::Redis {
+            self.redis.validate()?;
+        }
         if let Some(id) = &self.node_id {
             if !crate::protocol::valid_name(id) {
                 return Err(ConfigError::Invalid {
@@ -268,6 +305,48 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+impl Redis {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(err) = redis::Client::open(self.url.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "redis.url",
+                reason: err.to_string(),
+            });
+        }
+        if !crate::protocol::valid_name(&self.prefix) {
+            return Err(ConfigError::Invalid {
+                key: "redis.prefix",
+                reason: "must be 1-128 characters of [A-Za-z0-9_.:@-]".into(),
+            });
+        }
+        if self.presence_lease_ms < 100 {
+            return Err(ConfigError::Invalid {
+                key: "redis.presence_lease_ms",
+                reason: "must be at least 100".into(),
+            });
+        }
+        if self.command_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "redis.command_timeout_ms",
+                reason: "must be greater than 0".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn presence_lease(&self) -> Duration {
+        Duration::from_millis(self.presence_lease_ms)
+    }
+
+    pub fn unsubscribe_delay(&self) -> Duration {
+        Duration::from_millis(self.unsubscribe_delay_ms)
+    }
+
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.command_timeout_ms)
     }
 }
 

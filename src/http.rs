@@ -18,17 +18,21 @@ pub async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-/// `GET /readyz`: 200 when taking new sockets, 503 while draining.
+/// `GET /readyz`: 200 when taking new sockets; 503 while draining or while the broker cannot
+/// order messages (Redis unreachable), so a balancer sends new clients elsewhere.
 pub async fn readyz(State(node): State<Node>) -> Response {
-    if node.is_draining() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "draining" })),
-        )
-            .into_response()
+    let status = if node.is_draining() {
+        "draining"
+    } else if !node.broker_available() {
+        "broker_unavailable"
     } else {
-        Json(json!({ "status": "ready", "node": node.id() })).into_response()
-    }
+        return Json(json!({ "status": "ready", "node": node.id() })).into_response();
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "status": status, "node": node.id() })),
+    )
+        .into_response()
 }
 
 /// Any unknown path.

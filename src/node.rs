@@ -102,10 +102,20 @@ impl Node {
         self.0.shutdown.cancel();
     }
 
+    /// Whether the broker can order messages right now.
+    pub fn broker_available(&self) -> bool {
+        self.0.broker.available()
+    }
+
     /// Registers a new session of `user` and returns its handle and queue.
     pub async fn open_session(&self, user: Arc<str>) -> (SessionHandle, mpsc::Receiver<Utf8Bytes>) {
         let (handle, rx) = SessionHandle::new(user, self.0.config.limits.outbound_queue);
-        self.0.hub.add_user_session(&handle);
+        if self.0.hub.add_user_session(&handle) {
+            if let Err(err) = self.0.broker.watch_user(handle.user()).await {
+                // Kept wanted: the broker subscribes it again when it reconnects.
+                tracing::warn!(%err, "direct messages to this user are delayed");
+            }
+        }
         (handle, rx)
     }
 
@@ -118,7 +128,9 @@ impl Node {
         for room in rooms {
             self.leave(session, &room).await;
         }
-        self.0.hub.remove_user_session(session);
+        if self.0.hub.remove_user_session(session) {
+            self.0.broker.unwatch_user(session.user()).await;
+        }
     }
 
     /// Joins `room`, queuing `joined` (and on resume the missed messages) on the session.

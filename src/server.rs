@@ -12,6 +12,8 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::memory::{HistoryLimits, MemoryBroker};
+use crate::broker::redis::{RedisBroker, RedisOptions};
+use crate::broker::{Broker, BrokerError};
 use crate::config::{BrokerKind, Config};
 use crate::hub::Hub;
 use crate::node::{HubDelivery, Node};
@@ -22,6 +24,8 @@ use crate::{http, ws};
 pub enum ServerError {
     #[error("serving HTTP failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("starting the broker failed: {0}")]
+    Broker(#[from] BrokerError),
 }
 
 /// The router: `/ws`, `/healthz`, `/readyz`, JSON 404 for anything else.
@@ -34,28 +38,40 @@ pub fn app(node: Node) -> Router {
         .with_state(node)
 }
 
-/// Builds the node for `config` (broker engine included) and its background tasks.
-pub fn build(config: Config, stop: &CancellationToken) -> Node {
+/// Builds the node for `config` (broker engine included) and its background tasks, which end
+/// when `stop` is cancelled.
+pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerError> {
     let id = config
         .node_id
         .clone()
         .unwrap_or_else(|| format!("n-{:08x}", rand::random::<u32>()));
     let hub = Hub::new();
-    let broker = match config.broker {
+    let deliver = Arc::new(HubDelivery(hub.clone()));
+    let limits = HistoryLimits {
+        size: config.history.size,
+        ttl: config.history.ttl(),
+    };
+    let broker: Arc<dyn Broker> = match config.broker {
         BrokerKind::Memory => {
-            let limits = HistoryLimits {
-                size: config.history.size,
-                ttl: config.history.ttl(),
-            };
-            let broker = Arc::new(MemoryBroker::new(
-                limits,
-                Arc::new(HubDelivery(hub.clone())),
-            ));
+            let broker = Arc::new(MemoryBroker::new(limits, deliver));
             spawn_sweeper(&broker, stop.clone());
             broker
         }
+        BrokerKind::Redis => {
+            let r = &config.redis;
+            let opts = RedisOptions {
+                url: r.url.clone(),
+                prefix: r.prefix.clone(),
+                node_id: id.clone(),
+                history: limits,
+                presence_lease: r.presence_lease(),
+                unsubscribe_delay: r.unsubscribe_delay(),
+                command_timeout: r.command_timeout(),
+            };
+            Arc::new(RedisBroker::start(opts, deliver, stop.clone())?)
+        }
     };
-    Node::new(id, config, hub, broker)
+    Ok(Node::new(id, config, hub, broker))
 }
 
 fn spawn_sweeper(broker: &Arc<MemoryBroker>, stop: CancellationToken) {
@@ -85,7 +101,7 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let stop = CancellationToken::new();
     let grace = config.shutdown_grace();
-    let node = build(config, &stop);
+    let node = build(config, &stop)?;
     let serve = axum::serve(listener, app(node.clone()))
         .with_graceful_shutdown(stop.clone().cancelled_owned())
         .into_future();

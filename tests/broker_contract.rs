@@ -6,12 +6,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
+use common::redis::{RedisServer, unique_prefix};
 use parking_lot::Mutex;
 use roomcast::broker::memory::{HistoryLimits, MemoryBroker};
+use roomcast::broker::redis::{RedisBroker, RedisOptions};
 use roomcast::broker::{Broker, Deliver};
 use roomcast::protocol::Resume;
 use serde_json::Value;
 use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+
+mod common;
 
 /// What one node was handed by its broker, in arrival order.
 #[derive(Default)]
@@ -281,8 +286,11 @@ async fn resume_replays_exactly_what_was_missed(nodes: &[Node]) {
     assert!(other.replay.is_empty());
 }
 
-/// A direct message reaches the user on every node, with sender and data intact.
+/// A direct message reaches the user on every node watching it, with sender and data intact.
 async fn direct_reaches_every_node(nodes: &[Node]) {
+    for node in nodes {
+        node.broker.watch_user("dave").await.unwrap();
+    }
     nodes[0]
         .broker
         .send_direct("dave", "erin", &data(r#"{"hi":true}"#))
@@ -303,11 +311,17 @@ async fn direct_reaches_every_node(nodes: &[Node]) {
         assert_eq!(frame["from"], "erin");
         assert_eq!(frame["data"]["hi"], true);
     }
+    for node in nodes {
+        node.broker.unwatch_user("dave").await;
+    }
 }
 
 /// Presence: join announced once per user, leave once, the list is sorted and shared.
 async fn presence_announces_first_join_and_last_leave(nodes: &[Node]) {
     let room = "c:presence";
+    for node in nodes {
+        node.broker.subscribe(room).await.unwrap();
+    }
     nodes[0].broker.presence_add(room, "zoe").await.unwrap();
     nodes[nodes.len() - 1]
         .broker
@@ -354,8 +368,15 @@ async fn presence_announces_first_join_and_last_leave(nodes: &[Node]) {
         assert_eq!(kinds.len(), 3, "no repeated announcements: {kinds:?}");
         assert_eq!(node.broker.presence(room).await.unwrap(), vec!["adam"]);
     }
-    nodes[0].broker.presence_remove(room, "adam").await;
+    // A node removes what it added: presence is held per node.
+    nodes[nodes.len() - 1]
+        .broker
+        .presence_remove(room, "adam")
+        .await;
     assert!(nodes[0].broker.presence(room).await.unwrap().is_empty());
+    for node in nodes {
+        node.broker.unsubscribe(room).await;
+    }
 }
 
 async fn run_contract(nodes: &[Node]) {
@@ -372,6 +393,45 @@ async fn run_contract(nodes: &[Node]) {
 async fn memory_engine_keeps_the_contract() {
     let (_, node) = memory_node(LIMITS);
     run_contract(&[node]).await;
+}
+
+/// Three Redis-engine nodes on one private Redis: the same contract, across nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_engine_keeps_the_contract_across_three_nodes() {
+    let redis = RedisServer::start();
+    let stop = CancellationToken::new();
+    let prefix = unique_prefix();
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| redis_node(&redis, &prefix, i, &stop))
+        .collect();
+    for node in &nodes {
+        wait_available(&*node.broker).await;
+    }
+    run_contract(&nodes).await;
+    stop.cancel();
+}
+
+fn redis_node(redis: &RedisServer, prefix: &str, i: usize, stop: &CancellationToken) -> Node {
+    let seen = Arc::new(Recorder::default());
+    let opts = RedisOptions {
+        url: redis.url(),
+        prefix: prefix.into(),
+        node_id: format!("n{i}"),
+        history: LIMITS,
+        presence_lease: Duration::from_secs(15),
+        unsubscribe_delay: Duration::from_millis(50),
+        command_timeout: Duration::from_secs(2),
+    };
+    let broker = Arc::new(RedisBroker::start(opts, seen.clone(), stop.clone()).unwrap());
+    Node { broker, seen }
+}
+
+async fn wait_available(broker: &dyn Broker) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !broker.available() {
+        assert!(Instant::now() < deadline, "redis engine never connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Memory-engine specifics: history expires by TTL, and the log of a room nobody is in is

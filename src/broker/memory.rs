@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
@@ -14,7 +14,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 
-use super::{Broker, BrokerError, Deliver, History};
+use super::{Broker, BrokerError, Deliver, History, new_epoch, unix_ms};
 use crate::protocol::Resume;
 use crate::protocol::{ServerFrame, encode, encode_direct, encode_message};
 
@@ -102,7 +102,7 @@ impl MemoryBroker {
 impl Log {
     fn new() -> Self {
         Self {
-            epoch: Arc::from(format!("{:016x}", rand::random::<u64>())),
+            epoch: new_epoch(),
             top: 0,
             entries: VecDeque::new(),
             subscribers: 0,
@@ -118,12 +118,6 @@ impl Log {
             self.entries.pop_front();
         }
     }
-}
-
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[async_trait]

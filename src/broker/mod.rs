@@ -2,18 +2,32 @@
 //! node that hosts members. The node talks to it through the narrow [`Broker`] trait and
 //! receives deliveries through [`Deliver`]; only `server.rs` picks the engine.
 //!
-//! Engines: [`memory`] (single node, the default). Every engine must pass the contract suite
-//! in `tests/broker_contract.rs`.
+//! Engines: [`memory`] (single node, the default) and [`redis`] (several nodes sharing one
+//! Redis). Every engine must pass the contract suite in `tests/broker_contract.rs`.
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use serde_json::value::RawValue;
 
 use crate::protocol::Resume;
+
+/// Wall-clock milliseconds since the Unix epoch, the `ts` of messages.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A fresh history epoch: random, so a lost and recreated history never reuses one.
+pub(crate) fn new_epoch() -> Arc<str> {
+    Arc::from(format!("{:016x}", rand::random::<u64>()))
+}
 
 /// Why the broker could not do what was asked. Nothing was done in either case.
 #[derive(Debug, thiserror::Error)]
@@ -72,4 +86,18 @@ pub trait Broker: Send + Sync + 'static {
 
     /// The users present in `room`, sorted.
     async fn presence(&self, room: &str) -> Result<Vec<String>, BrokerError>;
+
+    /// `user` has its first session on this node: start receiving its direct messages here.
+    async fn watch_user(&self, _user: &str) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    /// `user`'s last session on this node ended.
+    async fn unwatch_user(&self, _user: &str) {}
+
+    /// Whether the engine can take publishes right now (false while its backing store is
+    /// unreachable). Readiness reports it.
+    fn available(&self) -> bool {
+        true
+    }
 }

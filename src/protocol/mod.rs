@@ -10,4 +10,6 @@ mod server;
 pub use client::{DecodeError, Request, RequestId, Resume, decode_request};
 pub use codes::{CloseCode, ErrorCode, ProtocolError};
 pub use names::{MAX_NAME_LEN, valid_name};
-pub use server::{ServerFrame, encode, encode_direct, encode_message};
+pub use server::{
+    ServerFrame, encode, encode_direct, encode_message, message_parts, presence_leave_parts,
+};

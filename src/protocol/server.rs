@@ -98,6 +98,33 @@ pub fn encode_message(room: &str, offset: u64, from: &str, data: &RawValue, ts: 
     })
 }
 
+/// A `message` frame cut around its offset, for a broker that assigns the offset elsewhere
+/// (the Redis engine's publish script): `prefix + offset + suffix` is exactly what
+/// [`encode_message`] produces, so every engine hands clients the same bytes.
+pub fn message_parts(room: &str, from: &str, data: &RawValue, ts: u64) -> (String, String) {
+    let frame = encode_message(room, 0, from, data, ts);
+    let text = frame.as_str();
+    // Field order is fixed by `ServerFrame::Message`; `room` precedes the first `,"offset":0`.
+    let cut = text
+        .find(",\"offset\":0,")
+        .expect("message frames carry an offset");
+    let offset_start = cut + ",\"offset\":".len();
+    (
+        text[..offset_start].to_owned(),
+        text[offset_start + 1..].to_owned(),
+    )
+}
+
+/// A `presence_leave` frame for `room` cut where the JSON-encoded user name goes, for a broker
+/// that learns the user elsewhere (the Redis engine's lease reaper).
+pub fn presence_leave_parts(room: &str) -> (String, String) {
+    let frame = encode(&ServerFrame::PresenceLeave { room, user: "" });
+    let text = frame.as_str();
+    // `user` is the last field: the frame ends with `""}`.
+    let cut = text.len() - "\"\"}".len();
+    (text[..cut].to_owned(), text[cut + 2..].to_owned())
+}
+
 /// The `direct` frame of a message to a user.
 pub fn encode_direct(from: &str, data: &RawValue, ts: u64) -> Utf8Bytes {
     encode(&ServerFrame::Direct { from, data, ts })
@@ -107,6 +134,26 @@ pub fn encode_direct(from: &str, data: &RawValue, ts: u64) -> Utf8Bytes {
 mod tests {
     use super::*;
     use crate::protocol::decode_request;
+
+    #[test]
+    fn message_parts_rebuild_the_frame_for_any_offset() {
+        let data = RawValue::from_string(r#"{"offset":0,"t":",\"offset\":0,"}"#.into()).unwrap();
+        let (prefix, suffix) = message_parts("r:0", "u", &data, 99);
+        for offset in [1, 57, u64::MAX] {
+            let whole = encode_message("r:0", offset, "u", &data, 99);
+            assert_eq!(format!("{prefix}{offset}{suffix}"), whole.as_str());
+        }
+    }
+
+    #[test]
+    fn presence_leave_parts_wrap_an_encoded_user() {
+        let (prefix, suffix) = presence_leave_parts("lobby");
+        let whole = encode(&ServerFrame::PresenceLeave {
+            room: "lobby",
+            user: "bob",
+        });
+        assert_eq!(format!("{prefix}\"bob\"{suffix}"), whole.as_str());
+    }
 
     #[test]
     fn message_frame_passes_data_through() {

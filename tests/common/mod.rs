@@ -2,6 +2,8 @@
 //! Every receive has a timeout, so a missing frame fails the test instead of hanging it.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod redis;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;

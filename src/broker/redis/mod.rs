@@ -1,0 +1,388 @@
+//! The Redis engine: several nodes share rooms through one Redis.
+//!
+//! - Order: a publish runs one Lua script that takes the room's next offset, stores the frame in
+//!   a capped history and PUBLISHes it, so Redis fixes one order per room for the whole cluster.
+//! - Delivery: one channel per room and per user, subscribed only while this node hosts a
+//!   member (or a session of the user). One reader task per subscription connection delivers
+//!   in arrival order and fills offset gaps from the history before going on
+//!   ([`subscriber`]).
+//! - Presence: leases per (room, user, node) that each node renews; leases of a node that
+//!   stopped renewing are reaped with `presence_leave` ([`presence`]).
+//! - Failure: commands time out into [`BrokerError::Unavailable`] (never a false ack); the
+//!   subscription reconnects with backoff, resubscribes and backfills.
+
+mod keys;
+mod presence;
+mod scripts;
+mod subscriber;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+
+use super::memory::HistoryLimits;
+use super::{Broker, BrokerError, Deliver, History, new_epoch, unix_ms};
+use crate::protocol::{Resume, ServerFrame, encode, encode_direct, message_parts};
+use keys::Keys;
+
+/// Everything the engine needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    pub url: String,
+    pub prefix: String,
+    pub node_id: String,
+    pub history: HistoryLimits,
+    pub presence_lease: Duration,
+    pub unsubscribe_delay: Duration,
+    pub command_timeout: Duration,
+}
+
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+}
+
+/// State shared by the request path and the engine's two background tasks.
+struct Shared {
+    opts: RedisOptions,
+    keys: Keys,
+    client: redis::Client,
+    conn: ConnectionManager,
+    deliver: Arc<dyn Deliver>,
+    subs: Mutex<Subs>,
+    /// The live subscription connection's command half; `None` while reconnecting.
+    sink: Mutex<Option<PubSubSink>>,
+    /// Serializes SUBSCRIBE/UNSUBSCRIBE with the bookkeeping that decides them, so a delayed
+    /// UNSUBSCRIBE can never overtake the SUBSCRIBE of a member that just joined. A tokio
+    /// mutex because it is held across the round trip on purpose.
+    commands: tokio::sync::Mutex<()>,
+    connected: AtomicBool,
+    stop: CancellationToken,
+}
+
+#[derive(Default)]
+struct Subs {
+    /// Channel name → who wants it and whether Redis confirmed it.
+    channels: HashMap<String, Sub>,
+    /// Hosted rooms → where their delivery stands.
+    rooms: HashMap<Arc<str>, Sequence>,
+    /// Rooms → users this node holds a presence lease for.
+    present: HashMap<Arc<str>, HashSet<Arc<str>>>,
+}
+
+#[derive(Default)]
+struct Sub {
+    refs: u32,
+    subscribed: bool,
+}
+
+/// Delivery position of one hosted room: the next offset due, in which epoch.
+#[derive(Default)]
+struct Sequence {
+    next: Option<u64>,
+    epoch: Option<Arc<str>>,
+}
+
+impl RedisBroker {
+    /// Starts the engine. Connections are made in the background, so a node starts (and
+    /// reports not ready) while Redis is down. Fails only on a malformed URL.
+    pub fn start(
+        opts: RedisOptions,
+        deliver: Arc<dyn Deliver>,
+        stop: CancellationToken,
+    ) -> Result<Self, BrokerError> {
+        let client = redis::Client::open(opts.url.as_str()).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(opts.command_timeout))
+            .set_response_timeout(Some(opts.command_timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1));
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        let shared = Arc::new(Shared {
+            keys: Keys::new(&opts.prefix),
+            opts,
+            client,
+            conn,
+            deliver,
+            subs: Mutex::default(),
+            sink: Mutex::default(),
+            commands: tokio::sync::Mutex::new(()),
+            connected: AtomicBool::new(false),
+            stop,
+        });
+        tokio::spawn(subscriber::run(shared.clone()));
+        tokio::spawn(presence::run(shared.clone()));
+        Ok(Self { shared })
+    }
+}
+
+fn unavailable(err: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(err.to_string())
+}
+
+impl Shared {
+    /// Runs one Redis call under the command timeout.
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, BrokerError> {
+        match tokio::time::timeout(self.opts.command_timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(unavailable(err)),
+            Err(_) => Err(BrokerError::Unavailable("redis timed out".into())),
+        }
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Takes a reference on `channel`, subscribing when it is the first. On `Err` the reference
+    /// is still held (the channel is subscribed on reconnect); release it as usual.
+    async fn acquire(&self, channel: String, room: Option<&str>) -> Result<(), BrokerError> {
+        {
+            // One lock for both, so a delayed release never sees the reference without the room.
+            let mut subs = self.subs.lock();
+            subs.channels.entry(channel.clone()).or_default().refs += 1;
+            if let Some(room) = room {
+                subs.rooms.entry(Arc::from(room)).or_default();
+            }
+        }
+        let _serial = self.commands.lock().await;
+        let subscribed = self
+            .subs
+            .lock()
+            .channels
+            .get(&channel)
+            .is_some_and(|s| s.subscribed);
+        if subscribed {
+            return Ok(());
+        }
+        let sink = self.sink.lock().clone();
+        let Some(mut sink) = sink else {
+            return Err(BrokerError::Unavailable(
+                "redis subscription is reconnecting".into(),
+            ));
+        };
+        self.call(sink.subscribe(&channel)).await?;
+        if let Some(sub) = self.subs.lock().channels.get_mut(&channel) {
+            sub.subscribed = true;
+        }
+        Ok(())
+    }
+
+    /// Drops a reference on `channel`; the last one unsubscribes after `delay`, unless someone
+    /// took a new reference meanwhile.
+    async fn release(self: &Arc<Self>, channel: String, room: Option<Arc<str>>, delay: Duration) {
+        {
+            let mut subs = self.subs.lock();
+            let Some(sub) = subs.channels.get_mut(&channel) else {
+                return;
+            };
+            sub.refs = sub.refs.saturating_sub(1);
+            if sub.refs > 0 {
+                return;
+            }
+        }
+        let shared = self.clone();
+        let unsubscribe = async move {
+            tokio::select! {
+                () = shared.stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            let _serial = shared.commands.lock().await;
+            let was_subscribed = {
+                let mut subs = shared.subs.lock();
+                match subs.channels.get(&channel) {
+                    Some(sub) if sub.refs == 0 => {
+                        let was = sub.subscribed;
+                        subs.channels.remove(&channel);
+                        if let Some(room) = &room {
+                            subs.rooms.remove(room);
+                        }
+                        was
+                    }
+                    _ => return,
+                }
+            };
+            let sink = shared.sink.lock().clone();
+            if let (true, Some(mut sink)) = (was_subscribed, sink) {
+                // A failure here means the connection is gone, and with it the subscription.
+                let _ = shared.call(sink.unsubscribe(&channel)).await;
+            }
+        };
+        tokio::spawn(unsubscribe);
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(&self, room: &str, from: &str, data: &RawValue) -> Result<u64, BrokerError> {
+        let s = &self.shared;
+        let (prefix, suffix) = message_parts(room, from, data, unix_ms());
+        let mut conn = s.conn();
+        let mut invocation = scripts::PUBLISH.prepare_invoke();
+        invocation
+            .key(s.keys.meta(room))
+            .key(s.keys.history(room))
+            .arg(prefix)
+            .arg(suffix)
+            .arg(new_epoch().as_ref())
+            .arg(s.opts.history.size)
+            .arg(s.opts.history.ttl.as_millis() as u64)
+            .arg(s.keys.room_channel(room));
+        let reply = invocation.invoke_async::<u64>(&mut conn);
+        s.call(reply).await
+    }
+
+    async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<History, BrokerError> {
+        let s = &self.shared;
+        let (since, epoch) = match resume {
+            Some(r) => (r.since as i64, r.epoch.as_str()),
+            None => (-1, ""),
+        };
+        let mut conn = s.conn();
+        let mut invocation = scripts::HISTORY.prepare_invoke();
+        invocation
+            .key(s.keys.meta(room))
+            .key(s.keys.history(room))
+            .arg(new_epoch().as_ref())
+            .arg(since)
+            .arg(epoch)
+            .arg(s.opts.history.ttl.as_millis() as u64);
+        let reply = invocation.invoke_async::<(String, u64, u8, Vec<String>)>(&mut conn);
+        let (epoch, top, recovered, frames) = s.call(reply).await?;
+        let epoch: Arc<str> = Arc::from(epoch);
+        if let Some(seq) = s.subs.lock().rooms.get_mut(room) {
+            // Before the first live message, the position the room had when we looked.
+            if seq.next.is_none() {
+                seq.next = Some(top + 1);
+                seq.epoch = Some(epoch.clone());
+            }
+        }
+        Ok(History {
+            epoch,
+            top,
+            recovered: resume.is_some() && recovered == 1,
+            replay: frames.into_iter().map(Utf8Bytes::from).collect(),
+        })
+    }
+
+    async fn subscribe(&self, room: &str) -> Result<(), BrokerError> {
+        let s = &self.shared;
+        s.acquire(s.keys.room_channel(room), Some(room)).await
+    }
+
+    async fn unsubscribe(&self, room: &str) {
+        let s = &self.shared;
+        s.release(
+            s.keys.room_channel(room),
+            Some(Arc::from(room)),
+            s.opts.unsubscribe_delay,
+        )
+        .await;
+    }
+
+    async fn send_direct(&self, to: &str, from: &str, data: &RawValue) -> Result<(), BrokerError> {
+        let s = &self.shared;
+        let frame = encode_direct(from, data, unix_ms());
+        let mut conn = s.conn();
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(s.keys.user_channel(to)).arg(frame.as_str());
+        s.call(cmd.query_async::<u64>(&mut conn)).await.map(drop)
+    }
+
+    async fn presence_add(&self, room: &str, user: &str) -> Result<(), BrokerError> {
+        let s = &self.shared;
+        let room: Arc<str> = Arc::from(room);
+        s.subs
+            .lock()
+            .present
+            .entry(room.clone())
+            .or_default()
+            .insert(Arc::from(user));
+        let lease = s.opts.presence_lease.as_millis() as u64;
+        let frame = encode(&ServerFrame::PresenceJoin { room: &room, user });
+        let mut conn = s.conn();
+        let mut invocation = scripts::PRESENCE_ADD.prepare_invoke();
+        invocation
+            .key(s.keys.leases(&room))
+            .key(s.keys.lease_index(&room))
+            .arg(user)
+            .arg(&s.opts.node_id)
+            .arg(unix_ms() + lease)
+            .arg(lease * 2)
+            .arg(s.keys.room_channel(&room))
+            .arg(frame.as_str());
+        let reply = invocation.invoke_async::<u64>(&mut conn);
+        s.call(reply).await.map(drop)
+    }
+
+    async fn presence_remove(&self, room: &str, user: &str) {
+        let s = &self.shared;
+        {
+            let mut subs = s.subs.lock();
+            if let Some(users) = subs.present.get_mut(room) {
+                users.remove(user);
+                if users.is_empty() {
+                    subs.present.remove(room);
+                }
+            }
+        }
+        let frame = encode(&ServerFrame::PresenceLeave { room, user });
+        let mut conn = s.conn();
+        let mut invocation = scripts::PRESENCE_REMOVE.prepare_invoke();
+        invocation
+            .key(s.keys.leases(room))
+            .key(s.keys.lease_index(room))
+            .arg(user)
+            .arg(&s.opts.node_id)
+            .arg(s.keys.room_channel(room))
+            .arg(frame.as_str());
+        let reply = invocation.invoke_async::<u64>(&mut conn);
+        if let Err(err) = s.call(reply).await {
+            // The lease expires by itself and is reaped with the same announcement.
+            tracing::warn!(room, user, %err, "presence lease left to expire");
+        }
+    }
+
+    async fn presence(&self, room: &str) -> Result<Vec<String>, BrokerError> {
+        let s = &self.shared;
+        let mut conn = s.conn();
+        let mut cmd = redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(s.keys.leases(room)).arg(unix_ms()).arg("+inf");
+        let leases: Vec<String> = s.call(cmd.query_async(&mut conn)).await?;
+        let mut users: Vec<String> = leases
+            .into_iter()
+            .filter_map(|lease| lease.split_once('/').map(|(user, _)| user.to_owned()))
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        Ok(users)
+    }
+
+    async fn watch_user(&self, user: &str) -> Result<(), BrokerError> {
+        let s = &self.shared;
+        s.acquire(s.keys.user_channel(user), None).await
+    }
+
+    async fn unwatch_user(&self, user: &str) {
+        let s = &self.shared;
+        s.release(s.keys.user_channel(user), None, Duration::ZERO)
+            .await;
+    }
+
+    fn available(&self) -> bool {
+        self.shared.connected.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,150 @@
+//! The Lua scripts that make each multi-key step atomic inside Redis. Every state change that
+//! other nodes must observe in order (a publication, a presence change) is announced with
+//! PUBLISH from inside the same script, so the announcement order is the state-change order.
+//!
+//! Room channel payloads, parsed by `subscriber.rs`:
+//! - `m <offset> <epoch>\n<message frame>`: a publication;
+//! - `p\n<presence frame>`: a presence event.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Orders, stores and announces one publication.
+/// KEYS: meta hash, history zset. ARGV: frame prefix, frame suffix, fresh epoch, history size,
+/// history ttl ms, channel.
+/// The meta hash (`epoch`, `top`) is created with a fresh epoch when missing, so offsets that
+/// restart at 1 after Redis lost its data always come with a new epoch.
+pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'top', 1)
+local frame = ARGV[1] .. offset .. ARGV[2]
+local size = tonumber(ARGV[4])
+if size > 0 then
+  redis.call('ZADD', KEYS[2], offset, frame)
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -size - 1)
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PUBLISH', ARGV[6], 'm ' .. offset .. ' ' .. epoch .. '\n' .. frame)
+return offset
+"#,
+    )
+});
+
+/// A room's position, and for a resume the frames after `since` if all of them are held.
+/// KEYS: meta hash, history zset. ARGV: fresh epoch, since (-1: not a resume), client epoch,
+/// meta ttl ms. Returns `{epoch, top, recovered (0/1), {frames...}}`.
+pub static HISTORY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local top = tonumber(redis.call('HGET', KEYS[1], 'top') or '0')
+local since = tonumber(ARGV[2])
+if since < 0 or ARGV[3] ~= epoch or since > top then
+  return {epoch, top, 0, {}}
+end
+if since == top then
+  return {epoch, top, 1, {}}
+end
+local frames = redis.call('ZRANGEBYSCORE', KEYS[2], since + 1, top)
+-- History is only ever trimmed from the front, so a full count means no hole.
+if #frames ~= top - since then
+  return {epoch, top, 0, {}}
+end
+return {epoch, top, 1, frames}
+"#,
+    )
+});
+
+/// Adds this node's presence lease for a user; announces `presence_join` when the user had no
+/// lease on any node. KEYS: leases zset (score = expiry ms), index zset (score 0, for lookups
+/// by user). ARGV: user, node, expiry ms, key ttl ms, channel, join frame.
+pub static PRESENCE_ADD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local member = ARGV[1] .. '/' .. ARGV[2]
+local others = redis.call('ZRANGEBYLEX', KEYS[2], '[' .. ARGV[1] .. '/', '[' .. ARGV[1] .. '/\255', 'LIMIT', 0, 1)
+redis.call('ZADD', KEYS[1], ARGV[3], member)
+redis.call('ZADD', KEYS[2], 0, member)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+if #others == 0 then
+  redis.call('PUBLISH', ARGV[5], 'p\n' .. ARGV[6])
+end
+return #others
+"#,
+    )
+});
+
+/// Removes this node's lease for a user; announces `presence_leave` when it was the user's
+/// last. KEYS: leases, index. ARGV: user, node, channel, leave frame.
+pub static PRESENCE_REMOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local member = ARGV[1] .. '/' .. ARGV[2]
+local removed = redis.call('ZREM', KEYS[1], member)
+redis.call('ZREM', KEYS[2], member)
+if removed == 1 then
+  local others = redis.call('ZRANGEBYLEX', KEYS[2], '[' .. ARGV[1] .. '/', '[' .. ARGV[1] .. '/\255', 'LIMIT', 0, 1)
+  if #others == 0 then
+    redis.call('PUBLISH', ARGV[3], 'p\n' .. ARGV[4])
+  end
+end
+return removed
+"#,
+    )
+});
+
+/// Renews this node's leases in one room. KEYS: leases, index. ARGV: expiry ms, key ttl ms,
+/// members (`user/node`)...
+pub static PRESENCE_REFRESH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+for i = 3, #ARGV do
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+  redis.call('ZADD', KEYS[2], 0, ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return #ARGV - 2
+"#,
+    )
+});
+
+/// Drops leases that expired (their node stopped refreshing: it crashed or lost Redis) and
+/// announces `presence_leave` for users left with none. Safe to run on several nodes at once:
+/// only the one whose ZREM removed a lease announces. Also renews the hosted room's meta hash,
+/// so a room's position outlives quiet spells while it has members. KEYS: leases, index, meta.
+/// ARGV: now ms, channel, leave frame prefix, leave frame suffix (the user goes between,
+/// JSON-encoded), meta ttl ms.
+pub static PRESENCE_REAP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000)
+for _, member in ipairs(expired) do
+  if redis.call('ZREM', KEYS[1], member) == 1 then
+    redis.call('ZREM', KEYS[2], member)
+    local user = string.sub(member, 1, string.find(member, '/', 1, true) - 1)
+    local others = redis.call('ZRANGEBYLEX', KEYS[2], '[' .. user .. '/', '[' .. user .. '/\255', 'LIMIT', 0, 1)
+    if #others == 0 then
+      redis.call('PUBLISH', ARGV[2], 'p\n' .. ARGV[3] .. cjson.encode(user) .. ARGV[4])
+    end
+  end
+end
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
+return #expired
+"#,
+    )
+});
