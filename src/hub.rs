@@ -184,6 +184,18 @@ impl Hub {
         }
     }
 
+    /// Queues a notice for every live member. Members still joining learn the same from the
+    /// `joined` reply they are about to get.
+    pub fn notify(&self, room: &str, frame: &Utf8Bytes) {
+        let Some(cell) = self.room(room) else { return };
+        let guard = cell.lock();
+        for member in guard.members.values() {
+            if member.pending.is_none() {
+                member.session.send(frame.clone());
+            }
+        }
+    }
+
     /// Queues a presence event for the live members that asked for them.
     pub fn deliver_presence(&self, room: &str, frame: &Utf8Bytes) {
         let Some(cell) = self.room(room) else { return };

@@ -46,6 +46,10 @@ impl Deliver for HubDelivery {
     fn presence(&self, room: &str, frame: &Utf8Bytes) {
         self.0.deliver_presence(room, frame);
     }
+
+    fn reset(&self, room: &str, frame: &Utf8Bytes) {
+        self.0.notify(room, frame);
+    }
 }
 
 impl From<BrokerError> for ProtocolError {

@@ -39,6 +39,10 @@ enum Event {
         room: String,
         frame: Value,
     },
+    Reset {
+        room: String,
+        frame: Value,
+    },
 }
 
 fn parse(frame: &Utf8Bytes) -> Value {
@@ -64,6 +68,13 @@ impl Deliver for Recorder {
     fn presence(&self, room: &str, frame: &Utf8Bytes) {
         let frame = parse(frame);
         self.events.lock().push(Event::Presence {
+            room: room.into(),
+            frame,
+        });
+    }
+    fn reset(&self, room: &str, frame: &Utf8Bytes) {
+        let frame = parse(frame);
+        self.events.lock().push(Event::Reset {
             room: room.into(),
             frame,
         });
@@ -494,4 +505,77 @@ async fn memory_engine_frees_idle_rooms_after_ttl() {
     node.broker.unsubscribe("kept").await;
     memory.sweep(Instant::now() + ttl * 3);
     assert_eq!(memory.log_count(), 0);
+}
+
+/// Redis restarts empty under two subscribed nodes: both reconnect on their own, announce the
+/// restart (new epoch) and then deliver the new numbering from 1, none missed, even the ones
+/// published before their subscription was back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_engine_rides_out_a_redis_restart() {
+    let mut redis = RedisServer::start();
+    let stop = CancellationToken::new();
+    let prefix = unique_prefix();
+    let nodes: Vec<Node> = (0..2)
+        .map(|i| redis_node(&redis, &prefix, i, &stop))
+        .collect();
+    for node in &nodes {
+        wait_available(&*node.broker).await;
+        node.broker.subscribe("c:restart").await.unwrap();
+    }
+    let old = nodes[0]
+        .broker
+        .history("c:restart", None)
+        .await
+        .unwrap()
+        .epoch;
+    for i in 0..3 {
+        nodes[0]
+            .broker
+            .publish("c:restart", "u", &data(&i.to_string()))
+            .await
+            .unwrap();
+    }
+    redis.kill();
+    let refused = nodes[0].broker.publish("c:restart", "u", &data("9")).await;
+    assert!(refused.is_err(), "no ack without Redis");
+    redis.restart();
+    // Publish as soon as commands work again, before the subscriptions are necessarily back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut acked = Vec::new();
+    while acked.len() < 3 {
+        assert!(Instant::now() < deadline, "publishing never recovered");
+        match nodes[0].broker.publish("c:restart", "u", &data("1")).await {
+            Ok(offset) => acked.push(offset),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert_eq!(
+        acked,
+        vec![1, 2, 3],
+        "numbering restarts with the lost history"
+    );
+    for node in &nodes {
+        wait_available(&*node.broker).await;
+        let got = node
+            .seen
+            .wait_for(7, |e| {
+                matches!(e, Event::Publication { .. } | Event::Reset { .. })
+            })
+            .await;
+        let [Event::Reset { room, frame }] = &got[3..4] else {
+            panic!("expected the restart notice after 3 publications: {got:?}")
+        };
+        assert_eq!(room, "c:restart");
+        assert_eq!(frame["type"], "joined");
+        assert_ne!(frame["epoch"], old.as_ref(), "a new epoch");
+        assert_eq!(frame["offset"], 0);
+        let offsets: Vec<u64> = node
+            .seen
+            .publications("c:restart")
+            .iter()
+            .map(|p| p.0)
+            .collect();
+        assert_eq!(offsets, vec![1, 2, 3, 1, 2, 3]);
+    }
+    stop.cancel();
 }

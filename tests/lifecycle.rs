@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::process::{Process, spawn_binary};
 use common::{Client, Ended, TestServer};
 use serde_json::json;
 
@@ -72,63 +71,6 @@ async fn shutdown_gives_up_on_stuck_sessions_after_the_grace_period() {
         "{:?}",
         started.elapsed()
     );
-}
-
-/// The real binary, started with `args` and `env`, on a free port.
-struct Process {
-    child: Child,
-    addr: String,
-}
-
-fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomcast"));
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    // Run where no config/default.toml exists so only what the test gives applies.
-    cmd.current_dir(std::env::temp_dir());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawning roomcast")
-}
-
-impl Process {
-    fn start(args: &[&str]) -> Self {
-        let mut all = vec!["--listen", "127.0.0.1:0"];
-        all.extend_from_slice(args);
-        let mut child = spawn_binary(&all, &[]);
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("roomcast listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Self { child, addr }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("roomcast did not exit within {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 #[tokio::test]

@@ -56,6 +56,8 @@ pub trait Deliver: Send + Sync + 'static {
     fn publication(&self, room: &str, offset: u64, frame: &Utf8Bytes);
     fn direct(&self, user: &str, frame: &Utf8Bytes);
     fn presence(&self, room: &str, frame: &Utf8Bytes);
+    /// The room's history was lost and its numbering restarted; `frame` tells live members.
+    fn reset(&self, room: &str, frame: &Utf8Bytes);
 }
 
 /// What every engine provides. Methods are cancel safe unless they say otherwise.

@@ -2,6 +2,7 @@
 //! Every receive has a timeout, so a missing frame fails the test instead of hanging it.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod process;
 pub mod redis;
 
 use std::collections::VecDeque;
@@ -36,6 +37,27 @@ pub fn test_config() -> Config {
     config.limits.inbound_burst = 100_000;
     config.shutdown_grace_ms = 5_000;
     config
+}
+
+/// Polls `GET {base}/readyz` until it answers `want`; panics after 15 s.
+pub async fn wait_ready(base: &str, want: u16) {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        if status.as_ref().ok() == Some(&want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{base}/readyz never answered {want} (last: {status:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 impl TestServer {

@@ -107,3 +107,25 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// Points `config` at `redis` under `prefix`, with short timings so tests stay quick.
+pub fn use_redis(config: &mut roomcast::Config, redis: &RedisServer, prefix: &str) {
+    config.broker = roomcast::config::BrokerKind::Redis;
+    config.redis.url = redis.url();
+    config.redis.prefix = prefix.to_owned();
+    config.redis.presence_lease_ms = 1_500;
+    config.redis.unsubscribe_delay_ms = 100;
+}
+
+/// The same settings as environment variables, for node processes.
+pub fn redis_env(redis: &RedisServer, prefix: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("ROOMCAST_BROKER", "redis".into()),
+        ("ROOMCAST_REDIS__URL", redis.url()),
+        ("ROOMCAST_REDIS__PREFIX", prefix.to_owned()),
+        ("ROOMCAST_REDIS__PRESENCE_LEASE_MS", "1500".into()),
+        ("ROOMCAST_REDIS__UNSUBSCRIBE_DELAY_MS", "100".into()),
+        ("ROOMCAST_LIMITS__INBOUND_RATE_PER_SEC", "100000".into()),
+        ("ROOMCAST_LIMITS__INBOUND_BURST", "100000".into()),
+    ]
+}

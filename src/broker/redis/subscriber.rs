@@ -17,6 +17,7 @@ use rand::Rng;
 
 use super::Shared;
 use super::keys::Channel;
+use crate::protocol::{ServerFrame, encode};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Bounds how long delivery stays down after Redis comes back: one attempt per second at worst.
@@ -177,15 +178,45 @@ async fn backfill(shared: &Shared) {
             }
         };
         for ((room, _, epoch), (current, frames)) in chunk.iter().zip(replies) {
-            if current.as_deref() != Some(&**epoch) {
-                // The history is gone; new-epoch messages start a new sequence when they come.
-                continue;
-            }
-            for (frame, offset) in frames {
-                deliver_in_order(shared, room, offset, frame.into());
+            match current {
+                Some(current) if *current == **epoch => {
+                    for (frame, offset) in frames {
+                        deliver_in_order(shared, room, offset, frame.into());
+                    }
+                }
+                Some(current) => {
+                    // Redis restarted empty and the room was published to since: start over.
+                    if let Some(seq) = shared.subs.lock().rooms.get_mut(room) {
+                        seq.epoch = Some(Arc::from(current.as_str()));
+                        seq.next = Some(1);
+                    }
+                    announce_restart(shared, room, &current);
+                    fill(shared, room, 1, u64::MAX).await;
+                }
+                // Nothing published in this room since Redis came back: the first live
+                // message (a new epoch) restarts the sequence.
+                None => {}
             }
         }
     }
+}
+
+/// Tells the room's members that its history was lost and numbering restarts: an unsolicited
+/// `joined` with the new epoch and offset 0 (see docs/protocol.md).
+fn announce_restart(shared: &Shared, room: &str, epoch: &str) {
+    tracing::warn!(
+        room,
+        epoch,
+        "room history lost in Redis; numbering restarts"
+    );
+    let frame = encode(&ServerFrame::Joined {
+        id: None,
+        room,
+        epoch,
+        offset: 0,
+        recovered: Some(false),
+    });
+    shared.deliver.reset(room, &frame);
 }
 
 /// Delivers one publication if it is the next one due (used for filled and backfilled ones).
@@ -242,31 +273,38 @@ async fn on_room(shared: &Shared, room: &str, payload: &[u8]) {
         tracing::warn!(room, header, "bad offset dropped");
         return;
     };
-    let step = {
+    let (restarted, step) = {
         let mut subs = shared.subs.lock();
         let Some(seq) = subs.rooms.get_mut(room) else {
             return;
         };
-        if seq.epoch.as_deref() != Some(epoch) {
-            // The first message seen, or Redis lost the room and numbering restarted.
-            seq.epoch = Some(Arc::from(epoch));
-            seq.next = Some(offset + 1);
-            Step::Deliver
-        } else {
-            match seq.next {
-                None => {
-                    seq.next = Some(offset + 1);
-                    Step::Deliver
-                }
-                Some(next) if offset < next => Step::Skip,
-                Some(next) if offset == next => {
-                    seq.next = Some(next + 1);
-                    Step::Deliver
-                }
-                Some(next) => Step::Fill { from: next },
+        let restarted = match &seq.epoch {
+            Some(known) if **known == *epoch => false,
+            Some(_) => {
+                // Redis lost the room: numbering restarted at 1 in a new epoch.
+                seq.next = Some(1);
+                true
             }
-        }
+            None => false,
+        };
+        seq.epoch = Some(Arc::from(epoch));
+        let step = match seq.next {
+            None => {
+                seq.next = Some(offset + 1);
+                Step::Deliver
+            }
+            Some(next) if offset < next => Step::Skip,
+            Some(next) if offset == next => {
+                seq.next = Some(next + 1);
+                Step::Deliver
+            }
+            Some(next) => Step::Fill { from: next },
+        };
+        (restarted, step)
     };
+    if restarted {
+        announce_restart(shared, room, epoch);
+    }
     match step {
         Step::Skip => {}
         Step::Deliver => shared

@@ -1,0 +1,263 @@
+//! Three roomcast instances on one private Redis act as one: same order and offsets for every
+//! member wherever it is connected, direct messages and presence across instances, resume on
+//! another instance, and Redis subscriptions only for rooms that have members somewhere.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::redis::{RedisServer, unique_prefix, use_redis};
+use common::{Client, TestServer, wait_ready};
+use serde_json::{Value, json};
+
+async fn cluster(redis: &RedisServer, n: usize, history_size: usize) -> Vec<TestServer> {
+    let prefix = unique_prefix();
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let node = TestServer::with(|c| {
+            use_redis(c, redis, &prefix);
+            c.node_id = Some(format!("n{i}"));
+            c.history.size = history_size;
+        })
+        .await;
+        wait_ready(&node.url(""), 200).await;
+        nodes.push(node);
+    }
+    nodes
+}
+
+/// (offset, from, data) of the next `n` messages.
+async fn messages(client: &mut Client, n: usize) -> Vec<(u64, String, Value)> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let m = client.recv_message().await;
+        out.push((
+            m["offset"].as_u64().unwrap(),
+            m["from"].as_str().unwrap().to_owned(),
+            m["data"].clone(),
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_three_instances_see_one_order() {
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 3, 100).await;
+    let mut clients = Vec::new();
+    for i in 0..6 {
+        let mut c = nodes[i % 3].connect(&format!("u{i}")).await;
+        assert_eq!(c.welcome["node"], format!("n{}", i % 3));
+        c.join("lobby").await;
+        clients.push(c);
+    }
+    // Every client publishes concurrently and then reads what the room carried.
+    const EACH: usize = 40;
+    let total = EACH * clients.len();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            tokio::spawn(async move {
+                for seq in 0..EACH {
+                    c.publish("lobby", json!({ "p": i, "seq": seq })).await;
+                }
+                messages(&mut c, total).await
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for task in tasks {
+        seen.push(task.await.unwrap());
+    }
+    let offsets: Vec<u64> = seen[0].iter().map(|m| m.0).collect();
+    assert_eq!(
+        offsets,
+        (1..=total as u64).collect::<Vec<_>>(),
+        "contiguous"
+    );
+    for other in &seen[1..] {
+        assert_eq!(other, &seen[0], "every member sees the same sequence");
+    }
+    // Each publisher's own messages keep their order.
+    for p in 0..6 {
+        let seqs: Vec<u64> = seen[0]
+            .iter()
+            .filter(|m| m.2["p"] == p)
+            .map(|m| m.2["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, (0..EACH as u64).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_reach_every_session_on_any_instance() {
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 3, 100).await;
+    let mut bob_1 = nodes[1].connect("bob").await;
+    let mut bob_2 = nodes[2].connect("bob").await;
+    let mut alice = nodes[0].connect("alice").await;
+    let ack = alice
+        .request(json!({"type": "send", "to": "bob", "data": {"hi": 1}}))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    for bob in [&mut bob_1, &mut bob_2] {
+        let d = bob.recv_type("direct").await;
+        assert_eq!(d["from"], "alice");
+        assert_eq!(d["data"], json!({"hi": 1}));
+    }
+    // With one of his sessions gone, the other still gets what follows.
+    bob_2.close().await;
+    alice
+        .request(json!({"type": "send", "to": "bob", "data": 2}))
+        .await;
+    assert_eq!(bob_1.recv_type("direct").await["data"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_crosses_instances() {
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 3, 100).await;
+    let mut watcher = nodes[0].connect("watcher").await;
+    watcher.join_with_presence("hall").await;
+    assert_eq!(watcher.recv_type("presence_join").await["user"], "watcher");
+    let mut carol_1 = nodes[1].connect("carol").await;
+    carol_1.join("hall").await;
+    let ev = watcher.recv_type("presence_join").await;
+    assert_eq!(ev["user"], "carol");
+
+    let mut carol_2 = nodes[2].connect("carol").await;
+    carol_2.join("hall").await; // a second session: no second announcement
+    let list = carol_2
+        .request(json!({"type": "presence", "room": "hall"}))
+        .await;
+    assert_eq!(list["users"], json!(["carol", "watcher"]));
+
+    carol_1
+        .request(json!({"type": "leave", "room": "hall"}))
+        .await;
+    // Carol is still present through her session on n2.
+    let list = watcher
+        .request(json!({"type": "presence", "room": "hall"}))
+        .await;
+    assert_eq!(list["users"], json!(["carol", "watcher"]));
+    carol_2
+        .request(json!({"type": "leave", "room": "hall"}))
+        .await;
+    let ev = watcher.recv_type("presence_leave").await;
+    assert_eq!(ev["user"], "carol");
+    let list = watcher
+        .request(json!({"type": "presence", "room": "hall"}))
+        .await;
+    assert_eq!(list["users"], json!(["watcher"]));
+}
+
+/// `PUBSUB CHANNELS` lists a room only while some instance hosts a member of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_subscriptions_follow_membership() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let node = TestServer::with(|c| {
+            use_redis(c, &redis, &prefix);
+            c.node_id = Some(format!("n{i}"));
+        })
+        .await;
+        wait_ready(&node.url(""), 200).await;
+        nodes.push(node);
+    }
+    let room_channels = || async {
+        let all: Vec<String> = redis
+            .query(&["PUBSUB", "CHANNELS", &format!("{prefix}:room:*")])
+            .await;
+        all.into_iter()
+            .map(|c| c.rsplit(':').next().unwrap().to_owned())
+            .collect::<BTreeSet<String>>()
+    };
+    assert!(room_channels().await.is_empty());
+
+    let mut a = nodes[0].connect("a").await;
+    let mut b = nodes[1].connect("b").await;
+    a.join("alpha").await;
+    b.join("beta").await;
+    b.join("alpha").await;
+    let expected: BTreeSet<String> = ["alpha", "beta"].map(String::from).into();
+    assert_eq!(room_channels().await, expected);
+
+    // Leaving unsubscribes after the configured delay (100 ms here); alpha still has `a`.
+    b.request(json!({"type": "leave", "room": "beta"})).await;
+    b.request(json!({"type": "leave", "room": "alpha"})).await;
+    let only_alpha: BTreeSet<String> = ["alpha".to_owned()].into();
+    poll_until(|| async { room_channels().await == only_alpha }).await;
+
+    // Disconnecting counts as leaving.
+    a.close().await;
+    poll_until(|| async { room_channels().await.is_empty() }).await;
+    let users: Vec<String> = redis
+        .query(&["PUBSUB", "CHANNELS", &format!("{prefix}:user:*")])
+        .await;
+    assert_eq!(users, vec![format!("{prefix}:user:b")]);
+}
+
+async fn poll_until<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_on_another_instance_recovers_what_was_missed() {
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 3, 5).await;
+    let mut publisher = nodes[1].connect("pub").await;
+    publisher.join("news").await;
+    let mut reader = nodes[0].connect("reader").await;
+    let joined = reader.join("news").await;
+    let epoch = joined["epoch"].as_str().unwrap().to_owned();
+    for i in 1..=3 {
+        publisher.publish("news", json!(i)).await;
+    }
+    let seen = messages(&mut reader, 3).await;
+    assert_eq!(seen.last().unwrap().0, 3);
+    reader.close().await;
+
+    for i in 4..=7 {
+        publisher.publish("news", json!(i)).await;
+    }
+    // Back on another instance: 4..=7 replayed, then live from 8, no gap, no duplicate.
+    let mut back = nodes[2].connect("reader").await;
+    let rejoined = back
+        .request(json!({"type": "join", "room": "news", "since": 3, "epoch": epoch}))
+        .await;
+    assert_eq!(rejoined["recovered"], true, "{rejoined}");
+    assert_eq!(rejoined["offset"], 7);
+    assert_eq!(rejoined["epoch"], epoch.as_str());
+    publisher.publish("news", json!(8)).await;
+    let got: Vec<u64> = messages(&mut back, 5).await.iter().map(|m| m.0).collect();
+    assert_eq!(got, vec![4, 5, 6, 7, 8]);
+
+    // History holds 5 messages: resuming from 1 would need 2..=8, and 2 and 3 are gone.
+    let mut late = nodes[1].connect("late").await;
+    let reply = late
+        .request(json!({"type": "join", "room": "news", "since": 1, "epoch": epoch}))
+        .await;
+    assert_eq!(reply["recovered"], false, "{reply}");
+    late.expect_silence(Duration::from_millis(200)).await;
+    // A stale epoch is never replayed.
+    let mut stale = nodes[0].connect("stale").await;
+    let reply = stale
+        .request(json!({"type": "join", "room": "news", "since": 6, "epoch": "0000"}))
+        .await;
+    assert_eq!(reply["recovered"], false, "{reply}");
+}

@@ -1,0 +1,213 @@
+//! Faults with the Redis backplane: Redis SIGKILLed under traffic and restarted empty, and an
+//! instance SIGKILLed while its users are in rooms. Nothing crashes, nothing is falsely
+//! acknowledged, delivery and resume come back right.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::process::Process;
+use common::redis::{RedisServer, redis_env, unique_prefix, use_redis};
+use common::{Client, TestServer, wait_ready};
+use serde_json::{Value, json};
+
+async fn node(redis: &RedisServer, prefix: &str, id: &str) -> TestServer {
+    let node = TestServer::with(|c| {
+        use_redis(c, redis, prefix);
+        c.node_id = Some(id.into());
+        c.redis.command_timeout_ms = 500;
+    })
+    .await;
+    wait_ready(&node.url(""), 200).await;
+    node
+}
+
+/// Publishes once and returns the reply (an `ack` or an `error`).
+async fn try_publish(client: &mut Client, data: Value) -> Value {
+    client
+        .request(json!({"type": "publish", "room": "live", "data": data}))
+        .await
+}
+
+/// The next `message` or unsolicited `joined` frame.
+async fn next_event(client: &mut Client) -> Value {
+    loop {
+        let v = client.recv().await;
+        match v["type"].as_str() {
+            Some("message") => return v,
+            Some("joined") if v.get("id").is_none() => return v,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_traffic_then_restarted_empty() {
+    let mut redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let n0 = node(&redis, &prefix, "n0").await;
+    let n1 = node(&redis, &prefix, "n1").await;
+    let mut publisher = n0.connect("pub").await;
+    let mut reader = n1.connect("reader").await;
+    let mut resumer = n1.connect("resumer").await;
+    publisher.join("live").await;
+    reader.join("live").await;
+    let old_epoch = resumer.join("live").await["epoch"].clone();
+
+    for i in 0..20 {
+        let reply = try_publish(&mut publisher, json!({"before": i})).await;
+        assert_eq!(reply["type"], "ack", "{reply}");
+    }
+    for _ in 0..20 {
+        resumer.recv_message().await;
+    }
+    resumer.close().await;
+
+    redis.kill();
+    // Redis is gone: every publish is refused with `unavailable`, none acknowledged.
+    for i in 0..10 {
+        let reply = try_publish(&mut publisher, json!({"down": i})).await;
+        assert_eq!(
+            reply["type"], "error",
+            "false ack while Redis is dead: {reply}"
+        );
+        assert_eq!(reply["code"], "unavailable", "{reply}");
+    }
+    // Both instances stay up and keep their clients; readiness tells the balancer.
+    for n in [&n0, &n1] {
+        let health = reqwest::get(n.url("/healthz")).await.unwrap();
+        assert_eq!(health.status(), 200);
+        wait_ready(&n.url(""), 503).await;
+    }
+    assert_eq!(
+        reader.request(json!({"type": "ping"})).await["type"],
+        "pong"
+    );
+
+    redis.restart();
+    let restarted = Instant::now();
+    let mut acked_after = Vec::new();
+    while acked_after.is_empty() {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "publishing never recovered"
+        );
+        let reply = try_publish(&mut publisher, json!({"after": 0})).await;
+        if reply["type"] == "ack" {
+            acked_after.push(reply["offset"].as_u64().unwrap());
+        } else {
+            assert_eq!(reply["code"], "unavailable", "{reply}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    println!(
+        "publishing recovered {:?} after Redis restarted",
+        restarted.elapsed()
+    );
+    for n in [&n0, &n1] {
+        wait_ready(&n.url(""), 200).await;
+    }
+    for i in 1..5 {
+        let reply = try_publish(&mut publisher, json!({"after": i})).await;
+        assert_eq!(reply["type"], "ack", "{reply}");
+        acked_after.push(reply["offset"].as_u64().unwrap());
+    }
+    assert_eq!(
+        acked_after,
+        vec![1, 2, 3, 4, 5],
+        "Redis lost the room: numbering restarts"
+    );
+
+    // The reader got all 20 from before, a notice of the new epoch, then all 5 from after.
+    for i in 0..20 {
+        let m = next_event(&mut reader).await;
+        assert_eq!(m["data"], json!({"before": i}), "{m}");
+    }
+    let notice = next_event(&mut reader).await;
+    assert_eq!(notice["type"], "joined", "{notice}");
+    assert_eq!(notice["recovered"], false);
+    assert_eq!(notice["offset"], 0);
+    assert_ne!(notice["epoch"], old_epoch);
+    let new_epoch = notice["epoch"].clone();
+    for i in 0..5 {
+        let m = next_event(&mut reader).await;
+        assert_eq!(m["offset"], i + 1, "{m}");
+        assert_eq!(m["data"], json!({"after": i}), "{m}");
+    }
+
+    // A client resuming from before the loss is told it cannot recover...
+    let mut back = n0.connect("resumer").await;
+    let reply = back
+        .request(json!({"type": "join", "room": "live", "since": 20, "epoch": old_epoch}))
+        .await;
+    assert_eq!(reply["recovered"], false, "{reply}");
+    assert_eq!(reply["epoch"], new_epoch);
+    // ...while one that saw the new epoch recovers exactly what it missed.
+    let mut fresh = n1.connect("fresh").await;
+    let reply = fresh
+        .request(json!({"type": "join", "room": "live", "since": 2, "epoch": new_epoch}))
+        .await;
+    assert_eq!(reply["recovered"], true, "{reply}");
+    for offset in 3..=5 {
+        assert_eq!(fresh.recv_message().await["offset"], offset);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_instance_users_vanish_and_recover_elsewhere() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let n0 = node(&redis, &prefix, "n0").await;
+    let env = redis_env(&redis, &prefix);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut doomed = Process::start_with_env(&["--node-id", "doomed"], &env);
+    wait_ready(&format!("http://{}", doomed.addr), 200).await;
+
+    let mut watcher = n0.connect("watcher").await;
+    watcher.join_with_presence("hall").await;
+    assert_eq!(watcher.recv_type("presence_join").await["user"], "watcher");
+    let mut ghost = Client::connect(&doomed.ws_url("ghost")).await;
+    assert_eq!(ghost.welcome["node"], "doomed");
+    let epoch = ghost.join_with_presence("hall").await["epoch"].clone();
+    assert_eq!(watcher.recv_type("presence_join").await["user"], "ghost");
+    for i in 1..=3 {
+        watcher.publish("hall", json!(i)).await;
+    }
+    for offset in 1..=3 {
+        assert_eq!(ghost.recv_message().await["offset"], offset);
+    }
+
+    doomed.kill();
+    let killed = Instant::now();
+    for i in 4..=6 {
+        watcher.publish("hall", json!(i)).await;
+    }
+    // The lease (1.5 s here) runs out and the reaper (every 0.5 s) announces the departure.
+    let left = loop {
+        let v = watcher.recv().await;
+        if v["type"] == "presence_leave" {
+            break v;
+        }
+    };
+    let vanished = killed.elapsed();
+    assert_eq!(left["user"], "ghost");
+    println!("a killed instance's user left presence after {vanished:?}");
+    assert!(
+        vanished < Duration::from_millis(1_500 + 500 + 1_000),
+        "bound is lease + lease/3 (+1 s scheduling slack), took {vanished:?}"
+    );
+    let list = watcher
+        .request(json!({"type": "presence", "room": "hall"}))
+        .await;
+    assert_eq!(list["users"], json!(["watcher"]));
+
+    // The user reconnects through a surviving instance and recovers what it missed.
+    let mut back = n0.connect("ghost").await;
+    let reply = back
+        .request(json!({"type": "join", "room": "hall", "since": 3, "epoch": epoch}))
+        .await;
+    assert_eq!(reply["recovered"], true, "{reply}");
+    for offset in 4..=6 {
+        assert_eq!(back.recv_message().await["offset"], offset);
+    }
+}
