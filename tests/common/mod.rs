@@ -2,6 +2,7 @@
 //! Every receive has a timeout, so a missing frame fails the test instead of hanging it.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod haproxy;
 pub mod process;
 pub mod redis;
 
@@ -131,12 +132,23 @@ pub enum Ended {
     Dropped,
 }
 
+/// A handshake error with the refusal's body, which says why.
+fn describe(err: &tokio_tungstenite::tungstenite::Error) -> String {
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(response) => {
+            let body = response.body().as_deref().unwrap_or_default();
+            format!("{err}: {}", String::from_utf8_lossy(body))
+        }
+        other => other.to_string(),
+    }
+}
+
 impl Client {
     pub async fn connect(url: &str) -> Self {
         let (ws, _) = tokio::time::timeout(RECV_TIMEOUT, connect_async(url))
             .await
             .expect("connect timed out")
-            .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+            .unwrap_or_else(|e| panic!("connecting to {url}: {}", describe(&e)));
         let mut client = Self {
             ws,
             welcome: Value::Null,
