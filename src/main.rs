@@ -54,13 +54,22 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Handlers go in before the "listening" line: a signal sent as soon as a supervisor sees
+    // that line must drain the node, not kill it with the default action.
+    let shutdown = match shutdown_signal() {
+        Ok(shutdown) => shutdown,
+        Err(err) => {
+            eprintln!("roomcast: cannot install signal handlers: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let addr = listener
         .local_addr()
         .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
     // One plain line on stdout so scripts and tests can find the port when `listen` used port 0.
     println!("roomcast listening on {addr}");
     tracing::info!(%addr, broker = ?config.broker, "listening");
-    match roomcast::run(config, listener, shutdown_signal()).await {
+    match roomcast::run(config, listener, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(%err, "server failed");
@@ -80,12 +89,15 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs SIGTERM and SIGINT handlers now; the future resolves on either.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
