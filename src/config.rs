@@ -34,6 +34,8 @@ pub struct Config {
     pub history: History,
     pub socket: Socket,
     pub redis: Redis,
+    pub auth: Auth,
+    pub api: Api,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +70,17 @@ pub struct Limits {
     /// Consecutive rate-limited frames after which the socket is closed with 4029. Default 100:
     /// a client that ignores `rate_limited` replies is misbehaving, not bursting.
     pub rate_limit_close_after: u32,
+    /// Open connections from one IP address (429 `too_many_connections` beyond). Default 1000:
+    /// room for a NAT full of users, not for one host exhausting the node.
+    pub max_connections_per_ip: usize,
+    /// New connections per second from one IP address, sustained (429 `connect_rate_limited`
+    /// beyond). Default 50, with a burst of `connect_burst_per_ip`.
+    pub connect_rate_per_ip: u32,
+    /// Connection burst allowed from one IP address. Default 100.
+    pub connect_burst_per_ip: u32,
+    /// Open connections of one user across the whole cluster (429 `too_many_sessions`
+    /// beyond). Default 20: several tabs and devices, not a bot farm.
+    pub max_connections_per_user: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +115,71 @@ pub struct Socket {
     pub write_buffer_bytes: usize,
 }
 
+/// Who may connect. Off (anyone, user from `?user=`) unless `secret` or `public_key_file` is
+/// set; then every connection needs a valid JWT whose `sub` is the user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// `HS256` (shared `secret`), `RS256` or `ES256` (`public_key_file`). Default `HS256`.
+    pub algorithm: JwtAlgorithm,
+    /// Shared secret for HS256. Default empty (authentication off).
+    pub secret: String,
+    /// PEM public key for RS256/ES256. Default none.
+    pub public_key_file: Option<PathBuf>,
+    /// Longest token accepted, in bytes. Default 4096: real tokens are well under 1 KiB.
+    pub max_token_bytes: usize,
+    /// Clock skew tolerated on `exp` and `nbf`, seconds. Default 5.
+    pub leeway_secs: u64,
+    /// Origins browsers may connect from (`https://chat.example.com`). Default empty: any.
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    RS256,
+    ES256,
+}
+
+/// The server API under `/api`, for the application's own backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Api {
+    /// Keys accepted as `Authorization: Bearer <key>`. Default none: the API answers 401.
+    pub keys: Vec<String>,
+    /// Largest request body, bytes (413 beyond). Default 1 MiB.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            algorithm: JwtAlgorithm::HS256,
+            secret: String::new(),
+            public_key_file: None,
+            max_token_bytes: 4096,
+            leeway_secs: 5,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl Auth {
+    /// Whether connections must present a token.
+    pub fn enabled(&self) -> bool {
+        !self.secret.is_empty() || self.public_key_file.is_some()
+    }
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
 /// The Redis engine (`broker = "redis"`): several nodes sharing rooms through one Redis.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -134,6 +212,8 @@ impl Default for Config {
             history: History::default(),
             socket: Socket::default(),
             redis: Redis::default(),
+            auth: Auth::default(),
+            api: Api::default(),
         }
     }
 }
@@ -147,6 +227,10 @@ impl Default for Limits {
             inbound_rate_per_sec: 50,
             inbound_burst: 100,
             rate_limit_close_after: 100,
+            max_connections_per_ip: 1000,
+            connect_rate_per_ip: 50,
+            connect_burst_per_ip: 100,
+            max_connections_per_user: 20,
         }
     }
 }
@@ -265,6 +349,24 @@ impl Config {
             "limits.rate_limit_close_after",
             l.rate_limit_close_after.into(),
         )?;
+        positive(
+            "limits.max_connections_per_ip",
+            l.max_connections_per_ip as u64,
+        )?;
+        positive("limits.connect_rate_per_ip", l.connect_rate_per_ip.into())?;
+        positive("limits.connect_burst_per_ip", l.connect_burst_per_ip.into())?;
+        positive(
+            "limits.max_connections_per_user",
+            l.max_connections_per_user as u64,
+        )?;
+        positive("auth.max_token_bytes", self.auth.max_token_bytes as u64)?;
+        positive("api.max_body_bytes", self.api.max_body_bytes as u64)?;
+        if self.api.keys.iter().any(|k| k.len() < 16) {
+            return Err(ConfigError::Invalid {
+                key: "api.keys",
+                reason: "every key must be at least 16 characters".into(),
+            });
+        }
         positive("heartbeat.interval_ms", self.heartbeat.interval_ms)?;
         positive("history.ttl_secs", self.history.ttl_secs)?;
         positive(

@@ -234,6 +234,15 @@ impl Hub {
         }
     }
 
+    /// Closes every local session of `user` with `code`.
+    pub fn close_user(&self, user: &str, code: crate::protocol::CloseCode) {
+        if let Some(sessions) = self.0.users.get(user) {
+            for session in sessions.iter() {
+                session.close(code);
+            }
+        }
+    }
+
     /// Number of rooms with at least one local member.
     pub fn room_count(&self) -> usize {
         self.0.rooms.len()

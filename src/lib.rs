@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod broker;
 pub mod config;
 pub mod http;

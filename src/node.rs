@@ -31,6 +31,20 @@ struct Inner {
     tasks: TaskTracker,
 }
 
+/// A node's counts, for the server API and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeStats {
+    pub node: String,
+    /// Open WebSocket sessions.
+    pub sessions: usize,
+    /// Rooms with at least one local member.
+    pub rooms: usize,
+    /// Users with at least one local session.
+    pub users: usize,
+    pub draining: bool,
+    pub broker_available: bool,
+}
+
 /// Delivers broker output into the hub. Lives here so the hub never depends on the broker.
 pub struct HubDelivery(pub Hub);
 
@@ -49,6 +63,11 @@ impl Deliver for HubDelivery {
 
     fn reset(&self, room: &str, frame: &Utf8Bytes) {
         self.0.notify(room, frame);
+    }
+
+    fn disconnect(&self, user: &str) {
+        self.0
+            .close_user(user, crate::protocol::CloseCode::Disconnected);
     }
 }
 
@@ -219,5 +238,31 @@ impl Node {
     /// The users present in `room`, sorted.
     pub async fn presence(&self, room: &str) -> Result<Vec<String>, ProtocolError> {
         Ok(self.0.broker.presence(room).await?)
+    }
+
+    /// The room's position and, with `resume`, the messages after it (as encoded frames).
+    pub async fn history(
+        &self,
+        room: &str,
+        resume: Option<&Resume>,
+    ) -> Result<crate::broker::History, ProtocolError> {
+        Ok(self.0.broker.history(room, resume).await?)
+    }
+
+    /// Closes every session of `user` on every node with 4003.
+    pub async fn disconnect_user(&self, user: &str) -> Result<(), ProtocolError> {
+        Ok(self.0.broker.disconnect_user(user).await?)
+    }
+
+    /// What this node holds right now.
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            node: self.0.id.clone(),
+            sessions: self.0.tasks.len(),
+            rooms: self.0.hub.room_count(),
+            users: self.0.hub.user_count(),
+            draining: self.is_draining(),
+            broker_available: self.broker_available(),
+        }
     }
 }

@@ -17,7 +17,7 @@ use crate::broker::{Broker, BrokerError};
 use crate::config::{BrokerKind, Config};
 use crate::hub::Hub;
 use crate::node::{HubDelivery, Node};
-use crate::{http, ws};
+use crate::{api, http, ws};
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,7 @@ pub fn app(node: Node) -> Router {
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
+        .nest("/api", api::router())
         .fallback(http::not_found)
         .with_state(node)
 }

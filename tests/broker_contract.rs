@@ -43,6 +43,9 @@ enum Event {
         room: String,
         frame: Value,
     },
+    Disconnect {
+        user: String,
+    },
 }
 
 fn parse(frame: &Utf8Bytes) -> Value {
@@ -71,6 +74,11 @@ impl Deliver for Recorder {
             room: room.into(),
             frame,
         });
+    }
+    fn disconnect(&self, user: &str) {
+        self.events
+            .lock()
+            .push(Event::Disconnect { user: user.into() });
     }
     fn reset(&self, room: &str, frame: &Utf8Bytes) {
         let frame = parse(frame);
@@ -321,6 +329,17 @@ async fn direct_reaches_every_node(nodes: &[Node]) {
         assert_eq!(frame["type"], "direct");
         assert_eq!(frame["from"], "erin");
         assert_eq!(frame["data"]["hi"], true);
+    }
+    nodes[0].broker.disconnect_user("dave").await.unwrap();
+    for node in nodes {
+        let got = node
+            .seen
+            .wait_for(
+                1,
+                |e| matches!(e, Event::Disconnect { user } if user == "dave"),
+            )
+            .await;
+        assert_eq!(got.len(), 1, "every node is told to disconnect dave");
     }
     for node in nodes {
         node.broker.unwatch_user("dave").await;

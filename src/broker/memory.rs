@@ -188,6 +188,11 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
+    async fn disconnect_user(&self, user: &str) -> Result<(), BrokerError> {
+        self.deliver.disconnect(user);
+        Ok(())
+    }
+
     async fn presence_add(&self, room: &str, user: &str) -> Result<(), BrokerError> {
         let mut users = self.presence.entry(Arc::from(room)).or_default();
         if users.insert(Arc::from(user)) {

@@ -58,6 +58,8 @@ pub trait Deliver: Send + Sync + 'static {
     fn presence(&self, room: &str, frame: &Utf8Bytes);
     /// The room's history was lost and its numbering restarted; `frame` tells live members.
     fn reset(&self, room: &str, frame: &Utf8Bytes);
+    /// Close every local session of `user` (the application disconnected it).
+    fn disconnect(&self, user: &str);
 }
 
 /// What every engine provides. Methods are cancel safe unless they say otherwise.
@@ -79,6 +81,9 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Delivers a `direct` frame to every session of `to`, on whichever node it is.
     async fn send_direct(&self, to: &str, from: &str, data: &RawValue) -> Result<(), BrokerError>;
+
+    /// Closes every session of `user`, on whichever node it is.
+    async fn disconnect_user(&self, user: &str) -> Result<(), BrokerError>;
 
     /// Marks `user` present in `room`; announces `presence_join` if it was not.
     async fn presence_add(&self, room: &str, user: &str) -> Result<(), BrokerError>;

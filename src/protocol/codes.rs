@@ -80,6 +80,10 @@ pub enum CloseCode {
     Internal = 1011,
     /// The client read too slowly and its outbound queue filled up.
     SlowConsumer = 4000,
+    /// The session's token expired and no `refresh` replaced it.
+    TokenExpired = 4001,
+    /// The application disconnected the user (server API).
+    Disconnected = 4003,
     /// Nothing arrived from the client within the heartbeat timeout.
     HeartbeatTimeout = 4008,
     /// The client kept sending after being told it was rate limited.
@@ -100,6 +104,8 @@ impl CloseCode {
             1007 => Self::InvalidPayload,
             1009 => Self::TooBig,
             4000 => Self::SlowConsumer,
+            4001 => Self::TokenExpired,
+            4003 => Self::Disconnected,
             4008 => Self::HeartbeatTimeout,
             4029 => Self::RateLimitAbuse,
             _ => Self::Internal,
@@ -116,6 +122,8 @@ impl CloseCode {
             Self::TooBig => "frame too large",
             Self::Internal => "internal error",
             Self::SlowConsumer => "slow consumer",
+            Self::TokenExpired => "token expired",
+            Self::Disconnected => "disconnected by the server",
             Self::HeartbeatTimeout => "heartbeat timeout",
             Self::RateLimitAbuse => "rate limit abuse",
         }

@@ -296,9 +296,18 @@ impl Broker for RedisBroker {
     async fn send_direct(&self, to: &str, from: &str, data: &RawValue) -> Result<(), BrokerError> {
         let s = &self.shared;
         let frame = encode_direct(from, data, unix_ms());
+        let payload = format!("d\n{}", frame.as_str());
         let mut conn = s.conn();
         let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(s.keys.user_channel(to)).arg(frame.as_str());
+        cmd.arg(s.keys.user_channel(to)).arg(payload);
+        s.call(cmd.query_async::<u64>(&mut conn)).await.map(drop)
+    }
+
+    async fn disconnect_user(&self, user: &str) -> Result<(), BrokerError> {
+        let s = &self.shared;
+        let mut conn = s.conn();
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(s.keys.user_channel(user)).arg("k\n");
         s.call(cmd.query_async::<u64>(&mut conn)).await.map(drop)
     }
 

@@ -5,6 +5,8 @@
 //! Room channel payloads, parsed by `subscriber.rs`:
 //! - `m <offset> <epoch>\n<message frame>`: a publication;
 //! - `p\n<presence frame>`: a presence event.
+//!
+//! User channel payloads: `d\n<direct frame>`, or `k\n` to close the user's sessions.
 
 use std::sync::LazyLock;
 

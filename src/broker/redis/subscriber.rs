@@ -243,8 +243,12 @@ async fn handle(shared: &Shared, channel: &str, payload: &[u8]) {
     match shared.keys.parse_channel(channel) {
         Some(Channel::Room(room)) => on_room(shared, room, payload).await,
         Some(Channel::User(user)) => match std::str::from_utf8(payload) {
-            Ok(frame) => shared.deliver.direct(user, &Utf8Bytes::from(frame)),
-            Err(_) => tracing::warn!(user, "non-UTF-8 direct payload dropped"),
+            Ok(payload) => match payload.split_once('\n') {
+                Some(("d", frame)) => shared.deliver.direct(user, &Utf8Bytes::from(frame)),
+                Some(("k", _)) => shared.deliver.disconnect(user),
+                _ => tracing::warn!(user, "malformed user payload dropped"),
+            },
+            Err(_) => tracing::warn!(user, "non-UTF-8 user payload dropped"),
         },
         None => {}
     }
