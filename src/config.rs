@@ -394,6 +394,8 @@ impl Config {
         if self.broker == BrokerKind::Redis {
             self.redis.validate()?;
         }
+        // Loads the key now, so a bad secret or key file stops start-up naming the key.
+        crate::auth::Verifier::new(&self.auth)?;
         if let Some(id) = &self.node_id {
             if !crate::protocol::valid_name(id) {
                 return Err(ConfigError::Invalid {

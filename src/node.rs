@@ -11,11 +11,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Verifier;
 use crate::broker::{Broker, BrokerError, Deliver};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::protocol::{ErrorCode, ProtocolError, RequestId, Resume, ServerFrame, encode};
 use crate::session::SessionHandle;
+use crate::ws::Admission;
 
 /// Cheap, cloneable handle to everything a connection needs.
 #[derive(Clone)]
@@ -26,9 +28,30 @@ struct Inner {
     config: Config,
     hub: Hub,
     broker: Arc<dyn Broker>,
+    verifier: Verifier,
+    admission: Arc<Admission>,
     draining: AtomicBool,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+}
+
+/// One session counted against its user's limit; dropping it stops counting.
+pub struct SessionClaim {
+    broker: Arc<dyn Broker>,
+    user: Arc<str>,
+    key: String,
+}
+
+impl Drop for SessionClaim {
+    fn drop(&mut self) {
+        let (broker, user, key) = (
+            self.broker.clone(),
+            self.user.clone(),
+            std::mem::take(&mut self.key),
+        );
+        // Drop cannot wait; the release is one Redis call (or a map update) in the background.
+        tokio::spawn(async move { broker.release_session(&user, &key).await });
+    }
 }
 
 /// A node's counts, for the server API and metrics.
@@ -78,17 +101,55 @@ impl From<BrokerError> for ProtocolError {
 }
 
 impl Node {
-    /// `hub` must be the hub the broker delivers into (see [`HubDelivery`]).
-    pub fn new(id: String, config: Config, hub: Hub, broker: Arc<dyn Broker>) -> Self {
-        Self(Arc::new(Inner {
+    /// `hub` must be the hub the broker delivers into (see [`HubDelivery`]). Fails when the
+    /// authentication key cannot be loaded.
+    pub fn new(
+        id: String,
+        config: Config,
+        hub: Hub,
+        broker: Arc<dyn Broker>,
+    ) -> Result<Self, ConfigError> {
+        let verifier = Verifier::new(&config.auth)?;
+        let admission = Arc::new(Admission::new(&config.limits));
+        Ok(Self(Arc::new(Inner {
             id,
             config,
             hub,
             broker,
+            verifier,
+            admission,
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-        }))
+        })))
+    }
+
+    pub fn verifier(&self) -> &Verifier {
+        &self.0.verifier
+    }
+
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.0.admission
+    }
+
+    /// Counts a new session of `user` against `limits.max_connections_per_user` across the
+    /// cluster. `Err` when the user is at the limit. While the broker is unreachable the limit
+    /// is not enforced (fail open): refusing everyone would turn a Redis outage into an outage.
+    pub async fn claim_session(&self, user: &Arc<str>) -> Result<Option<SessionClaim>, ()> {
+        let key = format!("{}-{:016x}", self.0.id, rand::random::<u64>());
+        let limit = self.0.config.limits.max_connections_per_user;
+        match self.0.broker.claim_session(user, &key, limit).await {
+            Ok(true) => Ok(Some(SessionClaim {
+                broker: self.0.broker.clone(),
+                user: user.clone(),
+                key,
+            })),
+            Ok(false) => Err(()),
+            Err(err) => {
+                tracing::warn!(%err, "per-user connection limit not enforced");
+                Ok(None)
+            }
+        }
     }
 
     pub fn id(&self) -> &str {

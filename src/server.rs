@@ -2,6 +2,7 @@
 //! knows the concrete broker engine.
 
 use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("starting the broker failed: {0}")]
     Broker(#[from] BrokerError),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// The router: `/ws`, `/healthz`, `/readyz`, JSON 404 for anything else.
@@ -72,7 +75,25 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
             Arc::new(RedisBroker::start(opts, deliver, stop.clone())?)
         }
     };
-    Ok(Node::new(id, config, hub, broker))
+    let node = Node::new(id, config, hub, broker)?;
+    spawn_admission_sweeper(&node, stop.clone());
+    Ok(node)
+}
+
+fn spawn_admission_sweeper(node: &Node, stop: CancellationToken) {
+    let admission = Arc::downgrade(node.admission());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => match admission.upgrade() {
+                    Some(admission) => admission.sweep(),
+                    None => return,
+                },
+            }
+        }
+    });
 }
 
 fn spawn_sweeper(broker: &Arc<MemoryBroker>, stop: CancellationToken) {
@@ -103,7 +124,9 @@ pub async fn run(
     let stop = CancellationToken::new();
     let grace = config.shutdown_grace();
     let node = build(config, &stop)?;
-    let serve = axum::serve(listener, app(node.clone()))
+    // Peer addresses feed the per-IP connection limits.
+    let service = app(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let serve = axum::serve(listener, service)
         .with_graceful_shutdown(stop.clone().cancelled_owned())
         .into_future();
     let mut server = tokio::spawn(serve);

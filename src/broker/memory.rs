@@ -27,6 +27,8 @@ pub struct HistoryLimits {
 
 pub struct MemoryBroker {
     logs: DashMap<Arc<str>, Arc<Mutex<Log>>>,
+    /// Open sessions per user, for the per-user connection limit.
+    sessions: DashMap<Arc<str>, usize>,
     presence: DashMap<Arc<str>, BTreeSet<Arc<str>>>,
     deliver: Arc<dyn Deliver>,
     limits: HistoryLimits,
@@ -52,6 +54,7 @@ impl MemoryBroker {
     pub fn new(limits: HistoryLimits, deliver: Arc<dyn Deliver>) -> Self {
         Self {
             logs: DashMap::new(),
+            sessions: DashMap::new(),
             presence: DashMap::new(),
             deliver,
             limits,
@@ -191,6 +194,27 @@ impl Broker for MemoryBroker {
     async fn disconnect_user(&self, user: &str) -> Result<(), BrokerError> {
         self.deliver.disconnect(user);
         Ok(())
+    }
+
+    async fn claim_session(
+        &self,
+        user: &str,
+        _key: &str,
+        limit: usize,
+    ) -> Result<bool, BrokerError> {
+        let mut open = self.sessions.entry(Arc::from(user)).or_default();
+        if *open >= limit {
+            return Ok(false);
+        }
+        *open += 1;
+        Ok(true)
+    }
+
+    async fn release_session(&self, user: &str, _key: &str) {
+        if let Some(mut open) = self.sessions.get_mut(user) {
+            *open = open.saturating_sub(1);
+        }
+        self.sessions.remove_if(user, |_, open| *open == 0);
     }
 
     async fn presence_add(&self, room: &str, user: &str) -> Result<(), BrokerError> {

@@ -85,6 +85,14 @@ pub trait Broker: Send + Sync + 'static {
     /// Closes every session of `user`, on whichever node it is.
     async fn disconnect_user(&self, user: &str) -> Result<(), BrokerError>;
 
+    /// Counts a new session `key` of `user` against `limit` sessions across every node.
+    /// Returns false (and counts nothing) when the user already has `limit`.
+    async fn claim_session(&self, user: &str, key: &str, limit: usize)
+    -> Result<bool, BrokerError>;
+
+    /// Stops counting session `key` of `user`.
+    async fn release_session(&self, user: &str, key: &str);
+
     /// Marks `user` present in `room`; announces `presence_join` if it was not.
     async fn presence_add(&self, room: &str, user: &str) -> Result<(), BrokerError>;
 

@@ -58,6 +58,10 @@ pub enum Request {
     Presence {
         room: String,
     },
+    /// Replaces the session's token before it expires.
+    Refresh {
+        token: String,
+    },
     Ping,
 }
 
@@ -84,6 +88,7 @@ struct Wire<'a> {
     epoch: Option<String>,
     #[serde(default)]
     presence: bool,
+    token: Option<String>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
@@ -152,6 +157,9 @@ fn into_request(wire: Wire<'_>) -> Result<Request, ProtocolError> {
         }
         "presence" => Request::Presence {
             room: room_name(room)?,
+        },
+        "refresh" => Request::Refresh {
+            token: wire.token.ok_or_else(|| bad("refresh needs \"token\""))?,
         },
         "ping" => Request::Ping,
         other => {

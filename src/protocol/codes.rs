@@ -26,6 +26,18 @@ pub enum ErrorCode {
     Unavailable,
     /// The node is draining and takes no new work.
     ShuttingDown,
+    /// The session's token does not allow this room (join or publish).
+    Forbidden,
+    /// `refresh`: the token is malformed, forged, or signed with the wrong key or algorithm.
+    TokenInvalid,
+    /// `refresh`: the token has expired.
+    TokenExpired,
+    /// `refresh`: the token is not valid yet (`nbf`).
+    TokenNotYetValid,
+    /// `refresh`: the token is longer than `auth.max_token_bytes`.
+    TokenTooLarge,
+    /// `refresh`: the token names another user.
+    TokenWrongUser,
 }
 
 impl ErrorCode {
@@ -41,6 +53,12 @@ impl ErrorCode {
             Self::Unsupported => "unsupported",
             Self::Unavailable => "unavailable",
             Self::ShuttingDown => "shutting_down",
+            Self::Forbidden => "forbidden",
+            Self::TokenInvalid => "token_invalid",
+            Self::TokenExpired => "token_expired",
+            Self::TokenNotYetValid => "token_not_yet_valid",
+            Self::TokenTooLarge => "token_too_large",
+            Self::TokenWrongUser => "token_wrong_user",
         }
     }
 }

@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, timeout};
 use tracing::Instrument;
 
+use super::Permits;
 use super::limiter::{TokenBucket, Verdict};
+use crate::auth::{AuthError, Identity};
 use crate::node::Node;
 use crate::protocol::{
     CloseCode, ErrorCode, ProtocolError, Request, RequestId, ServerFrame, decode_request, encode,
@@ -38,9 +40,11 @@ enum Exit {
     Close(CloseCode),
 }
 
-/// Serves one upgraded socket until it closes. Runs as a tracked task.
-pub async fn serve(mut socket: WebSocket, node: Node, user: Arc<str>) {
-    let (session, mut queue) = node.open_session(user).await;
+/// Serves one upgraded socket until it closes. Runs as a tracked task; `permits` count it
+/// against the connection limits until it ends.
+pub async fn serve(mut socket: WebSocket, node: Node, identity: Identity, permits: Permits) {
+    let _permits = permits;
+    let (session, mut queue) = node.open_session(identity.user.clone()).await;
     let span = tracing::info_span!("session", id = session.id(), user = %session.user());
     async move {
         tracing::debug!("open");
@@ -53,6 +57,7 @@ pub async fn serve(mut socket: WebSocket, node: Node, user: Arc<str>) {
             node,
             session,
             rooms: HashSet::new(),
+            identity,
         };
         let exit = conn.run(&mut socket, &mut queue).await;
         // Leave every room first so nothing new is queued while closing.
@@ -83,6 +88,8 @@ struct Connection {
     /// Rooms joined or being joined; cleaned up when the session ends.
     rooms: HashSet<Arc<str>>,
     limiter: TokenBucket,
+    /// The user, what its token allows, and until when (replaced by `refresh`).
+    identity: Identity,
 }
 
 impl Connection {
@@ -100,6 +107,8 @@ impl Connection {
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_seen = Instant::now();
         let shutdown = self.node.shutdown_token().clone();
+        let expiry = tokio::time::sleep_until(self.expiry_instant());
+        tokio::pin!(expiry);
         // Unbiased on purpose: under a constant stream of outbound frames, reads and heartbeats
         // must still get their turn.
         loop {
@@ -108,6 +117,14 @@ impl Connection {
                     return Exit::Close(self.session.close_code().unwrap_or(CloseCode::Internal));
                 }
                 () = shutdown.cancelled() => return Exit::Drain,
+                () = &mut expiry => {
+                    // A `refresh` may have moved the deadline since this timer was set.
+                    let deadline = self.expiry_instant();
+                    if deadline <= Instant::now() {
+                        return Exit::Close(CloseCode::TokenExpired);
+                    }
+                    expiry.as_mut().reset(deadline);
+                }
                 Some(first) = queue.recv() => {
                     if let Err(exit) = self.guarded(write_batch(socket, queue, first)).await {
                         return exit;
@@ -141,6 +158,16 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// When the session's token runs out; far away when it has none.
+    fn expiry_instant(&self) -> Instant {
+        const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        let Some(at) = self.identity.expires_at else {
+            return Instant::now() + NEVER;
+        };
+        let now = crate::broker::unix_ms() / 1000;
+        Instant::now() + Duration::from_secs(at.saturating_sub(now))
     }
 
     /// Runs a socket write unless the session is closed first (a stalled client must not pin
@@ -204,6 +231,9 @@ impl Connection {
                 if self.rooms.contains(room.as_str()) {
                     return Err(ProtocolError::new(ErrorCode::BadRequest, "already joined"));
                 }
+                if !self.identity.rooms.may_join(&room) {
+                    return Err(forbidden("join", &room));
+                }
                 let max = node.config().limits.max_rooms_per_connection;
                 if self.rooms.len() >= max {
                     let msg = format!("a connection may be in at most {max} rooms");
@@ -229,6 +259,9 @@ impl Connection {
             Request::Publish { room, data } => {
                 if !self.rooms.contains(room.as_str()) {
                     return Err(not_member(&room));
+                }
+                if !self.identity.rooms.may_publish(&room) {
+                    return Err(forbidden("publish to", &room));
                 }
                 let offset = node.publish(&room, &user, &data).await?;
                 self.reply(&ServerFrame::Ack {
@@ -260,11 +293,32 @@ impl Connection {
                 });
                 Ok(())
             }
+            Request::Refresh { token } => self.refresh(id, &token),
             Request::Ping => {
                 self.reply(&ServerFrame::Pong { id });
                 Ok(())
             }
         }
+    }
+
+    /// Replaces the session's token: same user, new expiry and permissions. Rooms already
+    /// joined stay joined.
+    fn refresh(&mut self, id: Option<&RequestId>, token: &str) -> Result<(), ProtocolError> {
+        let verifier = self.node.verifier();
+        if !verifier.enabled() {
+            return Err(ProtocolError::new(
+                ErrorCode::BadRequest,
+                "authentication is off; nothing to refresh",
+            ));
+        }
+        let identity = verifier.verify(token).map_err(token_error)?;
+        if identity.user != self.identity.user {
+            return Err(token_error(AuthError::WrongUser));
+        }
+        let expires_at = identity.expires_at.unwrap_or(u64::MAX);
+        self.identity = identity;
+        self.reply(&ServerFrame::Refreshed { id, expires_at });
+        Ok(())
     }
 
     fn reply(&self, frame: &ServerFrame<'_>) {
@@ -278,6 +332,25 @@ impl Connection {
             message: &err.message,
         });
     }
+}
+
+fn forbidden(action: &str, room: &str) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::Forbidden,
+        format!("the token does not allow you to {action} {room}"),
+    )
+}
+
+fn token_error(err: AuthError) -> ProtocolError {
+    metrics::counter!("roomcast_auth_failures_total", "reason" => err.code()).increment(1);
+    let code = match err {
+        AuthError::Missing | AuthError::Invalid => ErrorCode::TokenInvalid,
+        AuthError::Expired => ErrorCode::TokenExpired,
+        AuthError::NotYetValid => ErrorCode::TokenNotYetValid,
+        AuthError::TooLarge => ErrorCode::TokenTooLarge,
+        AuthError::WrongUser => ErrorCode::TokenWrongUser,
+    };
+    ProtocolError::new(code, err.to_string())
 }
 
 fn not_member(room: &str) -> ProtocolError {

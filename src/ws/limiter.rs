@@ -4,7 +4,7 @@
 use tokio::time::Instant;
 
 #[derive(Debug)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate_per_sec: f64,
     burst: f64,
     tokens: f64,
@@ -14,7 +14,7 @@ pub struct TokenBucket {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Allow,
     /// Drop the frame and answer `rate_limited`.
     Limited,
@@ -32,6 +32,12 @@ impl TokenBucket {
             strikes: 0,
             close_after,
         }
+    }
+
+    /// Whether the bucket has refilled to its burst (nothing to remember about this client).
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate_per_sec >= self.burst
     }
 
     pub fn check(&mut self, now: Instant) -> Verdict {

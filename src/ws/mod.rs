@@ -1,31 +1,53 @@
-//! The WebSocket endpoint: the HTTP upgrade (refusals answered as JSON before upgrading) and,
-//! in [`connection`], the task that serves one socket.
+//! The WebSocket endpoint: the HTTP upgrade, where every refusal is answered as JSON before
+//! upgrading (origin, token, limits), and, in [`connection`], the task that serves one socket.
 
+mod admission;
 mod connection;
 mod limiter;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{Query, State, rejection::QueryRejection};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Query, State, rejection::QueryRejection};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+pub use admission::{Admission, IpPermit, Refused};
+
+use crate::auth::{AuthError, Identity, RoomPatterns};
 use crate::http::json_error;
-use crate::node::Node;
+use crate::node::{Node, SessionClaim};
 use crate::protocol::valid_name;
+
+/// The subprotocol a browser offers next to its token; the server selects it.
+pub const SUBPROTOCOL: &str = "roomcast.v1";
+/// Prefix of the subprotocol entry that carries a token (`bearer.<jwt>`), for browsers, which
+/// cannot set headers on a WebSocket.
+const TOKEN_PROTOCOL_PREFIX: &str = "bearer.";
 
 #[derive(Deserialize)]
 pub struct ConnectParams {
-    /// Who the client is, until authentication exists. Anonymous when absent.
+    /// The user when authentication is off; anonymous when absent.
     user: Option<String>,
+    /// A JWT, for clients that cannot set headers.
+    token: Option<String>,
 }
 
-/// `GET /ws`: upgrades to a session. Refuses with 503 while draining, 400 for a bad `user`,
-/// and 400/405/426 (JSON bodies) for requests that are not WebSocket handshakes.
+/// What a connection holds while it lives: its admission under the IP and user limits.
+pub struct Permits {
+    _ip: IpPermit,
+    _user: Option<SessionClaim>,
+}
+
+/// `GET /ws`: upgrades to a session. Refusals, each with a JSON body `{error, message}`:
+/// 503 draining, 400/405/426 not a WebSocket handshake, 403 origin, 400 bad query or user,
+/// 401 token, 429 connection limits.
 pub async fn upgrade(
     State(node): State<Node>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     params: Result<Query<ConnectParams>, QueryRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -42,31 +64,146 @@ pub async fn upgrade(
             return json_error(rejection.status(), "not_websocket", &rejection.body_text());
         }
     };
-    let user = match params {
-        Ok(Query(ConnectParams { user: Some(user) })) if valid_name(&user) => user,
-        Ok(Query(ConnectParams { user: None })) => {
-            format!("anon-{:012x}", rand::random::<u64>() >> 16)
-        }
-        Ok(_) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_user",
-                "user must be 1-128 characters of [A-Za-z0-9_.:@-]",
-            );
-        }
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    if !node.verifier().origin_allowed(origin) {
+        metrics::counter!("roomcast_auth_failures_total", "reason" => "origin_forbidden")
+            .increment(1);
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "origin_forbidden",
+            "origin not allowed",
+        );
+    }
+    let params = match params {
+        Ok(Query(params)) => params,
         Err(rejection) => {
             return json_error(rejection.status(), "bad_query", &rejection.body_text());
         }
     };
+    let identity = match identify(&node, &headers, params) {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let ip_permit = match node.admission().admit(peer.ip()) {
+        Ok(permit) => permit,
+        Err(refused) => {
+            metrics::counter!("roomcast_rate_limited_total", "kind" => refused.code()).increment(1);
+            return json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                refused.code(),
+                "too many connections from this address",
+            );
+        }
+    };
+    let user_claim = match node.claim_session(&identity.user).await {
+        Ok(claim) => claim,
+        Err(()) => {
+            metrics::counter!("roomcast_rate_limited_total", "kind" => "too_many_sessions")
+                .increment(1);
+            return json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_sessions",
+                "this user has too many open connections",
+            );
+        }
+    };
+    let permits = Permits {
+        _ip: ip_permit,
+        _user: user_claim,
+    };
     let config = node.config();
     let max = config.limits.max_message_bytes;
     let tasks = node.tasks().clone();
-    ws.read_buffer_size(config.socket.read_buffer_bytes)
+    // Dropping the callback unrun (a failed upgrade) drops the permits with it.
+    ws.protocols([SUBPROTOCOL])
+        .read_buffer_size(config.socket.read_buffer_bytes)
         .write_buffer_size(config.socket.write_buffer_bytes)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| {
-            tasks.track_future(connection::serve(socket, node, Arc::from(user)))
+            tasks.track_future(connection::serve(socket, node, identity, permits))
         })
         .into_response()
+}
+
+/// Why `identify` refused a connection.
+enum Unidentified {
+    InvalidUser,
+    UserNotAllowed,
+    Token(AuthError),
+}
+
+impl IntoResponse for Unidentified {
+    fn into_response(self) -> Response {
+        match self {
+            Self::InvalidUser => json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_user",
+                "user must be 1-128 characters of [A-Za-z0-9_.:@-]",
+            ),
+            Self::UserNotAllowed => json_error(
+                StatusCode::BAD_REQUEST,
+                "user_not_allowed",
+                "the user comes from the token; ?user= is not accepted",
+            ),
+            Self::Token(err) => {
+                metrics::counter!("roomcast_auth_failures_total", "reason" => err.code())
+                    .increment(1);
+                let mut response =
+                    json_error(StatusCode::UNAUTHORIZED, err.code(), &err.to_string());
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+                response
+            }
+        }
+    }
+}
+
+/// The connecting user: from a verified token when authentication is on, else from `?user=`.
+fn identify(
+    node: &Node,
+    headers: &HeaderMap,
+    params: ConnectParams,
+) -> Result<Identity, Unidentified> {
+    let verifier = node.verifier();
+    if !verifier.enabled() {
+        let user = match params.user {
+            Some(user) if valid_name(&user) => user,
+            None => format!("anon-{:012x}", rand::random::<u64>() >> 16),
+            Some(_) => return Err(Unidentified::InvalidUser),
+        };
+        return Ok(Identity {
+            user: Arc::from(user),
+            rooms: Arc::new(RoomPatterns::any()),
+            expires_at: None,
+        });
+    }
+    if params.user.is_some() {
+        return Err(Unidentified::UserNotAllowed);
+    }
+    let token = params.token.or_else(|| token_from_headers(headers));
+    match token {
+        Some(token) => verifier.verify(&token).map_err(Unidentified::Token),
+        None => Err(Unidentified::Token(AuthError::Missing)),
+    }
+}
+
+/// `Authorization: Bearer <jwt>`, or a `bearer.<jwt>` entry in `Sec-WebSocket-Protocol`.
+fn token_from_headers(headers: &HeaderMap) -> Option<String> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(token) = bearer {
+        return Some(token.trim().to_owned());
+    }
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(TOKEN_PROTOCOL_PREFIX))
+        .map(str::to_owned)
 }

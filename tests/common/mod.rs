@@ -36,6 +36,10 @@ pub fn test_config() -> Config {
     let mut config = Config::default();
     config.limits.inbound_rate_per_sec = 100_000;
     config.limits.inbound_burst = 100_000;
+    config.limits.connect_rate_per_ip = 100_000;
+    config.limits.connect_burst_per_ip = 100_000;
+    config.limits.max_connections_per_ip = 100_000;
+    config.limits.max_connections_per_user = 1_000;
     config.shutdown_grace_ms = 5_000;
     config
 }

@@ -127,5 +127,7 @@ pub fn redis_env(redis: &RedisServer, prefix: &str) -> Vec<(&'static str, String
         ("ROOMCAST_REDIS__UNSUBSCRIBE_DELAY_MS", "100".into()),
         ("ROOMCAST_LIMITS__INBOUND_RATE_PER_SEC", "100000".into()),
         ("ROOMCAST_LIMITS__INBOUND_BURST", "100000".into()),
+        ("ROOMCAST_LIMITS__CONNECT_RATE_PER_IP", "100000".into()),
+        ("ROOMCAST_LIMITS__CONNECT_BURST_PER_IP", "100000".into()),
     ]
 }

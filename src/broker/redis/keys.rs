@@ -53,6 +53,11 @@ impl Keys {
         format!("{}:hist:{room}", self.prefix)
     }
 
+    /// Sorted set of a user's open sessions (lease expiry as score), for the per-user limit.
+    pub fn sessions(&self, user: &str) -> String {
+        format!("{}:sess:{user}", self.prefix)
+    }
+
     /// Sorted set of presence leases `user/node`, scored by expiry (unix ms).
     pub fn leases(&self, room: &str) -> String {
         format!("{}:pres:{room}", self.prefix)

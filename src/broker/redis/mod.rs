@@ -76,6 +76,8 @@ struct Subs {
     rooms: HashMap<Arc<str>, Sequence>,
     /// Rooms → users this node holds a presence lease for.
     present: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// Users → keys of their sessions on this node, leased in Redis for the per-user limit.
+    sessions: HashMap<Arc<str>, HashSet<String>>,
 }
 
 #[derive(Default)]
@@ -309,6 +311,56 @@ impl Broker for RedisBroker {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(s.keys.user_channel(user)).arg("k\n");
         s.call(cmd.query_async::<u64>(&mut conn)).await.map(drop)
+    }
+
+    async fn claim_session(
+        &self,
+        user: &str,
+        key: &str,
+        limit: usize,
+    ) -> Result<bool, BrokerError> {
+        let s = &self.shared;
+        let lease = s.opts.presence_lease.as_millis() as u64;
+        let now = unix_ms();
+        let mut conn = s.conn();
+        let mut invocation = scripts::CLAIM_SESSION.prepare_invoke();
+        invocation
+            .key(s.keys.sessions(user))
+            .arg(key)
+            .arg(now + lease)
+            .arg(now)
+            .arg(limit)
+            .arg(lease * 2);
+        let reply = invocation.invoke_async::<u8>(&mut conn);
+        let claimed = s.call(reply).await? == 1;
+        if claimed {
+            let mut subs = s.subs.lock();
+            subs.sessions
+                .entry(Arc::from(user))
+                .or_default()
+                .insert(key.to_owned());
+        }
+        Ok(claimed)
+    }
+
+    async fn release_session(&self, user: &str, key: &str) {
+        let s = &self.shared;
+        {
+            let mut subs = s.subs.lock();
+            if let Some(keys) = subs.sessions.get_mut(user) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    subs.sessions.remove(user);
+                }
+            }
+        }
+        let mut conn = s.conn();
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(s.keys.sessions(user)).arg(key);
+        if let Err(err) = s.call(cmd.query_async::<u64>(&mut conn)).await {
+            // The lease runs out by itself.
+            tracing::warn!(user, %err, "session lease left to expire");
+        }
     }
 
     async fn presence_add(&self, room: &str, user: &str) -> Result<(), BrokerError> {

@@ -1,7 +1,8 @@
 //! Presence leases. Every `lease / 3` this node renews its leases (so they outlive one missed
 //! round) and, for every room it hosts, reaps leases that expired: those of a node that crashed
 //! or lost Redis. A user whose last lease is reaped gets `presence_leave`, so a crashed node's
-//! users vanish within `lease + lease / 3`. The same pass keeps hosted rooms' positions alive.
+//! users vanish within `lease + lease / 3`. The same pass keeps hosted rooms' positions alive
+//! and renews the leases that count this node's sessions against per-user limits.
 
 use std::sync::Arc;
 
@@ -33,7 +34,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
 async fn pass(shared: &Shared) -> Result<(), super::BrokerError> {
     let lease = shared.opts.presence_lease.as_millis() as u64;
     let now = unix_ms();
-    let (renew, hosted) = {
+    let (renew, hosted, sessions) = {
         let subs = shared.subs.lock();
         let renew: Vec<(Arc<str>, Vec<String>)> = subs
             .present
@@ -47,8 +48,30 @@ async fn pass(shared: &Shared) -> Result<(), super::BrokerError> {
             })
             .collect();
         let hosted: Vec<Arc<str>> = subs.rooms.keys().cloned().collect();
-        (renew, hosted)
+        let sessions: Vec<(Arc<str>, Vec<String>)> = subs
+            .sessions
+            .iter()
+            .map(|(user, keys)| (user.clone(), keys.iter().cloned().collect()))
+            .collect();
+        (renew, hosted, sessions)
     };
+    // Session leases for the per-user limit: one pipeline of ZADD per user.
+    for chunk in sessions.chunks(CONCURRENCY) {
+        let mut pipe = redis::pipe();
+        for (user, keys) in chunk {
+            let key = shared.keys.sessions(user);
+            for session in keys {
+                pipe.cmd("ZADD")
+                    .arg(&key)
+                    .arg(now + lease)
+                    .arg(session)
+                    .ignore();
+            }
+            pipe.cmd("PEXPIRE").arg(&key).arg(lease * 2).ignore();
+        }
+        let mut conn = shared.conn();
+        shared.call(pipe.query_async::<()>(&mut conn)).await?;
+    }
     for chunk in renew.chunks(CONCURRENCY) {
         let calls = chunk.iter().map(|(room, members)| {
             let mut conn = shared.conn();

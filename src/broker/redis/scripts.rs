@@ -150,3 +150,20 @@ return #expired
 "#,
     )
 });
+
+/// Counts a session against its user's cluster-wide limit. KEYS: the user's session zset
+/// (member = session key, score = lease expiry ms). ARGV: session key, expiry ms, now ms,
+/// limit, key ttl ms. Expired leases (their node died) stop counting. Returns 1 if claimed.
+pub static CLAIM_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"#,
+    )
+});

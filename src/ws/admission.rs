@@ -1,0 +1,97 @@
+//! Who may open a socket right now: per-IP open-connection count and connect rate. The
+//! per-user limit is the broker's, since it holds across the cluster.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use tokio::time::Instant;
+
+use super::limiter::{TokenBucket, Verdict};
+use crate::config::Limits;
+
+/// Per-IP admission state for one node.
+pub struct Admission {
+    ips: DashMap<IpAddr, IpState>,
+    max_open: usize,
+    rate: u32,
+    burst: u32,
+}
+
+struct IpState {
+    open: usize,
+    connects: TokenBucket,
+}
+
+/// Why a connection was refused; the codes go into the 429 body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    TooManyConnections,
+    ConnectRateLimited,
+}
+
+impl Refused {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::TooManyConnections => "too_many_connections",
+            Self::ConnectRateLimited => "connect_rate_limited",
+        }
+    }
+}
+
+/// Counts one open connection of an IP until dropped.
+pub struct IpPermit {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Admission {
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            ips: DashMap::new(),
+            max_open: limits.max_connections_per_ip,
+            rate: limits.connect_rate_per_ip,
+            burst: limits.connect_burst_per_ip,
+        }
+    }
+
+    /// Admits one connection from `ip`, or says why not.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<IpPermit, Refused> {
+        let mut state = self.ips.entry(ip).or_insert_with(|| IpState {
+            open: 0,
+            connects: TokenBucket::new(self.rate, self.burst, u32::MAX),
+        });
+        if state.open >= self.max_open {
+            return Err(Refused::TooManyConnections);
+        }
+        if state.connects.check(Instant::now()) != Verdict::Allow {
+            return Err(Refused::ConnectRateLimited);
+        }
+        state.open += 1;
+        Ok(IpPermit {
+            admission: self.clone(),
+            ip,
+        })
+    }
+
+    /// Forgets IPs with nothing open whose connect budget has refilled, so the table tracks
+    /// current clients rather than every address ever seen.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        self.ips
+            .retain(|_, state| state.open > 0 || !state.connects.is_full(now));
+    }
+
+    /// IPs tracked (for tests and stats).
+    pub fn tracked(&self) -> usize {
+        self.ips.len()
+    }
+}
+
+impl Drop for IpPermit {
+    fn drop(&mut self) {
+        if let Some(mut state) = self.admission.ips.get_mut(&self.ip) {
+            state.open = state.open.saturating_sub(1);
+        }
+    }
+}
