@@ -126,6 +126,8 @@ pub struct Client {
     /// Frames read while waiting for something else, returned first by `recv`.
     backlog: VecDeque<Value>,
     next_id: u64,
+    /// The subprotocol the server selected, if any.
+    pub protocol: Option<String>,
 }
 
 /// How a socket ended, as seen by the client.
@@ -147,7 +149,50 @@ fn describe(err: &tokio_tungstenite::tungstenite::Error) -> String {
     }
 }
 
+/// A handshake the server refused: its HTTP status and JSON body.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: u16,
+    pub body: Value,
+}
+
 impl Client {
+    /// Connects with a hand-built request (headers, subprotocols); `Err` when the server
+    /// refuses the upgrade. Panics on anything else.
+    pub async fn try_connect(
+        request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+    ) -> Result<Self, Refusal> {
+        use tokio_tungstenite::tungstenite::Error;
+        match tokio::time::timeout(RECV_TIMEOUT, connect_async(request))
+            .await
+            .expect("connect timed out")
+        {
+            Ok((ws, response)) => {
+                let mut client = Self {
+                    ws,
+                    welcome: Value::Null,
+                    backlog: VecDeque::new(),
+                    next_id: 1,
+                    protocol: None,
+                };
+                client.protocol = response
+                    .headers()
+                    .get("sec-websocket-protocol")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                client.welcome = client.recv_type("welcome").await;
+                Ok(client)
+            }
+            Err(Error::Http(response)) => {
+                let body = response.body().as_deref().unwrap_or_default();
+                Err(Refusal {
+                    status: response.status().as_u16(),
+                    body: serde_json::from_slice(body).unwrap_or(Value::Null),
+                })
+            }
+            Err(other) => panic!("connecting: {other}"),
+        }
+    }
+
     pub async fn connect(url: &str) -> Self {
         let (ws, _) = tokio::time::timeout(RECV_TIMEOUT, connect_async(url))
             .await
@@ -158,6 +203,7 @@ impl Client {
             welcome: Value::Null,
             backlog: VecDeque::new(),
             next_id: 1,
+            protocol: None,
         };
         client.welcome = client.recv_type("welcome").await;
         client
@@ -188,6 +234,7 @@ impl Client {
             welcome: Value::Null,
             backlog: VecDeque::new(),
             next_id: 1,
+            protocol: None,
         };
         client.welcome = client.recv_type("welcome").await;
         client

@@ -1,0 +1,120 @@
+//! Connection limits against abuse: per-IP open connections and connect rate, and the per-user
+//! limit, which holds across the cluster with the Redis broker. Each refusal is a 429 with a
+//! documented code, and capacity comes back when connections close.
+
+mod common;
+
+use std::time::Duration;
+
+use common::redis::{RedisServer, unique_prefix, use_redis};
+use common::{Client, Refusal, TestServer, wait_ready};
+
+fn assert_refused(result: Result<Client, Refusal>, code: &str) {
+    match result {
+        Ok(client) => panic!("expected 429 {code}, connected as {}", client.user()),
+        Err(refusal) => {
+            assert_eq!(refusal.status, 429, "{refusal:?}");
+            assert_eq!(refusal.body["error"], code, "{refusal:?}");
+        }
+    }
+}
+
+/// Retries `connect` until it succeeds (releases happen in the background); panics after 5 s.
+async fn eventually_connects(url: &str) -> Client {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Client::try_connect(url).await {
+            Ok(client) => return client,
+            Err(refusal) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "still refused: {refusal:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn open_connections_per_ip_are_capped() {
+    let server = TestServer::with(|c| c.limits.max_connections_per_ip = 3).await;
+    let mut open = Vec::new();
+    for i in 0..3 {
+        open.push(server.connect(&format!("u{i}")).await);
+    }
+    assert_refused(
+        Client::try_connect(server.ws_url("u3")).await,
+        "too_many_connections",
+    );
+    // Those already connected are untouched.
+    assert_eq!(
+        open[0].request(serde_json::json!({"type": "ping"})).await["type"],
+        "pong"
+    );
+    open.pop().unwrap().close().await;
+    eventually_connects(&server.ws_url("u3")).await;
+}
+
+#[tokio::test]
+async fn connect_rate_per_ip_is_capped() {
+    let server = TestServer::with(|c| {
+        c.limits.connect_rate_per_ip = 1;
+        c.limits.connect_burst_per_ip = 3;
+    })
+    .await;
+    let mut open = Vec::new();
+    for i in 0..3 {
+        open.push(server.connect(&format!("u{i}")).await);
+    }
+    assert_refused(
+        Client::try_connect(server.ws_url("u3")).await,
+        "connect_rate_limited",
+    );
+    // The bucket refills at 1 per second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    Client::try_connect(server.ws_url("u3")).await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_per_user_are_capped_on_one_node() {
+    let server = TestServer::with(|c| c.limits.max_connections_per_user = 2).await;
+    let first = server.connect("hank").await;
+    let _second = server.connect("hank").await;
+    assert_refused(
+        Client::try_connect(server.ws_url("hank")).await,
+        "too_many_sessions",
+    );
+    // Other users are not affected.
+    server.connect("ivy").await;
+    first.close().await;
+    eventually_connects(&server.ws_url("hank")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_user_are_capped_across_the_cluster() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let node = TestServer::with(|c| {
+            use_redis(c, &redis, &prefix);
+            c.node_id = Some(format!("n{i}"));
+            c.limits.max_connections_per_user = 2;
+        })
+        .await;
+        wait_ready(&node.url(""), 200).await;
+        nodes.push(node);
+    }
+    let on_n0 = nodes[0].connect("jack").await;
+    let _on_n1 = nodes[1].connect("jack").await;
+    // The limit counts sessions on every node, not per node.
+    for node in &nodes {
+        assert_refused(
+            Client::try_connect(node.ws_url("jack")).await,
+            "too_many_sessions",
+        );
+    }
+    on_n0.close().await;
+    eventually_connects(&nodes[1].ws_url("jack")).await;
+}
