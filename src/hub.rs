@@ -169,6 +169,7 @@ impl Hub {
     pub fn deliver(&self, room: &str, offset: u64, frame: &Utf8Bytes) {
         let Some(cell) = self.room(room) else { return };
         let mut guard = cell.lock();
+        metrics::counter!("roomcast_deliveries_total").increment(guard.members.len() as u64);
         for member in guard.members.values_mut() {
             match &mut member.pending {
                 None => {
@@ -241,6 +242,21 @@ impl Hub {
                 session.close(code);
             }
         }
+    }
+
+    /// Frames waiting in every local session's queue (for metrics).
+    pub fn queued_frames(&self) -> usize {
+        self.0
+            .users
+            .iter()
+            .flat_map(|sessions| {
+                sessions
+                    .value()
+                    .iter()
+                    .map(SessionHandle::queued)
+                    .collect::<Vec<_>>()
+            })
+            .sum()
     }
 
     /// Number of rooms with at least one local member.

@@ -28,6 +28,7 @@ pub mod node;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod telemetry;
 pub mod ws;
 
 pub use config::Config;

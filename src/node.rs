@@ -283,7 +283,20 @@ impl Node {
         from: &str,
         data: &RawValue,
     ) -> Result<u64, ProtocolError> {
-        Ok(self.0.broker.publish(room, from, data).await?)
+        let started = std::time::Instant::now();
+        let result = self.0.broker.publish(room, from, data).await;
+        metrics::histogram!("roomcast_broker_publish_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(offset) => {
+                metrics::counter!("roomcast_messages_published_total").increment(1);
+                Ok(offset)
+            }
+            Err(err) => {
+                metrics::counter!("roomcast_publish_errors_total").increment(1);
+                Err(err.into())
+            }
+        }
     }
 
     /// Sends a direct message to every session of `to`.
@@ -293,7 +306,9 @@ impl Node {
         from: &str,
         data: &RawValue,
     ) -> Result<(), ProtocolError> {
-        Ok(self.0.broker.send_direct(to, from, data).await?)
+        self.0.broker.send_direct(to, from, data).await?;
+        metrics::counter!("roomcast_direct_messages_total").increment(1);
+        Ok(())
     }
 
     /// The users present in `room`, sorted.

@@ -18,7 +18,7 @@ use crate::broker::{Broker, BrokerError};
 use crate::config::{BrokerKind, Config};
 use crate::hub::Hub;
 use crate::node::{HubDelivery, Node};
-use crate::{api, http, ws};
+use crate::{api, http, telemetry, ws};
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,7 @@ pub fn app(node: Node) -> Router {
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
+        .route("/metrics", get(telemetry::handler))
         .nest("/api", api::router())
         .fallback(http::not_found)
         .with_state(node)
@@ -49,6 +50,7 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
         .node_id
         .clone()
         .unwrap_or_else(|| format!("n-{:08x}", rand::random::<u32>()));
+    telemetry::install();
     let hub = Hub::new();
     let deliver = Arc::new(HubDelivery(hub.clone()));
     let limits = HistoryLimits {

@@ -70,11 +70,19 @@ impl SessionHandle {
         match self.0.tx.try_send(frame) {
             Ok(()) => Sent::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.0.close_code.load(Ordering::Acquire) == 0 {
+                    metrics::counter!("roomcast_slow_consumer_closes_total").increment(1);
+                }
                 self.close(CloseCode::SlowConsumer);
                 Sent::Overflow
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Sent::Closed,
         }
+    }
+
+    /// Frames waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.0.tx.max_capacity() - self.0.tx.capacity()
     }
 
     /// Asks the session's task to close the socket with `code`. The first reason given wins.

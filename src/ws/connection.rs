@@ -74,6 +74,8 @@ pub async fn serve(mut socket: WebSocket, node: Node, identity: Identity, permit
             Exit::Close(code) => Some(code),
         };
         if let Some(code) = code {
+            metrics::counter!("roomcast_closes_total", "code" => code.code().to_string())
+                .increment(1);
             let _ = timeout(CLOSE_TIMEOUT, close(&mut socket, code)).await;
         }
         tracing::debug!(code = code.map(CloseCode::code), "closed");
@@ -188,9 +190,11 @@ impl Connection {
             // Control frames only prove liveness; tungstenite answers pings itself.
             Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return None,
         };
+        metrics::counter!("roomcast_frames_in_total").increment(1);
         match self.limiter.check(Instant::now()) {
             Verdict::Allow => {}
             Verdict::Limited => {
+                metrics::counter!("roomcast_rate_limited_total", "kind" => "inbound").increment(1);
                 self.reply_error(
                     None,
                     &ProtocolError::new(ErrorCode::RateLimited, "slow down"),

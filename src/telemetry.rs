@@ -1,0 +1,64 @@
+//! Prometheus metrics at `GET /metrics`. Counters and histograms are recorded where things
+//! happen, through the `metrics` facade (a relaxed atomic add each, cheap enough for the hot
+//! path because fan-out counts once per room message, not once per recipient); gauges are
+//! read from the node when scraped.
+//!
+//! Names (all prefixed `roomcast_`):
+//! - gauges, labelled `node`: `connections`, `rooms`, `users`, `queued_frames`, `broker_up`,
+//!   `draining`;
+//! - counters: `frames_in_total`, `messages_published_total`, `deliveries_total`,
+//!   `direct_messages_total`, `slow_consumer_closes_total`, `closes_total{code}`,
+//!   `auth_failures_total{reason}`, `rate_limited_total{kind}`, `publish_errors_total`;
+//! - histogram (summary): `broker_publish_seconds`.
+
+use std::sync::OnceLock;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::node::Node;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder, once. Later calls (more nodes in one
+/// process, as in tests) share it. `None` if another recorder was installed first.
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(err) => {
+                tracing::warn!(%err, "metrics recorder not installed");
+                None
+            }
+        })
+        .as_ref()
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub async fn handler(State(node): State<Node>) -> Response {
+    let Some(handle) = install() else {
+        return crate::http::json_error(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "metrics_unavailable",
+            "another metrics recorder owns this process",
+        );
+    };
+    let stats = node.stats();
+    let id = stats.node.clone();
+    metrics::gauge!("roomcast_connections", "node" => id.clone()).set(stats.sessions as f64);
+    metrics::gauge!("roomcast_rooms", "node" => id.clone()).set(stats.rooms as f64);
+    metrics::gauge!("roomcast_users", "node" => id.clone()).set(stats.users as f64);
+    metrics::gauge!("roomcast_queued_frames", "node" => id.clone())
+        .set(node.hub().queued_frames() as f64);
+    metrics::gauge!("roomcast_broker_up", "node" => id.clone())
+        .set(f64::from(u8::from(stats.broker_available)));
+    metrics::gauge!("roomcast_draining", "node" => id).set(f64::from(u8::from(stats.draining)));
+    handle.run_upkeep();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,135 @@
+//! `/metrics` reports what the node is doing, in the Prometheus text format: gauges read at
+//! scrape time and counters that move with traffic, slow consumers and refusals.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, Ended, TestServer};
+use serde_json::json;
+
+/// The value of the first sample whose line starts with `prefix` (name and labels).
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn scrape(server: &TestServer) -> String {
+    let response = reqwest::get(server.url("/metrics")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(kind.starts_with("text/plain"), "{kind}");
+    response.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn metrics_follow_traffic() {
+    let server = TestServer::with(|c| c.node_id = Some("n-metrics".into())).await;
+    let before = scrape(&server).await;
+    let deliveries_before = sample(&before, "roomcast_deliveries_total").unwrap_or(0.0);
+    let published_before = sample(&before, "roomcast_messages_published_total").unwrap_or(0.0);
+
+    let mut a = server.connect("a").await;
+    let mut b = server.connect("b").await;
+    a.join("room").await;
+    b.join("room").await;
+    for i in 0..10 {
+        a.publish("room", json!(i)).await;
+    }
+    for _ in 0..10 {
+        b.recv_message().await;
+    }
+    let text = scrape(&server).await;
+    assert_eq!(
+        sample(&text, "roomcast_connections{node=\"n-metrics\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "roomcast_rooms{node=\"n-metrics\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "roomcast_users{node=\"n-metrics\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&text, "roomcast_broker_up{node=\"n-metrics\"}"),
+        Some(1.0)
+    );
+    // Counters are process-wide (tests share the process), so compare with before.
+    let deliveries = sample(&text, "roomcast_deliveries_total").unwrap();
+    assert!(
+        deliveries - deliveries_before >= 20.0,
+        "{deliveries_before} -> {deliveries}"
+    );
+    let published = sample(&text, "roomcast_messages_published_total").unwrap();
+    assert!(published - published_before >= 10.0);
+    assert!(text.contains("roomcast_broker_publish_seconds"), "{text}");
+    assert!(sample(&text, "roomcast_frames_in_total").unwrap() >= 12.0);
+}
+
+#[tokio::test]
+async fn slow_consumers_and_refusals_are_counted() {
+    let server = TestServer::with(|c| {
+        c.limits.outbound_queue = 200;
+        c.limits.max_connections_per_user = 1;
+    })
+    .await;
+    let before = scrape(&server).await;
+    let slow_before = sample(&before, "roomcast_slow_consumer_closes_total").unwrap_or(0.0);
+    let limited_before = sample(
+        &before,
+        "roomcast_rate_limited_total{kind=\"too_many_sessions\"}",
+    )
+    .unwrap_or(0.0);
+
+    let mut publisher = server.connect("pub").await;
+    let mut stalled = Client::connect_small_buffer(&server.ws_url("stalled")).await;
+    publisher.join("r").await;
+    stalled.join("r").await;
+    let payload = "x".repeat(8 * 1024);
+    for _ in 0..2_000 {
+        let reply = publisher
+            .request(json!({"type": "publish", "room": "r", "data": payload}))
+            .await;
+        assert_eq!(reply["type"], "ack");
+        let text = scrape(&server).await;
+        if sample(&text, "roomcast_slow_consumer_closes_total").unwrap_or(0.0) > slow_before {
+            break;
+        }
+    }
+    assert!(Client::try_connect(server.ws_url("pub")).await.is_err());
+    let text = scrape(&server).await;
+    assert!(
+        sample(&text, "roomcast_slow_consumer_closes_total").unwrap() > slow_before,
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "roomcast_rate_limited_total{kind=\"too_many_sessions\"}"
+        )
+        .unwrap()
+            > limited_before
+    );
+    let (_, ended) = stalled.read_to_end(Duration::from_secs(10)).await;
+    assert_eq!(ended, Ended::Closed(4000));
+}
+
+#[tokio::test]
+async fn auth_failures_are_counted_by_reason() {
+    let server = TestServer::with(|c| c.auth.secret = "x".repeat(32)).await;
+    let key = "roomcast_auth_failures_total{reason=\"token_missing\"}";
+    let before = sample(&scrape(&server).await, key).unwrap_or(0.0);
+    let refused = Client::try_connect(format!("ws://{}/ws", server.addr)).await;
+    assert_eq!(refused.err().unwrap().status, 401);
+    let after = sample(&scrape(&server).await, key).unwrap();
+    assert!(after > before, "{before} -> {after}");
+}
