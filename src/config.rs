@@ -29,6 +29,10 @@ pub struct Config {
     /// How long shutdown waits for sessions to flush and close. Default 10 s: long enough to
     /// drain full queues on a healthy network, short enough for orchestrators' kill timeouts.
     pub shutdown_grace_ms: u64,
+    /// On shutdown each client is told to reconnect after a random delay up to this many
+    /// milliseconds (`goaway` frame and close reason). Default 5000: a drained node's clients
+    /// arrive at the others spread over seconds rather than all at once.
+    pub reconnect_spread_ms: u64,
     pub limits: Limits,
     pub heartbeat: Heartbeat,
     pub history: History,
@@ -207,6 +211,7 @@ impl Default for Config {
             broker: BrokerKind::Memory,
             log_format: LogFormat::Text,
             shutdown_grace_ms: 10_000,
+            reconnect_spread_ms: 5_000,
             limits: Limits::default(),
             heartbeat: Heartbeat::default(),
             history: History::default(),

@@ -25,6 +25,10 @@ async fn shutdown_flushes_queued_messages_then_closes_with_1001() {
     let offsets: Vec<u64> = frames.iter().filter_map(|f| f["offset"].as_u64()).collect();
     assert_eq!(offsets, (1..=200).collect::<Vec<_>>());
     assert_eq!(ended, Ended::Closed(1001));
+    // Last comes the reconnect hint, jittered within `reconnect_spread_ms`.
+    let goaway = frames.last().unwrap();
+    assert_eq!(goaway["type"], "goaway", "{goaway}");
+    assert!(goaway["reconnect_after_ms"].as_u64().unwrap() <= 5_000);
     assert_eq!(
         publisher.read_to_end(Duration::from_secs(10)).await.1,
         Ended::Closed(1001)

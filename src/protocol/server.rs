@@ -72,6 +72,11 @@ pub enum ServerFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RequestId>,
     },
+    /// The node is shutting down: reconnect (to any node) after this many milliseconds, then
+    /// resume. Close 1001 follows.
+    Goaway {
+        reconnect_after_ms: u64,
+    },
     /// A `refresh` was accepted: the session now lasts until `expires_at` (unix seconds).
     Refreshed {
         #[serde(skip_serializing_if = "Option::is_none")]

@@ -63,10 +63,14 @@ pub async fn serve(mut socket: WebSocket, node: Node, identity: Identity, permit
         // Leave every room first so nothing new is queued while closing.
         let rooms = std::mem::take(&mut conn.rooms);
         conn.node.close_session(&conn.session, rooms).await;
+        let mut reason = None;
         let code = match exit {
             Exit::Gone => None,
             Exit::Drain => {
-                let flushed = timeout(CLOSE_TIMEOUT, flush_all(&mut socket, &mut queue)).await;
+                let spread = conn.node.config().reconnect_spread_ms;
+                let after = rand::random_range(0..=spread);
+                let flushed = timeout(CLOSE_TIMEOUT, drain(&mut socket, &mut queue, after)).await;
+                reason = Some(format!("reconnect_after_ms={after}"));
                 flushed
                     .is_ok_and(|r| r.is_ok())
                     .then_some(CloseCode::GoingAway)
@@ -76,7 +80,8 @@ pub async fn serve(mut socket: WebSocket, node: Node, identity: Identity, permit
         if let Some(code) = code {
             metrics::counter!("roomcast_closes_total", "code" => code.code().to_string())
                 .increment(1);
-            let _ = timeout(CLOSE_TIMEOUT, close(&mut socket, code)).await;
+            let reason = reason.map_or(Utf8Bytes::from_static(code.reason()), Utf8Bytes::from);
+            let _ = timeout(CLOSE_TIMEOUT, close(&mut socket, code, reason)).await;
         }
         tracing::debug!(code = code.map(CloseCode::code), "closed");
     }
@@ -377,6 +382,19 @@ async fn write_batch(
     socket.flush().await
 }
 
+/// Shutdown: writes out everything still queued, then a `goaway` telling the client when to
+/// reconnect. The delay is drawn per client so a draining node's clients do not all land on the
+/// remaining nodes in the same instant.
+async fn drain(
+    socket: &mut WebSocket,
+    queue: &mut mpsc::Receiver<Utf8Bytes>,
+    reconnect_after_ms: u64,
+) -> Result<(), axum::Error> {
+    flush_all(socket, queue).await?;
+    let goaway = encode(&ServerFrame::Goaway { reconnect_after_ms });
+    socket.send(Message::Text(goaway)).await
+}
+
 /// Writes out everything still queued (used when draining for shutdown).
 async fn flush_all(
     socket: &mut WebSocket,
@@ -389,10 +407,10 @@ async fn flush_all(
 }
 
 /// Sends the close frame, then waits for the client's reply so the TCP close is clean.
-async fn close(socket: &mut WebSocket, code: CloseCode) {
+async fn close(socket: &mut WebSocket, code: CloseCode, reason: Utf8Bytes) {
     let frame = CloseFrame {
         code: code.code(),
-        reason: Utf8Bytes::from_static(code.reason()),
+        reason,
     };
     if socket.send(Message::Close(Some(frame))).await.is_err() {
         return;
