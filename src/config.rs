@@ -33,6 +33,9 @@ pub struct Config {
     /// milliseconds (`goaway` frame and close reason). Default 5000: a drained node's clients
     /// arrive at the others spread over seconds rather than all at once.
     pub reconnect_spread_ms: u64,
+    /// Serve the demo chat page at `/`. Default true, for trying a node out; production
+    /// configurations turn it off (config/production.toml).
+    pub demo: bool,
     pub limits: Limits,
     pub heartbeat: Heartbeat,
     pub history: History,
@@ -212,6 +215,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             shutdown_grace_ms: 10_000,
             reconnect_spread_ms: 5_000,
+            demo: true,
             limits: Limits::default(),
             heartbeat: Heartbeat::default(),
             history: History::default(),

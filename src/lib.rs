@@ -22,6 +22,7 @@ pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod hub;
 pub mod node;

@@ -18,7 +18,7 @@ use crate::broker::{Broker, BrokerError};
 use crate::config::{BrokerKind, Config};
 use crate::hub::Hub;
 use crate::node::{HubDelivery, Node};
-use crate::{api, http, telemetry, ws};
+use crate::{api, demo, http, telemetry, ws};
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +31,17 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
 }
 
-/// The router: `/ws`, `/healthz`, `/readyz`, JSON 404 for anything else.
+/// The router: `/ws`, `/healthz`, `/readyz`, `/metrics`, `/api`, the demo at `/` when
+/// enabled, JSON 404 for anything else.
 pub fn app(node: Node) -> Router {
-    Router::new()
+    let router = if node.config().demo {
+        Router::new()
+            .route("/", get(demo::page))
+            .route("/roomcast.js", get(demo::client))
+    } else {
+        Router::new()
+    };
+    router
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))

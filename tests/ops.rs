@@ -122,3 +122,27 @@ async fn probe(port: u16) -> bool {
     .await
     .unwrap()
 }
+
+#[test]
+fn the_production_example_configuration_loads() {
+    // Its key file lives on the servers; point it at a test key to check everything else.
+    let key = repo().join("tests/keys/rsa_public.pem");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args([
+            "--config",
+            "config/production.toml",
+            "--listen",
+            "127.0.0.1:1",
+        ])
+        .env("ROOMCAST_AUTH__PUBLIC_KEY_FILE", key)
+        .env("ROOMCAST_API__KEYS", "[\"0123456789abcdef\"]")
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // It gets past configuration and fails only to bind the privileged port.
+    assert!(!stderr.contains("configuration error"), "{stderr}");
+    assert!(stderr.contains("cannot listen on `listen`"), "{stderr}");
+    let production = std::fs::read_to_string(repo().join("config/production.toml")).unwrap();
+    assert!(production.contains("demo = false"));
+}

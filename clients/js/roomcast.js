@@ -1,0 +1,2 @@
+// roomcast browser client (ES module): see docs/protocol.md.
+export {};
