@@ -1,1 +1,206 @@
-fn main() {}
+//! The `loadtest` binary: parses flags, runs the scenario (spawning worker processes of itself),
+//! shows progress, prints the summary, writes `--json`/`--plot`, and sets the exit code:
+//! 0 passed, 1 could not run, 2 ran but failed (connection failures, or loss with
+//! `--expect-no-loss`).
+
+#![deny(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use loadtest::{Live, Overrides, RunOptions, Scenario};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "loadtest",
+    version,
+    about = "Load and correctness tester for roomcast (loopback targets only)"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Scenario TOML file (see loadtest/scenarios/). Flags below override its values.
+    scenario: Option<PathBuf>,
+    /// Target URL, repeatable; users are spread round-robin (e.g. ws://127.0.0.1:8080/ws).
+    #[arg(long = "url")]
+    urls: Vec<String>,
+    /// Simulated users (one connection each).
+    #[arg(long)]
+    users: Option<u64>,
+    /// Connections opened per second.
+    #[arg(long)]
+    ramp: Option<f64>,
+    /// Seconds of publishing after the ramp.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Longest wait for in-flight messages after publishing stops, seconds.
+    #[arg(long)]
+    drain: Option<f64>,
+    /// Replace the room layout by this many rooms...
+    #[arg(long)]
+    rooms: Option<u64>,
+    /// ...of this many members each.
+    #[arg(long)]
+    room_size: Option<u64>,
+    /// Messages per second per publishing member.
+    #[arg(long)]
+    publish_rate: Option<f64>,
+    /// Bytes of padding per message.
+    #[arg(long)]
+    message_bytes: Option<usize>,
+    /// Direct messages per second per user.
+    #[arg(long)]
+    direct_rate: Option<f64>,
+    /// Fraction of users that disconnect once and resume.
+    #[arg(long)]
+    churn: Option<f64>,
+    /// How long a churned user stays offline, milliseconds.
+    #[arg(long)]
+    churn_down_ms: Option<u64>,
+    /// Resume on the next URL instead of the same one (needs a cluster with a shared broker).
+    #[arg(long)]
+    resume_elsewhere: bool,
+    /// Worker processes (0 = one per 15,000 users).
+    #[arg(long)]
+    workers: Option<u32>,
+    /// Spread client sockets over source addresses 127.0.0.1..=127.0.0.N.
+    #[arg(long)]
+    source_ips: Option<u32>,
+    /// Write every figure as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw latency percentiles and throughput per second to this SVG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Exit non-zero on any loss, gap, duplicate or out-of-order delivery.
+    #[arg(long)]
+    expect_no_loss: bool,
+    /// No progress line.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Run workers as threads of this process instead of child processes (up to 19,000 users).
+    #[arg(long)]
+    in_process: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Internal: run one worker's share, driven over stdin/stdout by the coordinator.
+    #[command(hide = true)]
+    Worker,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Worker) = cli.command {
+        return match loadtest::worker::worker_main() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadtest worker: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadtest: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut scenario = match &cli.scenario {
+        Some(path) => Scenario::from_file(path)?,
+        None => Scenario::default(),
+    };
+    scenario.apply(&Overrides {
+        users: cli.users,
+        ramp_per_sec: cli.ramp,
+        urls: cli.urls.clone(),
+        duration_secs: cli.duration,
+        drain_secs: cli.drain,
+        rooms: cli.rooms,
+        room_size: cli.room_size,
+        publish_per_sec: cli.publish_rate,
+        message_bytes: cli.message_bytes,
+        direct_per_sec: cli.direct_rate,
+        churn: cli.churn,
+        churn_down_ms: cli.churn_down_ms,
+        resume_elsewhere: cli.resume_elsewhere.then_some(true),
+        workers: cli.workers,
+        source_ips: cli.source_ips,
+    })?;
+
+    let progress = if cli.quiet || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::with_draw_target(Some(scenario.users), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {elapsed:>4} [{bar:20}] {pos}/{len} connected  {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    };
+    let bar = progress.clone();
+    let worker_exe = if cli.in_process {
+        None
+    } else {
+        Some(std::env::current_exe().context("locating the loadtest executable for workers")?)
+    };
+    let options = RunOptions {
+        worker_exe,
+        on_tick: Some(Box::new(move |l: &Live| show(&bar, l))),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(loadtest::run(&scenario, options));
+    progress.finish_and_clear();
+    let report = result?;
+
+    println!("{}", report.table());
+    if let Some(path) = &cli.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &cli.plot {
+        loadtest::plot::draw(&report, path)?;
+    }
+    let problems = report.problems(cli.expect_no_loss);
+    if problems.is_empty() {
+        println!("PASS");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for p in &problems {
+            eprintln!("FAIL: {p}");
+        }
+        Ok(ExitCode::from(2))
+    }
+}
+
+fn show(bar: &ProgressBar, l: &Live) {
+    let c = &l.counters;
+    bar.set_position(l.connected);
+    bar.set_message(format!(
+        "| {} deliveries/s p99 {:.1} ms | acked {} | lost {} dup {} ooo {} | failed {}",
+        l.deliveries_last_sec,
+        l.p99_last_sec_us as f64 / 1000.0,
+        c.acked,
+        c.faults.lost_in_gaps + c.faults.lost_unrecovered,
+        c.faults.duplicates,
+        c.faults.out_of_order,
+        c.connects_failed,
+    ));
+}

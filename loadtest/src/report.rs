@@ -1,0 +1,566 @@
+//! The merged result of a run: every figure (serialized as the `--json` file), the summary
+//! table, and the verdict (what makes the exit code non-zero).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cpu::CpuTime;
+use crate::engine::WorkerReport;
+use crate::stats::{Counters, Hist, RoomProblem, SecondStats, Summary, merge_rooms};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub scenario: String,
+    pub run_id: String,
+    pub urls: Vec<String>,
+    pub users: u64,
+    pub workers: u32,
+    /// `processes` (worker processes) or `threads` (in-process engines).
+    pub mode: String,
+    pub ramp_secs: f64,
+    pub duration_secs: f64,
+    /// From the start of the ramp to the last worker's report.
+    pub wall_secs: f64,
+    pub connections: Connections,
+    pub messages: Messages,
+    pub direct: Direct,
+    pub correctness: Correctness,
+    pub cpu: Cpu,
+    /// A few distinct error texts, for diagnosis.
+    pub error_samples: Vec<String>,
+    /// One point per second of the run.
+    pub series: Vec<Point>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Connections {
+    pub attempted: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub reconnects_ok: u64,
+    pub reconnects_failed: u64,
+    pub churn_disconnects: u64,
+    pub unexpected_disconnects: u64,
+    /// Close codes (or `eof`) of unexpected disconnects.
+    pub close_codes: BTreeMap<String, u64>,
+    /// Failed connection attempts by cause, e.g. `429 too_many_connections` or `timeout`.
+    pub errors: BTreeMap<String, u64>,
+    pub joins_ok: u64,
+    pub join_failed: u64,
+    /// Most connections open at once (sampled each second).
+    pub peak_concurrent: u64,
+    /// Server heartbeat pings received and answered: idle connections stayed alive.
+    pub pings: u64,
+    /// TCP connect + WebSocket handshake.
+    pub connect_time: Summary,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Messages {
+    pub published: u64,
+    pub acked: u64,
+    pub request_errors: u64,
+    pub errors_by_code: BTreeMap<String, u64>,
+    pub unanswered: u64,
+    pub abandoned: u64,
+    /// Room `message` frames received, over all members.
+    pub deliveries: u64,
+    /// Mean over the seconds that had deliveries.
+    pub deliveries_per_sec: f64,
+    pub deliveries_per_sec_peak: u64,
+    pub frames_received: u64,
+    pub bytes_received: u64,
+    /// Publish (sender's clock) to delivery (receiver's clock).
+    pub latency: Summary,
+    /// Publish to `ack`.
+    pub ack_latency: Summary,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Direct {
+    pub sent: u64,
+    pub acked: u64,
+    pub received: u64,
+    pub latency: Summary,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Correctness {
+    /// Distinct room histories (room name + epoch).
+    pub rooms: u64,
+    pub acked_distinct: u64,
+    pub observed_distinct: u64,
+    /// Acknowledged messages that no member received.
+    pub acked_not_observed: u64,
+    /// All missed deliveries: `lost_in_gaps + lost_at_tail + lost_unrecovered`.
+    pub lost: u64,
+    pub lost_in_gaps: u64,
+    pub gaps: u64,
+    pub lost_at_tail: u64,
+    pub lost_unrecovered: u64,
+    pub resumes_recovered: u64,
+    pub resumes_unrecovered: u64,
+    /// Messages replayed by recovered resumes (counted in deliveries, not in latency).
+    pub replayed: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    /// A publisher's seq that failed to rise in a member's stream (content delivered twice).
+    pub seq_regressions: u64,
+    pub foreign_payloads: u64,
+    /// Room histories with any fault, and the worst few with their own figures.
+    pub rooms_with_problems: u64,
+    pub problem_rooms: Vec<RoomProblem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cpu {
+    /// All CPU the tester used: workers plus coordinator.
+    pub total_secs: f64,
+    pub coordinator: CpuTime,
+    pub workers: Vec<CpuTime>,
+    /// Deliveries received per CPU second of the tester, over the seconds that had deliveries
+    /// (so connection set-up in an idle ramp does not count): what one fully busy core takes.
+    pub deliveries_per_cpu_sec: f64,
+    /// The most CPU the tester used in any one second (1.0 = one core), all workers together.
+    pub peak_second_cpu: f64,
+    /// The busiest worker's CPU seconds over wall seconds (1.0 = one core saturated).
+    pub busiest_worker_load: f64,
+    /// Peak RSS of each worker process in KiB (empty with worker threads, whose process is
+    /// shared), and their sum over the users: the measured memory cost of one simulated user,
+    /// each process's fixed overhead included.
+    pub worker_peak_rss_kib: Vec<u64>,
+    pub rss_per_user_kib: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Point {
+    pub second: u64,
+    pub connected: u64,
+    pub deliveries: u64,
+    pub bytes: u64,
+    pub acks: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    /// CPU seconds the tester used in this second, all workers together.
+    pub tester_cpu_secs: f64,
+}
+
+/// Per-second figures merged over workers, keyed by second.
+pub type Series = BTreeMap<u64, (SecondStats, u64)>;
+
+/// Run facts the workers do not know.
+pub struct RunInfo {
+    pub scenario: String,
+    pub run_id: String,
+    pub urls: Vec<String>,
+    pub users: u64,
+    pub mode: &'static str,
+    pub ramp_secs: f64,
+    pub duration_secs: f64,
+    pub wall_secs: f64,
+    pub coordinator_cpu: CpuTime,
+}
+
+impl Report {
+    pub fn build(info: RunInfo, workers: &[WorkerReport], series: &Series) -> Report {
+        let mut c = Counters::default();
+        let (mut connect, mut latency, mut ack, mut direct) = (
+            Hist::default(),
+            Hist::default(),
+            Hist::default(),
+            Hist::default(),
+        );
+        let mut samples: Vec<String> = Vec::new();
+        for w in workers {
+            c.merge(&w.counters);
+            connect.merge(&w.connect_time);
+            latency.merge(&w.latency);
+            ack.merge(&w.ack_latency);
+            direct.merge(&w.direct_latency);
+            for s in &w.error_samples {
+                if samples.len() < 10 && !samples.contains(s) {
+                    samples.push(s.clone());
+                }
+            }
+        }
+        let rooms = merge_rooms(workers.iter().flat_map(|w| &w.rooms));
+        let series: Vec<Point> = series
+            .iter()
+            .map(|(&second, (s, connected))| Point {
+                second,
+                connected: *connected,
+                deliveries: s.deliveries,
+                bytes: s.bytes,
+                acks: s.acks,
+                p50_us: s.latency.quantile(0.5),
+                p90_us: s.latency.quantile(0.9),
+                p99_us: s.latency.quantile(0.99),
+                max_us: s.latency.max(),
+                tester_cpu_secs: s.cpu_secs,
+            })
+            .collect();
+        let receiving = series.iter().filter(|p| p.deliveries > 0);
+        let (recv_deliveries, recv_cpu) = receiving.fold((0u64, 0f64), |(d, c), p| {
+            (d + p.deliveries, c + p.tester_cpu_secs)
+        });
+        let busy: Vec<u64> = series
+            .iter()
+            .map(|p| p.deliveries)
+            .filter(|&d| d > 0)
+            .collect();
+        let worker_cpu: Vec<CpuTime> = workers.iter().map(|w| w.cpu).collect();
+        let worker_secs: f64 = worker_cpu.iter().map(CpuTime::total).sum();
+        let busiest = worker_cpu.iter().map(CpuTime::total).fold(0.0, f64::max);
+        let rss: Vec<u64> = workers
+            .iter()
+            .map(|w| w.peak_rss_kib)
+            .filter(|&k| k > 0)
+            .collect();
+        Report {
+            scenario: info.scenario,
+            run_id: info.run_id,
+            urls: info.urls,
+            users: info.users,
+            workers: workers.len() as u32,
+            mode: info.mode.to_string(),
+            ramp_secs: info.ramp_secs,
+            duration_secs: info.duration_secs,
+            wall_secs: info.wall_secs,
+            connections: Connections {
+                attempted: info.users,
+                ok: c.connects_ok,
+                failed: c.connects_failed
+                    + (info.users - workers.iter().map(|w| w.users).sum::<u64>()),
+                reconnects_ok: c.reconnects_ok,
+                reconnects_failed: c.reconnects_failed,
+                churn_disconnects: c.churn_disconnects,
+                unexpected_disconnects: c.unexpected_disconnects,
+                close_codes: c.close_codes.clone(),
+                errors: c.connect_errors.clone(),
+                joins_ok: c.joins_ok,
+                join_failed: c.join_failed,
+                peak_concurrent: series.iter().map(|p| p.connected).max().unwrap_or(0),
+                pings: c.pings,
+                connect_time: connect.summary(),
+            },
+            messages: Messages {
+                published: c.published,
+                acked: c.acked,
+                request_errors: c.request_errors,
+                errors_by_code: c.errors_by_code.clone(),
+                unanswered: c.unanswered,
+                abandoned: c.abandoned,
+                deliveries: c.deliveries,
+                deliveries_per_sec: if busy.is_empty() {
+                    0.0
+                } else {
+                    busy.iter().sum::<u64>() as f64 / busy.len() as f64
+                },
+                deliveries_per_sec_peak: busy.iter().copied().max().unwrap_or(0),
+                frames_received: c.frames_received,
+                bytes_received: c.bytes_received,
+                latency: latency.summary(),
+                ack_latency: ack.summary(),
+            },
+            direct: Direct {
+                sent: c.direct_sent,
+                acked: c.direct_acked,
+                received: c.direct_received,
+                latency: direct.summary(),
+            },
+            correctness: Correctness {
+                rooms: rooms.rooms,
+                acked_distinct: rooms.acked_distinct,
+                observed_distinct: rooms.observed_distinct,
+                acked_not_observed: rooms.acked_not_observed,
+                lost: c.faults.lost_in_gaps
+                    + rooms.lost_at_tail
+                    + c.faults.lost_unrecovered
+                    + rooms.lost_moved,
+                lost_in_gaps: c.faults.lost_in_gaps,
+                gaps: c.faults.gaps,
+                lost_at_tail: rooms.lost_at_tail,
+                lost_unrecovered: c.faults.lost_unrecovered + rooms.lost_moved,
+                resumes_recovered: c.resumes_recovered,
+                resumes_unrecovered: c.resumes_unrecovered,
+                replayed: c.replayed,
+                duplicates: c.faults.duplicates,
+                out_of_order: c.faults.out_of_order,
+                seq_regressions: c.faults.seq_regressions,
+                foreign_payloads: c.foreign_payloads,
+                rooms_with_problems: rooms.rooms_with_problems,
+                problem_rooms: rooms.problem_rooms,
+            },
+            cpu: Cpu {
+                total_secs: worker_secs + info.coordinator_cpu.total(),
+                coordinator: info.coordinator_cpu,
+                workers: worker_cpu,
+                deliveries_per_cpu_sec: if recv_cpu > 0.0 {
+                    recv_deliveries as f64 / recv_cpu
+                } else {
+                    0.0
+                },
+                peak_second_cpu: series.iter().map(|p| p.tester_cpu_secs).fold(0.0, f64::max),
+                busiest_worker_load: if info.wall_secs > 0.0 {
+                    busiest / info.wall_secs
+                } else {
+                    0.0
+                },
+                rss_per_user_kib: if rss.is_empty() {
+                    0.0
+                } else {
+                    rss.iter().sum::<u64>() as f64 / info.users as f64
+                },
+                worker_peak_rss_kib: rss,
+            },
+            error_samples: samples,
+            series,
+        }
+    }
+
+    /// What went wrong, one line each. Connection failures always count; loss, duplicates and
+    /// disorder count when `expect_no_loss`.
+    pub fn problems(&self, expect_no_loss: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        let k = &self.connections;
+        if k.failed > 0 {
+            out.push(format!(
+                "{} of {} connections failed ({})",
+                k.failed,
+                k.attempted,
+                tally(&k.errors)
+            ));
+        }
+        if k.reconnects_failed > 0 {
+            out.push(format!("{} reconnects failed", k.reconnects_failed));
+        }
+        if k.join_failed > 0 {
+            out.push(format!("{} joins failed", k.join_failed));
+        }
+        if expect_no_loss {
+            let c = &self.correctness;
+            for (n, what) in [
+                (c.lost, "messages lost"),
+                (c.duplicates, "duplicate deliveries"),
+                (c.out_of_order, "out-of-order deliveries"),
+                (c.seq_regressions, "publisher seq regressions"),
+                (c.acked_not_observed, "acked messages never delivered"),
+                (
+                    self.connections.unexpected_disconnects,
+                    "unexpected disconnects",
+                ),
+            ] {
+                if n > 0 {
+                    out.push(format!("{n} {what}"));
+                }
+            }
+        }
+        out
+    }
+
+    /// The human summary table.
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let ms = |us: u64| format!("{:.2} ms", us as f64 / 1000.0);
+        let lat = |s: &Summary| {
+            if s.count == 0 {
+                return "no samples".to_string();
+            }
+            format!(
+                "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (n={})",
+                ms(s.p50_us),
+                ms(s.p90_us),
+                ms(s.p99_us),
+                ms(s.p999_us),
+                ms(s.max_us),
+                s.count
+            )
+        };
+        let mut row = |k: &str, v: String| {
+            let _ = writeln!(t, "  {k:<22} {v}");
+        };
+        let k = &self.connections;
+        let m = &self.messages;
+        let c = &self.correctness;
+        let mode = match (self.mode.as_str(), self.workers) {
+            ("processes", 1) => "worker process",
+            ("processes", _) => "worker processes",
+            (_, 1) => "worker thread",
+            _ => "worker threads",
+        };
+        row(
+            "scenario",
+            format!(
+                "{} (run {}, {} {mode})",
+                self.scenario, self.run_id, self.workers
+            ),
+        );
+        row("targets", self.urls.join(", "));
+        row(
+            "timing",
+            format!(
+                "ramp {:.1} s, publish {:.1} s, wall {:.1} s",
+                self.ramp_secs, self.duration_secs, self.wall_secs
+            ),
+        );
+        row(
+            "connections",
+            format!(
+                "{} ok / {} attempted, {} failed; {} open at peak, {} server pings answered",
+                k.ok, k.attempted, k.failed, k.peak_concurrent, k.pings
+            ),
+        );
+        if !k.errors.is_empty() {
+            row("connect errors", tally(&k.errors));
+        }
+        row(
+            "reconnects",
+            format!(
+                "{} ok, {} failed; {} churned, {} unexpected closes ({})",
+                k.reconnects_ok,
+                k.reconnects_failed,
+                k.churn_disconnects,
+                k.unexpected_disconnects,
+                tally(&k.close_codes)
+            ),
+        );
+        row("connect time", lat(&k.connect_time));
+        row(
+            "published / acked",
+            format!(
+                "{} / {} ({} errors ({}), {} unanswered, {} abandoned)",
+                m.published,
+                m.acked,
+                m.request_errors,
+                tally(&m.errors_by_code),
+                m.unanswered,
+                m.abandoned
+            ),
+        );
+        row(
+            "deliveries",
+            format!(
+                "{} ({:.0}/s mean, {}/s peak), {:.1} MiB received",
+                m.deliveries,
+                m.deliveries_per_sec,
+                m.deliveries_per_sec_peak,
+                m.bytes_received as f64 / 1048576.0
+            ),
+        );
+        row("latency", lat(&m.latency));
+        row("ack latency", lat(&m.ack_latency));
+        row(
+            "direct",
+            format!(
+                "{} sent, {} acked, {} received; {}",
+                self.direct.sent,
+                self.direct.acked,
+                self.direct.received,
+                lat(&self.direct.latency)
+            ),
+        );
+        row(
+            "rooms",
+            format!(
+                "{} histories, {} acked, {} observed, {} acked-not-observed",
+                c.rooms, c.acked_distinct, c.observed_distinct, c.acked_not_observed
+            ),
+        );
+        row(
+            "loss",
+            format!(
+                "{} lost ({} in {} gaps, {} at tail, {} unrecovered)",
+                c.lost, c.lost_in_gaps, c.gaps, c.lost_at_tail, c.lost_unrecovered
+            ),
+        );
+        row(
+            "order",
+            format!(
+                "{} duplicates, {} out of order, {} seq regressions",
+                c.duplicates, c.out_of_order, c.seq_regressions
+            ),
+        );
+        row(
+            "resumes",
+            format!(
+                "{} recovered ({} messages replayed), {} not recovered",
+                c.resumes_recovered, c.replayed, c.resumes_unrecovered
+            ),
+        );
+        for p in &c.problem_rooms {
+            let f = &p.faults;
+            row(
+                "problem room",
+                format!(
+                    "{} (epoch {}): {} lost in {} gaps, {} at tail, {} unrecovered, {} acked-not-observed, {} dup, {} ooo, {} seq",
+                    p.room,
+                    p.epoch,
+                    f.lost_in_gaps,
+                    f.gaps,
+                    p.lost_at_tail,
+                    f.lost_unrecovered,
+                    p.acked_not_observed,
+                    f.duplicates,
+                    f.out_of_order,
+                    f.seq_regressions
+                ),
+            );
+        }
+        if c.rooms_with_problems > c.problem_rooms.len() as u64 {
+            row(
+                "problem rooms",
+                format!(
+                    "{} in all (worst {} listed)",
+                    c.rooms_with_problems,
+                    c.problem_rooms.len()
+                ),
+            );
+        }
+        row(
+            "tester cpu",
+            format!(
+                "{:.2} s over {} worker(s): busiest {:.0}% of a core over the run, peak second \
+                 {:.0}% of a core (all workers); {:.0} deliveries per cpu-second while receiving",
+                self.cpu.total_secs,
+                self.cpu.workers.len(),
+                self.cpu.busiest_worker_load * 100.0,
+                self.cpu.peak_second_cpu * 100.0,
+                self.cpu.deliveries_per_cpu_sec
+            ),
+        );
+        if !self.cpu.worker_peak_rss_kib.is_empty() {
+            let peak = self
+                .cpu
+                .worker_peak_rss_kib
+                .iter()
+                .max()
+                .copied()
+                .unwrap_or(0);
+            row(
+                "tester memory",
+                format!(
+                    "{:.1} KiB per user (peak RSS summed over workers; largest worker {:.1} MiB)",
+                    self.cpu.rss_per_user_kib,
+                    peak as f64 / 1024.0
+                ),
+            );
+        }
+        for e in &self.error_samples {
+            row("error sample", e.clone());
+        }
+        t
+    }
+}
+
+/// `code×count, ...`, or `none`.
+fn tally(map: &BTreeMap<String, u64>) -> String {
+    if map.is_empty() {
+        return "none".into();
+    }
+    let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+    parts.join(", ")
+}

@@ -1,0 +1,450 @@
+//! Scenarios: what a run does, from a TOML file with command-line overrides on top. Validation
+//! names the offending key. No I/O beyond reading the file.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::target::{Target, TargetError};
+
+/// One load test. Every field has a default, so a file only names what it changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scenario {
+    /// Shown in reports. Default: the file name.
+    pub name: String,
+    /// Simulated users, one connection each. Default 50.
+    pub users: u64,
+    /// New connections per second over the whole run (all workers together). Default 500.
+    pub ramp_per_sec: f64,
+    /// Targets; users are spread over them round-robin. Loopback only.
+    pub urls: Vec<String>,
+    /// Length of the run after the ramp. Default 10 s. Users publish from their join until
+    /// ramp + duration, then the run drains.
+    pub duration_secs: f64,
+    /// Longest wait, after publishing stops, for acks and deliveries in flight. Default 5 s.
+    pub drain_secs: f64,
+    /// Room layout, filled in order; users beyond the layout join no room (idle or direct only).
+    pub rooms: Vec<RoomGroup>,
+    /// Messages per second per publishing member. Default 1. Keep under the server's
+    /// per-connection inbound rate (50/s by default).
+    pub publish_per_sec: f64,
+    /// Bytes of padding in each message's `data`. Default 64.
+    pub message_bytes: usize,
+    /// Direct messages per second per user, to a random user on the same URL. Default 0.
+    pub direct_per_sec: f64,
+    /// Fraction of users (0–1) that disconnect once mid-run and resume with `since`/`epoch`.
+    pub churn: f64,
+    /// How long a churned user stays offline. Default 500 ms.
+    pub churn_down_ms: u64,
+    /// Reconnect to the next URL of `urls` rather than the same one. Default false. A cluster
+    /// with a shared broker must recover the resume there; separate nodes cannot (their room
+    /// histories differ), which the report shows as unrecovered resumes.
+    pub resume_elsewhere: bool,
+    /// Worker processes; 0 picks one per 15,000 users. Each process may hold at most 20,000
+    /// open files, so 100k users need at least 6.
+    pub workers: u32,
+    /// Client source addresses 127.0.0.1..=127.0.0.N to spread sockets over (each has ~28k
+    /// ephemeral ports). Default 1 (let the kernel choose).
+    pub source_ips: u32,
+    /// Bound on one connection attempt (TCP + handshake). Default 5000 ms.
+    pub connect_timeout_ms: u64,
+}
+
+/// `count` rooms of `size` members; the first `publishers` members of each publish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomGroup {
+    pub count: u64,
+    pub size: u64,
+    /// Publishing members per room. Default: all of them.
+    #[serde(default)]
+    pub publishers: Option<u64>,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self {
+            name: "unnamed".into(),
+            users: 50,
+            ramp_per_sec: 500.0,
+            urls: vec!["ws://127.0.0.1:8080/ws".into()],
+            duration_secs: 10.0,
+            drain_secs: 5.0,
+            rooms: vec![RoomGroup {
+                count: 5,
+                size: 10,
+                publishers: None,
+            }],
+            publish_per_sec: 1.0,
+            message_bytes: 64,
+            direct_per_sec: 0.0,
+            churn: 0.0,
+            churn_down_ms: 500,
+            resume_elsewhere: false,
+            workers: 0,
+            source_ips: 1,
+            connect_timeout_ms: 5000,
+        }
+    }
+}
+
+/// Why a scenario is unusable. Always names the file or key.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("scenario {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("scenario key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error("scenario key `urls`: {0}")]
+    Target(#[from] TargetError),
+}
+
+/// Command-line values that replace the scenario's.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub users: Option<u64>,
+    pub ramp_per_sec: Option<f64>,
+    pub urls: Vec<String>,
+    pub duration_secs: Option<f64>,
+    pub drain_secs: Option<f64>,
+    pub rooms: Option<u64>,
+    pub room_size: Option<u64>,
+    pub publish_per_sec: Option<f64>,
+    pub message_bytes: Option<usize>,
+    pub direct_per_sec: Option<f64>,
+    pub churn: Option<f64>,
+    pub churn_down_ms: Option<u64>,
+    pub resume_elsewhere: Option<bool>,
+    pub workers: Option<u32>,
+    pub source_ips: Option<u32>,
+}
+
+/// Most processes a run may spawn; also bounds what a scenario file can make this machine do.
+pub const MAX_WORKERS: u32 = 64;
+/// Users one worker process holds by default: under the 20,000 open-files cap with headroom.
+pub const USERS_PER_WORKER: u64 = 15_000;
+/// Hard cap on users per worker, from the open-files cap (20,000) minus headroom.
+pub const MAX_USERS_PER_WORKER: u64 = 19_000;
+
+impl Scenario {
+    /// Reads and validates a TOML scenario.
+    pub fn from_file(path: &Path) -> Result<Self, ScenarioError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let mut scenario = Self::from_toml(&text).map_err(|e| match e {
+            ScenarioError::Parse { message, .. } => ScenarioError::Parse {
+                path: shown,
+                message,
+            },
+            other => other,
+        })?;
+        if scenario.name == Scenario::default().name {
+            if let Some(stem) = path.file_stem() {
+                scenario.name = stem.to_string_lossy().into_owned();
+            }
+        }
+        Ok(scenario)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ScenarioError> {
+        let scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+            path: "<text>".into(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// Applies command-line overrides, then validates again.
+    pub fn apply(&mut self, o: &Overrides) -> Result<(), ScenarioError> {
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = o.$field { self.$field = v; } )* };
+        }
+        set!(
+            users,
+            ramp_per_sec,
+            duration_secs,
+            drain_secs,
+            publish_per_sec,
+            message_bytes,
+            direct_per_sec,
+            churn,
+            churn_down_ms,
+            resume_elsewhere,
+            workers,
+            source_ips
+        );
+        if !o.urls.is_empty() {
+            self.urls = o.urls.clone();
+        }
+        if o.rooms.is_some() || o.room_size.is_some() {
+            let first = self.rooms.first().cloned();
+            let count = o.rooms.or(first.as_ref().map(|g| g.count)).unwrap_or(1);
+            let size = o
+                .room_size
+                .or(first.as_ref().map(|g| g.size))
+                .unwrap_or(self.users);
+            self.rooms = vec![RoomGroup {
+                count,
+                size,
+                publishers: None,
+            }];
+        }
+        self.validate()
+    }
+
+    /// Checks ranges and targets; each error names its key.
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        fn invalid(key: &'static str, message: impl Into<String>) -> ScenarioError {
+            ScenarioError::Invalid {
+                key,
+                message: message.into(),
+            }
+        }
+        if self.users == 0 || self.users > 1_000_000 {
+            return Err(invalid("users", "must be between 1 and 1000000"));
+        }
+        if !(self.ramp_per_sec > 0.0 && self.ramp_per_sec <= 100_000.0) {
+            return Err(invalid("ramp_per_sec", "must be > 0 and at most 100000"));
+        }
+        if !(self.duration_secs > 0.0 && self.duration_secs <= 86_400.0) {
+            return Err(invalid("duration_secs", "must be > 0 and at most 86400"));
+        }
+        if !(0.0..=600.0).contains(&self.drain_secs) {
+            return Err(invalid("drain_secs", "must be between 0 and 600"));
+        }
+        if !(0.0..=1000.0).contains(&self.publish_per_sec) {
+            return Err(invalid("publish_per_sec", "must be between 0 and 1000"));
+        }
+        if !(0.0..=1000.0).contains(&self.direct_per_sec) {
+            return Err(invalid("direct_per_sec", "must be between 0 and 1000"));
+        }
+        if self.message_bytes > 1 << 20 {
+            return Err(invalid("message_bytes", "must be at most 1048576"));
+        }
+        if !(0.0..=1.0).contains(&self.churn) {
+            return Err(invalid("churn", "must be a fraction between 0 and 1"));
+        }
+        if self.churn_down_ms > 600_000 {
+            return Err(invalid("churn_down_ms", "must be at most 600000"));
+        }
+        if self.workers > MAX_WORKERS {
+            return Err(invalid("workers", format!("must be at most {MAX_WORKERS}")));
+        }
+        if self.source_ips == 0 || self.source_ips > 254 {
+            return Err(invalid("source_ips", "must be between 1 and 254"));
+        }
+        if self.connect_timeout_ms == 0 || self.connect_timeout_ms > 120_000 {
+            return Err(invalid(
+                "connect_timeout_ms",
+                "must be between 1 and 120000",
+            ));
+        }
+        if self.urls.is_empty() {
+            return Err(invalid("urls", "needs at least one ws:// URL"));
+        }
+        for url in &self.urls {
+            Target::parse(url)?;
+        }
+        for g in &self.rooms {
+            if g.count == 0 || g.size == 0 {
+                return Err(invalid("rooms", "`count` and `size` must be at least 1"));
+            }
+            if g.publishers.is_some_and(|p| p > g.size) {
+                return Err(invalid("rooms", "`publishers` cannot exceed `size`"));
+            }
+        }
+        let workers = self.worker_count();
+        if self.users.div_ceil(u64::from(workers)) > MAX_USERS_PER_WORKER {
+            return Err(invalid(
+                "workers",
+                format!(
+                    "{workers} worker(s) for {} users exceeds {MAX_USERS_PER_WORKER} per process \
+                     (open-files cap); raise `workers` or set it to 0",
+                    self.users
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The parsed targets (validated already).
+    pub fn targets(&self) -> Result<Vec<Target>, TargetError> {
+        self.urls.iter().map(|u| Target::parse(u)).collect()
+    }
+
+    /// Worker processes this run uses.
+    pub fn worker_count(&self) -> u32 {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            self.users
+                .div_ceil(USERS_PER_WORKER)
+                .clamp(1, u64::from(MAX_WORKERS)) as u32
+        }
+    }
+
+    /// Seconds the ramp takes to connect everyone.
+    pub fn ramp_secs(&self) -> f64 {
+        self.users as f64 / self.ramp_per_sec
+    }
+
+    /// Where user `index` sits in the room layout.
+    pub fn placement(&self, index: u64) -> Option<Placement> {
+        let mut base = 0;
+        for (g, group) in self.rooms.iter().enumerate() {
+            let slots = group.count * group.size;
+            if index < base + slots {
+                let j = index - base;
+                // Round-robin over the group's rooms, so a partial ramp fills them evenly; the
+                // diagonal shift puts consecutive members of a room on different URLs (users go
+                // to URL `index % urls`), so every room spans the nodes instead of one node
+                // owning whole rooms when the URL count divides the room count.
+                let member = j / group.count;
+                let room = (j % group.count + member) % group.count;
+                return Some(Placement {
+                    group: g,
+                    room,
+                    publishes: member < group.publishers.unwrap_or(group.size),
+                });
+            }
+            base += slots;
+        }
+        None
+    }
+}
+
+/// A user's room and role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub group: usize,
+    pub room: u64,
+    pub publishes: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Scenario::from_toml("userz = 5\n").unwrap_err().to_string();
+        assert!(err.contains("userz"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = Scenario::from_toml("users = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("users"), "{err}");
+    }
+
+    #[test]
+    fn invalid_value_is_named() {
+        let err = Scenario::from_toml("churn = 2.0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`churn`"), "{err}");
+        let err = Scenario::from_toml("urls = [\"ws://10.1.2.3:80/ws\"]\n").unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
+    }
+
+    #[test]
+    fn placement_fills_groups_in_order() {
+        let s = Scenario::from_toml(
+            "users = 10\n[[rooms]]\ncount = 2\nsize = 3\npublishers = 1\n[[rooms]]\ncount = 1\nsize = 2\n",
+        )
+        .unwrap();
+        let p: Vec<_> = (0..10).map(|i| s.placement(i)).collect();
+        assert_eq!(
+            p[0],
+            Some(Placement {
+                group: 0,
+                room: 0,
+                publishes: true
+            })
+        );
+        assert_eq!(
+            p[1],
+            Some(Placement {
+                group: 0,
+                room: 1,
+                publishes: true
+            })
+        );
+        assert_eq!(
+            p[2],
+            Some(Placement {
+                group: 0,
+                room: 1,
+                publishes: false
+            })
+        );
+        assert_eq!(
+            p[3],
+            Some(Placement {
+                group: 0,
+                room: 0,
+                publishes: false
+            })
+        );
+        assert_eq!(
+            p[6],
+            Some(Placement {
+                group: 1,
+                room: 0,
+                publishes: true
+            })
+        );
+        assert_eq!(p[8], None);
+    }
+
+    #[test]
+    fn rooms_are_full_and_span_urls() {
+        let s = Scenario::from_toml(
+            "users = 24
+[[rooms]]
+count = 4
+size = 6
+",
+        )
+        .unwrap();
+        let mut members = vec![Vec::new(); 4];
+        for i in 0..24 {
+            members[s.placement(i).unwrap().room as usize].push(i);
+        }
+        for m in &members {
+            assert_eq!(m.len(), 6);
+            // With two URLs (user i goes to URL i % 2), every room has members on both.
+            assert!(
+                m.iter().any(|i| i % 2 == 0) && m.iter().any(|i| i % 2 == 1),
+                "{m:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn too_many_users_per_worker_is_refused() {
+        let err = Scenario::from_toml("users = 100000\nworkers = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`workers`"), "{err}");
+        assert_eq!(
+            Scenario::from_toml("users = 100000\n")
+                .unwrap()
+                .worker_count(),
+            7
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! A run that cannot happen must say why, quickly, with exit code 1: a broken scenario file, a
+//! target off this machine, a port nobody listens on, a port that never answers.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::{Ran, run_binary, scenario_path};
+use loadtest::{RunError, RunOptions, Scenario, ScenarioError};
+
+/// Generous bound for a run that must fail fast (the binary's own limit is 3 s of probing).
+const FAIL_FAST: Duration = Duration::from_secs(15);
+
+fn scenario_file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+fn assert_refused(ran: &Ran, wanted: &[&str]) {
+    assert_eq!(ran.code, Some(1), "exit code; stderr: {}", ran.stderr);
+    for w in wanted {
+        assert!(ran.stderr.contains(w), "stderr lacks {w:?}: {}", ran.stderr);
+    }
+    assert!(!ran.stderr.contains("panicked"), "{}", ran.stderr);
+    assert!(ran.took < FAIL_FAST, "took {:?}", ran.took);
+}
+
+#[tokio::test]
+async fn malformed_toml_names_the_file_and_the_line() {
+    let file = scenario_file("users = 10\nrooms = [[[\n");
+    let path = file.path().to_str().unwrap();
+    let ran = run_binary(&[path], FAIL_FAST).await;
+    assert_refused(&ran, &[path, "line 2"]);
+}
+
+#[tokio::test]
+async fn unknown_key_is_named() {
+    let file = scenario_file("users = 10\npublish_rate = 3.0\n");
+    let ran = run_binary(&[file.path().to_str().unwrap()], FAIL_FAST).await;
+    assert_refused(&ran, &["unknown field `publish_rate`"]);
+    // Keys inside a table too.
+    let err = Scenario::from_toml("[[rooms]]\ncount = 1\nsize = 2\nmembers = 3\n").unwrap_err();
+    assert!(err.to_string().contains("members"), "{err}");
+}
+
+#[tokio::test]
+async fn out_of_range_value_names_the_key() {
+    let file = scenario_file("users = 0\n");
+    let ran = run_binary(&[file.path().to_str().unwrap()], FAIL_FAST).await;
+    assert_refused(&ran, &["`users`"]);
+    let ran = run_binary(&["--users", "5", "--churn", "1.5"], FAIL_FAST).await;
+    assert_refused(&ran, &["`churn`"]);
+}
+
+#[tokio::test]
+async fn missing_scenario_file_is_reported() {
+    let ran = run_binary(&["/nonexistent/scenario.toml"], FAIL_FAST).await;
+    assert_refused(&ran, &["cannot read scenario /nonexistent/scenario.toml"]);
+}
+
+#[tokio::test]
+async fn non_loopback_urls_are_refused_before_any_connection() {
+    for url in [
+        "ws://10.0.0.1:8080/ws",
+        "ws://example.com/ws",
+        "ws://[2001:db8::1]:80/ws",
+    ] {
+        let ran = run_binary(&["--url", url, "--users", "1"], FAIL_FAST).await;
+        assert_refused(&ran, &["not a loopback address", url]);
+    }
+    let ran = run_binary(&["--url", "http://127.0.0.1:8080/ws"], FAIL_FAST).await;
+    assert_refused(&ran, &["not a ws:// URL"]);
+    // The same rule holds in a scenario file, whatever the flags.
+    let file = scenario_file("urls = [\"ws://127.0.0.1:1/ws\", \"ws://192.168.0.10:8080/ws\"]\n");
+    let ran = run_binary(&[file.path().to_str().unwrap()], FAIL_FAST).await;
+    assert_refused(&ran, &["scenario key `urls`", "192.168.0.10"]);
+}
+
+#[tokio::test]
+async fn unreachable_port_fails_fast_with_the_url() {
+    // A port that was free a moment ago: nothing listens, so the connection is refused.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let ran = run_binary(
+        &["--url", &url, "--users", "10", "--workers", "2"],
+        FAIL_FAST,
+    )
+    .await;
+    assert_refused(&ran, &[&format!("cannot reach {url}"), "refused"]);
+
+    // The library says the same, as a typed error.
+    let mut s = Scenario::from_file(&scenario_path("smoke")).unwrap();
+    s.urls = vec![url.clone()];
+    match loadtest::run(&s, RunOptions::default()).await {
+        Err(RunError::Unreachable { url: u, .. }) => assert_eq!(u, url),
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_port_that_never_answers_times_out_in_bounded_time() {
+    // Listening but never accepting: TCP completes through the backlog, the WebSocket
+    // handshake never does.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/ws", silent.local_addr().unwrap());
+    let file = scenario_file(&format!(
+        "urls = [\"{url}\"]\nusers = 5\nconnect_timeout_ms = 1000\n"
+    ));
+    let ran = run_binary(&[file.path().to_str().unwrap()], FAIL_FAST).await;
+    assert_refused(
+        &ran,
+        &[&format!("cannot reach {url}"), "timed out after 1000 ms"],
+    );
+    assert!(ran.took < Duration::from_secs(5), "took {:?}", ran.took);
+    drop(silent);
+}
+
+#[tokio::test]
+async fn too_many_users_for_one_process_are_refused() {
+    let mut s = Scenario {
+        users: 50_000,
+        urls: vec!["ws://127.0.0.1:1/ws".into()],
+        ..Scenario::default()
+    };
+    // The library runs workers as threads of one process, which one open-files cap bounds.
+    match loadtest::run(&s, RunOptions::default()).await {
+        Err(RunError::TooManyInProcess { users: 50_000 }) => {}
+        other => panic!("expected TooManyInProcess, got {other:?}"),
+    }
+    s.workers = 2;
+    assert!(matches!(
+        s.validate(),
+        Err(ScenarioError::Invalid { key: "workers", .. })
+    ));
+}
