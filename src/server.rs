@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -136,6 +137,13 @@ pub async fn run(
     let node = build(config, &stop)?;
     // Peer addresses feed the per-IP connection limits.
     let service = app(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // No Nagle: a lone small frame (an ack, a chat message) must leave at once, not wait up to
+    // 40 ms for the client's delayed ACK. Batching is the writer's job (one flush per batch).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "TCP_NODELAY not set");
+        }
+    });
     let serve = axum::serve(listener, service)
         .with_graceful_shutdown(stop.clone().cancelled_owned())
         .into_future();

@@ -291,6 +291,20 @@ async fn resume_replays_exactly_what_was_missed(nodes: &[Node]) {
         .await
         .unwrap();
     assert!(!future.recovered);
+    let far = broker
+        .history(
+            "c:resume",
+            Some(&Resume {
+                since: u64::MAX,
+                epoch: epoch.to_string(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !far.recovered,
+        "a position past any offset is never recovered"
+    );
     let other = broker
         .history(
             "c:resume",

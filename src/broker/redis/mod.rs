@@ -250,7 +250,8 @@ impl Broker for RedisBroker {
     async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<History, BrokerError> {
         let s = &self.shared;
         let (since, epoch) = match resume {
-            Some(r) => (r.since as i64, r.epoch.as_str()),
+            // Past i64::MAX is past any room's top: clamping keeps it "not recoverable".
+            Some(r) => (r.since.min(i64::MAX as u64) as i64, r.epoch.as_str()),
             None => (-1, ""),
         };
         let mut conn = s.conn();
