@@ -41,6 +41,10 @@ struct Member {
     pending: Option<Vec<(u64, Utf8Bytes)>>,
     /// Buffer cap for `pending`, the session's queue size: past it the member is a slow consumer.
     pending_cap: usize,
+    /// The highest offset this member has been given (its `joined` offset to begin with).
+    /// With the Redis engine a message can reach the hub after the history read that covered
+    /// it, so delivery skips anything not above this: no duplicate, never out of order.
+    last: u64,
 }
 
 /// What removing a member changed.
@@ -91,6 +95,7 @@ impl Hub {
                     presence,
                     pending: Some(Vec::new()),
                     pending_cap: cap,
+                    last: 0,
                 },
             );
             return first || created;
@@ -121,8 +126,10 @@ impl Hub {
         for frame in replay {
             handle.send(frame);
         }
+        member.last = top;
         for (offset, frame) in buffered {
-            if offset > top {
+            if offset > member.last {
+                member.last = offset;
                 handle.send(frame);
             }
         }
@@ -172,9 +179,12 @@ impl Hub {
         metrics::counter!("roomcast_deliveries_total").increment(guard.members.len() as u64);
         for member in guard.members.values_mut() {
             match &mut member.pending {
-                None => {
+                None if offset > member.last => {
+                    member.last = offset;
                     member.session.send(frame.clone());
                 }
+                // Already given to this member (covered by its join's replay).
+                None => {}
                 Some(buffer) if buffer.len() < member.pending_cap => {
                     buffer.push((offset, frame.clone()));
                 }
@@ -185,13 +195,15 @@ impl Hub {
         }
     }
 
-    /// Queues a notice for every live member. Members still joining learn the same from the
-    /// `joined` reply they are about to get.
-    pub fn notify(&self, room: &str, frame: &Utf8Bytes) {
+    /// The room's numbering restarted (its history was lost): queues `frame`, the notice, for
+    /// every live member and starts their offsets over. Members still joining learn the same
+    /// from the `joined` reply they are about to get.
+    pub fn restart(&self, room: &str, frame: &Utf8Bytes) {
         let Some(cell) = self.room(room) else { return };
-        let guard = cell.lock();
-        for member in guard.members.values() {
+        let mut guard = cell.lock();
+        for member in guard.members.values_mut() {
             if member.pending.is_none() {
+                member.last = 0;
                 member.session.send(frame.clone());
             }
         }
@@ -308,6 +320,29 @@ mod tests {
         assert!(first);
         hub.deliver("r", 5, &"m5".into());
         assert_eq!(drain(&mut rx), ["joined", "m1", "m2", "m3", "m4", "m5"]);
+    }
+
+    #[test]
+    fn a_late_message_already_covered_by_the_join_is_not_delivered_twice() {
+        let hub = Hub::new();
+        let (s, mut rx) = session("a", 16);
+        hub.add_pending("r", &s, false, 16);
+        // History said top = 5 and replayed 4..=5; the broker's copy of 5 arrives afterwards.
+        hub.activate(
+            "r",
+            s.id(),
+            "joined".into(),
+            vec!["m4".into(), "m5".into()],
+            5,
+        );
+        hub.deliver("r", 5, &"m5 again".into());
+        hub.deliver("r", 6, &"m6".into());
+        hub.deliver("r", 6, &"m6 again".into());
+        assert_eq!(drain(&mut rx), ["joined", "m4", "m5", "m6"]);
+        // After a restart notice numbering begins again at 1.
+        hub.restart("r", &"restart".into());
+        hub.deliver("r", 1, &"n1".into());
+        assert_eq!(drain(&mut rx), ["restart", "n1"]);
     }
 
     #[test]

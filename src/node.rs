@@ -85,7 +85,7 @@ impl Deliver for HubDelivery {
     }
 
     fn reset(&self, room: &str, frame: &Utf8Bytes) {
-        self.0.notify(room, frame);
+        self.0.restart(room, frame);
     }
 
     fn disconnect(&self, user: &str) {

@@ -42,6 +42,8 @@ pub struct Connections {
     pub reconnects_ok: u64,
     pub reconnects_failed: u64,
     pub churn_disconnects: u64,
+    /// Closes with 1001 from a draining server (rolling restarts): reconnected, not failures.
+    pub server_drains: u64,
     pub unexpected_disconnects: u64,
     /// Close codes (or `eof`) of unexpected disconnects.
     pub close_codes: BTreeMap<String, u64>,
@@ -238,6 +240,7 @@ impl Report {
                 reconnects_ok: c.reconnects_ok,
                 reconnects_failed: c.reconnects_failed,
                 churn_disconnects: c.churn_disconnects,
+                server_drains: c.server_drains,
                 unexpected_disconnects: c.unexpected_disconnects,
                 close_codes: c.close_codes.clone(),
                 errors: c.connect_errors.clone(),
@@ -420,10 +423,11 @@ impl Report {
         row(
             "reconnects",
             format!(
-                "{} ok, {} failed; {} churned, {} unexpected closes ({})",
+                "{} ok, {} failed; {} churned, {} server drains (1001), {} unexpected closes ({})",
                 k.reconnects_ok,
                 k.reconnects_failed,
                 k.churn_disconnects,
+                k.server_drains,
                 k.unexpected_disconnects,
                 tally(&k.close_codes)
             ),

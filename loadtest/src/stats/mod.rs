@@ -29,6 +29,9 @@ pub struct Counters {
     pub unexpected_disconnects: u64,
     /// Planned disconnects (churn).
     pub churn_disconnects: u64,
+    /// Closes with 1001 (the server is draining for a restart): expected, and followed by a
+    /// reconnect and resume like any other disconnect, but not a failure.
+    pub server_drains: u64,
     pub joins_ok: u64,
     pub join_failed: u64,
     pub published: u64,
@@ -64,13 +67,14 @@ pub struct Counters {
 
 impl Counters {
     pub fn merge(&mut self, o: &Counters) {
-        let pairs: [(&mut u64, u64); 23] = [
+        let pairs: [(&mut u64, u64); 24] = [
             (&mut self.connects_ok, o.connects_ok),
             (&mut self.connects_failed, o.connects_failed),
             (&mut self.reconnects_ok, o.reconnects_ok),
             (&mut self.reconnects_failed, o.reconnects_failed),
             (&mut self.unexpected_disconnects, o.unexpected_disconnects),
             (&mut self.churn_disconnects, o.churn_disconnects),
+            (&mut self.server_drains, o.server_drains),
             (&mut self.joins_ok, o.joins_ok),
             (&mut self.join_failed, o.join_failed),
             (&mut self.published, o.published),

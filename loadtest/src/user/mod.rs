@@ -48,6 +48,8 @@ enum End {
     Churn,
     /// The server closed or the socket broke.
     Lost,
+    /// The server is draining (close 1001): reconnect elsewhere and resume.
+    Drained,
 }
 
 struct User {
@@ -93,7 +95,8 @@ pub async fn run(shared: Rc<Shared>, index: u64) {
             shared.stats.borrow_mut().away -= 1;
         }
         let Some(ws) = opened else { return };
-        match user.session(&shared, ws).await {
+        let end = user.session(&shared, ws).await;
+        match end {
             End::Closing => return,
             End::Churn => {
                 {
@@ -110,9 +113,13 @@ pub async fn run(shared: Rc<Shared>, index: u64) {
                     }
                 }
             }
-            End::Lost => {
+            End::Lost | End::Drained => {
                 let mut st = shared.stats.borrow_mut();
-                st.counters.unexpected_disconnects += 1;
+                if matches!(end, End::Drained) {
+                    st.counters.server_drains += 1;
+                } else {
+                    st.counters.unexpected_disconnects += 1;
+                }
                 if *closing.borrow() {
                     return;
                 }
@@ -325,7 +332,12 @@ impl User {
                 frame = ws.next() => match frame {
                     Some(Ok(Message::Text(t))) => self.on_frame(shared, &t),
                     Some(Ok(Message::Close(close))) => {
-                        let code = close.map_or_else(|| "none".to_string(), |c| u16::from(c.code).to_string());
+                        let code = close.map(|c| u16::from(c.code));
+                        if code == Some(1001) {
+                            self.disconnected(shared);
+                            return End::Drained;
+                        }
+                        let code = code.map_or_else(|| "none".to_string(), |c| c.to_string());
                         self.lost(shared, Some(code), None);
                         return End::Lost;
                     }
