@@ -83,7 +83,17 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
                 unsubscribe_delay: r.unsubscribe_delay(),
                 command_timeout: r.command_timeout(),
             };
-            Arc::new(RedisBroker::start(opts, deliver, stop.clone())?)
+            if r.cluster_nodes.is_empty() {
+                Arc::new(RedisBroker::start(opts, deliver, stop.clone())?)
+            } else {
+                let nodes = &r.cluster_nodes;
+                Arc::new(RedisBroker::start_cluster(
+                    nodes,
+                    opts,
+                    deliver,
+                    stop.clone(),
+                )?)
+            }
         }
     };
     let node = Node::new(id, config, hub, broker)?;

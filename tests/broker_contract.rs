@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use common::redis::{RedisServer, unique_prefix};
+use common::redis_cluster::RedisCluster;
 use parking_lot::Mutex;
 use roomcast::broker::memory::{HistoryLimits, MemoryBroker};
 use roomcast::broker::redis::{RedisBroker, RedisOptions};
@@ -453,6 +454,41 @@ async fn redis_engine_keeps_the_contract_across_three_nodes() {
     }
     run_contract(&nodes).await;
     stop.cancel();
+}
+
+/// The same contract on three nodes sharing a three-master Redis Cluster (cluster mode: hash
+/// tags, sharded pub/sub, one subscription connection per master).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_engine_keeps_the_contract_across_three_nodes() {
+    let cluster = RedisCluster::start(3, 0);
+    let stop = CancellationToken::new();
+    let prefix = unique_prefix();
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| cluster_node(&cluster, &prefix, i, &stop))
+        .collect();
+    for node in &nodes {
+        wait_available(&*node.broker).await;
+    }
+    run_contract(&nodes).await;
+    stop.cancel();
+}
+
+fn cluster_node(cluster: &RedisCluster, prefix: &str, i: usize, stop: &CancellationToken) -> Node {
+    let seen = Arc::new(Recorder::default());
+    let opts = RedisOptions {
+        url: String::new(),
+        prefix: prefix.into(),
+        node_id: format!("n{i}"),
+        history: LIMITS,
+        presence_lease: Duration::from_secs(15),
+        unsubscribe_delay: Duration::from_millis(50),
+        command_timeout: Duration::from_secs(2),
+    };
+    let broker = RedisBroker::start_cluster(&cluster.seeds(), opts, seen.clone(), stop.clone());
+    Node {
+        broker: Arc::new(broker.unwrap()),
+        seen,
+    }
 }
 
 fn redis_node(redis: &RedisServer, prefix: &str, i: usize, stop: &CancellationToken) -> Node {

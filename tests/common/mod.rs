@@ -5,6 +5,7 @@
 pub mod haproxy;
 pub mod process;
 pub mod redis;
+pub mod redis_cluster;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

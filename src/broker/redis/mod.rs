@@ -1,4 +1,4 @@
-//! The Redis engine: several nodes share rooms through one Redis.
+//! The Redis engine: several nodes share rooms through one Redis, or through a Redis Cluster.
 //!
 //! - Order: a publish runs one Lua script that takes the room's next offset, stores the frame in
 //!   a capped history and PUBLISHes it, so Redis fixes one order per room for the whole cluster.
@@ -10,11 +10,20 @@
 //!   stopped renewing are reaped with `presence_leave` ([`presence`]).
 //! - Failure: commands time out into [`BrokerError::Unavailable`] (never a false ack); the
 //!   subscription reconnects with backoff, resubscribes and backfills.
+//! - Cluster mode ([`RedisBroker::start_cluster`]): every key of a room and its channel share
+//!   one hash slot ([`keys`]), so the same scripts run on the shard owning the room, announcing
+//!   with SPUBLISH; commands go through a cluster connection that follows redirections, and
+//!   each master gets its own subscription connection and ordered reader ([`shards`]). Both
+//!   modes share the sequencing ([`sequence`]).
 
+mod connection;
 mod keys;
 mod presence;
 mod scripts;
+mod sequence;
+mod shards;
 mod subscriber;
+mod topology;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -26,17 +35,22 @@ use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use super::memory::HistoryLimits;
 use super::{Broker, BrokerError, Deliver, History, new_epoch, unix_ms};
 use crate::protocol::{Resume, ServerFrame, encode, encode_direct, message_parts};
+use connection::Conn;
 use keys::Keys;
+use scripts::Scripts;
+use sequence::Position;
 
 /// Everything the engine needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
+    /// The single Redis; unused in cluster mode, which takes its seed nodes apart.
     pub url: String,
     pub prefix: String,
     pub node_id: String,
@@ -50,16 +64,24 @@ pub struct RedisBroker {
     shared: Arc<Shared>,
 }
 
-/// State shared by the request path and the engine's two background tasks.
+/// What `Sub::on` holds in single mode, where there is one subscription connection.
+const SINGLE_LINK: &str = "redis";
+
+/// State shared by the request path and the engine's background tasks.
 struct Shared {
     opts: RedisOptions,
     keys: Keys,
-    client: redis::Client,
-    conn: ConnectionManager,
+    scripts: &'static Scripts,
+    /// `PUBLISH`, or `SPUBLISH` in cluster mode (a room's or user's channel stays on its shard).
+    publish: &'static str,
+    conn: Conn,
     deliver: Arc<dyn Deliver>,
     subs: Mutex<Subs>,
-    /// The live subscription connection's command half; `None` while reconnecting.
+    /// Single mode: the live subscription connection's command half; `None` while
+    /// reconnecting (and always in cluster mode).
     sink: Mutex<Option<PubSubSink>>,
+    /// Cluster mode: the per-master subscription connections.
+    shards: Option<shards::Shards>,
     /// Serializes SUBSCRIBE/UNSUBSCRIBE with the bookkeeping that decides them, so a delayed
     /// UNSUBSCRIBE can never overtake the SUBSCRIBE of a member that just joined. A tokio
     /// mutex because it is held across the round trip on purpose.
@@ -73,7 +95,7 @@ struct Subs {
     /// Channel name → who wants it and whether Redis confirmed it.
     channels: HashMap<String, Sub>,
     /// Hosted rooms → where their delivery stands.
-    rooms: HashMap<Arc<str>, Sequence>,
+    rooms: HashMap<Arc<str>, Position>,
     /// Rooms → users this node holds a presence lease for.
     present: HashMap<Arc<str>, HashSet<Arc<str>>>,
     /// Users → keys of their sessions on this node, leased in Redis for the per-user limit.
@@ -83,19 +105,15 @@ struct Subs {
 #[derive(Default)]
 struct Sub {
     refs: u32,
-    subscribed: bool,
-}
-
-/// Delivery position of one hosted room: the next offset due, in which epoch.
-#[derive(Default)]
-struct Sequence {
-    next: Option<u64>,
-    epoch: Option<Arc<str>>,
+    /// The connection on which Redis confirmed the subscription: [`SINGLE_LINK`], or in cluster
+    /// mode the address of the master it was SSUBSCRIBEd on. `None`: not subscribed (yet).
+    on: Option<Arc<str>>,
 }
 
 impl RedisBroker {
-    /// Starts the engine. Connections are made in the background, so a node starts (and
-    /// reports not ready) while Redis is down. Fails only on a malformed URL.
+    /// Starts the engine on one Redis at `opts.url`. Connections are made in the background,
+    /// so a node starts (and reports not ready) while Redis is down. Fails only on a malformed
+    /// URL.
     pub fn start(
         opts: RedisOptions,
         deliver: Arc<dyn Deliver>,
@@ -110,19 +128,40 @@ impl RedisBroker {
             .set_max_delay(Duration::from_secs(1));
         let conn =
             ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
-        let shared = Arc::new(Shared {
-            keys: Keys::new(&opts.prefix),
+        let shared = Arc::new(Shared::new(opts, Conn::Single(conn), None, deliver, stop));
+        tokio::spawn(subscriber::run(shared.clone(), client));
+        tokio::spawn(presence::run(shared.clone()));
+        Ok(Self { shared })
+    }
+
+    /// Starts the engine on the Redis Cluster reached through `nodes` (seed URLs; the rest of
+    /// the cluster is discovered from them). `opts.url` is not used. Like [`Self::start`], it
+    /// connects in the background and fails only on a malformed URL.
+    pub fn start_cluster(
+        nodes: &[String],
+        opts: RedisOptions,
+        deliver: Arc<dyn Deliver>,
+        stop: CancellationToken,
+    ) -> Result<Self, BrokerError> {
+        let client = ClusterClientBuilder::new(nodes.to_vec())
+            // Enough to follow a MOVED or ASK while a slot moves or a replica takes over; a
+            // dead shard's commands still end within the command timeout.
+            .retries(2)
+            .build()
+            .map_err(unavailable)?;
+        let config = ClusterConfig::new()
+            .set_connection_timeout(opts.command_timeout)
+            .set_response_timeout(opts.command_timeout);
+        let conn = client.get_pending_async_connection_with_config(config);
+        let shards = shards::Shards::new(nodes, opts.command_timeout)?;
+        let shared = Arc::new(Shared::new(
             opts,
-            client,
-            conn,
+            Conn::Cluster(conn),
+            Some(shards),
             deliver,
-            subs: Mutex::default(),
-            sink: Mutex::default(),
-            commands: tokio::sync::Mutex::new(()),
-            connected: AtomicBool::new(false),
             stop,
-        });
-        tokio::spawn(subscriber::run(shared.clone()));
+        ));
+        tokio::spawn(shards::run(shared.clone()));
         tokio::spawn(presence::run(shared.clone()));
         Ok(Self { shared })
     }
@@ -133,6 +172,30 @@ fn unavailable(err: impl std::fmt::Display) -> BrokerError {
 }
 
 impl Shared {
+    fn new(
+        opts: RedisOptions,
+        conn: Conn,
+        shards: Option<shards::Shards>,
+        deliver: Arc<dyn Deliver>,
+        stop: CancellationToken,
+    ) -> Self {
+        let cluster = shards.is_some();
+        Self {
+            keys: Keys::new(&opts.prefix, cluster),
+            scripts: Scripts::get(cluster),
+            publish: if cluster { "SPUBLISH" } else { "PUBLISH" },
+            opts,
+            conn,
+            deliver,
+            subs: Mutex::default(),
+            sink: Mutex::default(),
+            shards,
+            commands: tokio::sync::Mutex::new(()),
+            connected: AtomicBool::new(false),
+            stop,
+        }
+    }
+
     /// Runs one Redis call under the command timeout.
     async fn call<T>(
         &self,
@@ -145,7 +208,7 @@ impl Shared {
         }
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -166,19 +229,25 @@ impl Shared {
             .lock()
             .channels
             .get(&channel)
-            .is_some_and(|s| s.subscribed);
+            .is_some_and(|s| s.on.is_some());
         if subscribed {
             return Ok(());
         }
-        let sink = self.sink.lock().clone();
-        let Some(mut sink) = sink else {
-            return Err(BrokerError::Unavailable(
-                "redis subscription is reconnecting".into(),
-            ));
+        let on = match &self.shards {
+            Some(shards) => shards.subscribe(self, &channel).await?,
+            None => {
+                let sink = self.sink.lock().clone();
+                let Some(mut sink) = sink else {
+                    return Err(BrokerError::Unavailable(
+                        "redis subscription is reconnecting".into(),
+                    ));
+                };
+                self.call(sink.subscribe(&channel)).await?;
+                Arc::from(SINGLE_LINK)
+            }
         };
-        self.call(sink.subscribe(&channel)).await?;
         if let Some(sub) = self.subs.lock().channels.get_mut(&channel) {
-            sub.subscribed = true;
+            sub.on = Some(on);
         }
         Ok(())
     }
@@ -203,24 +272,30 @@ impl Shared {
                 () = tokio::time::sleep(delay) => {}
             }
             let _serial = shared.commands.lock().await;
-            let was_subscribed = {
+            let on = {
                 let mut subs = shared.subs.lock();
                 match subs.channels.get(&channel) {
                     Some(sub) if sub.refs == 0 => {
-                        let was = sub.subscribed;
+                        let on = sub.on.clone();
                         subs.channels.remove(&channel);
                         if let Some(room) = &room {
                             subs.rooms.remove(room);
                         }
-                        was
+                        on
                     }
                     _ => return,
                 }
             };
-            let sink = shared.sink.lock().clone();
-            if let (true, Some(mut sink)) = (was_subscribed, sink) {
-                // A failure here means the connection is gone, and with it the subscription.
-                let _ = shared.call(sink.unsubscribe(&channel)).await;
+            let Some(on) = on else { return };
+            // A failure here means the connection is gone, and with it the subscription.
+            match &shared.shards {
+                Some(shards) => shards.unsubscribe(&shared, &channel, &on).await,
+                None => {
+                    let sink = shared.sink.lock().clone();
+                    if let Some(mut sink) = sink {
+                        let _ = shared.call(sink.unsubscribe(&channel)).await;
+                    }
+                }
             }
         };
         tokio::spawn(unsubscribe);
@@ -233,7 +308,7 @@ impl Broker for RedisBroker {
         let s = &self.shared;
         let (prefix, suffix) = message_parts(room, from, data, unix_ms());
         let mut conn = s.conn();
-        let mut invocation = scripts::PUBLISH.prepare_invoke();
+        let mut invocation = s.scripts.publish.prepare_invoke();
         invocation
             .key(s.keys.meta(room))
             .key(s.keys.history(room))
@@ -255,7 +330,7 @@ impl Broker for RedisBroker {
             None => (-1, ""),
         };
         let mut conn = s.conn();
-        let mut invocation = scripts::HISTORY.prepare_invoke();
+        let mut invocation = s.scripts.history.prepare_invoke();
         invocation
             .key(s.keys.meta(room))
             .key(s.keys.history(room))
@@ -266,7 +341,8 @@ impl Broker for RedisBroker {
         let reply = invocation.invoke_async::<(String, u64, u8, Vec<String>)>(&mut conn);
         let (epoch, top, recovered, frames) = s.call(reply).await?;
         let epoch: Arc<str> = Arc::from(epoch);
-        if let Some(seq) = s.subs.lock().rooms.get_mut(room) {
+        if let Some(position) = s.subs.lock().rooms.get(room) {
+            let mut seq = position.lock();
             // Before the first live message, the position the room had when we looked.
             if seq.next.is_none() {
                 seq.next = Some(top + 1);
@@ -301,7 +377,7 @@ impl Broker for RedisBroker {
         let frame = encode_direct(from, data, unix_ms());
         let payload = format!("d\n{}", frame.as_str());
         let mut conn = s.conn();
-        let mut cmd = redis::cmd("PUBLISH");
+        let mut cmd = redis::cmd(s.publish);
         cmd.arg(s.keys.user_channel(to)).arg(payload);
         s.call(cmd.query_async::<u64>(&mut conn)).await.map(drop)
     }
@@ -309,7 +385,7 @@ impl Broker for RedisBroker {
     async fn disconnect_user(&self, user: &str) -> Result<(), BrokerError> {
         let s = &self.shared;
         let mut conn = s.conn();
-        let mut cmd = redis::cmd("PUBLISH");
+        let mut cmd = redis::cmd(s.publish);
         cmd.arg(s.keys.user_channel(user)).arg("k\n");
         s.call(cmd.query_async::<u64>(&mut conn)).await.map(drop)
     }
@@ -324,7 +400,7 @@ impl Broker for RedisBroker {
         let lease = s.opts.presence_lease.as_millis() as u64;
         let now = unix_ms();
         let mut conn = s.conn();
-        let mut invocation = scripts::CLAIM_SESSION.prepare_invoke();
+        let mut invocation = s.scripts.claim_session.prepare_invoke();
         invocation
             .key(s.keys.sessions(user))
             .arg(key)
@@ -376,7 +452,7 @@ impl Broker for RedisBroker {
         let lease = s.opts.presence_lease.as_millis() as u64;
         let frame = encode(&ServerFrame::PresenceJoin { room: &room, user });
         let mut conn = s.conn();
-        let mut invocation = scripts::PRESENCE_ADD.prepare_invoke();
+        let mut invocation = s.scripts.presence_add.prepare_invoke();
         invocation
             .key(s.keys.leases(&room))
             .key(s.keys.lease_index(&room))
@@ -403,7 +479,7 @@ impl Broker for RedisBroker {
         }
         let frame = encode(&ServerFrame::PresenceLeave { room, user });
         let mut conn = s.conn();
-        let mut invocation = scripts::PRESENCE_REMOVE.prepare_invoke();
+        let mut invocation = s.scripts.presence_remove.prepare_invoke();
         invocation
             .key(s.keys.leases(room))
             .key(s.keys.lease_index(room))

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 
 use futures_util::future::join_all;
+use tokio::sync::Semaphore;
 
-use super::Shared;
-use super::scripts;
+use super::{BrokerError, Shared};
 use crate::broker::unix_ms;
 use crate::protocol::presence_leave_parts;
 
@@ -20,23 +20,66 @@ pub(super) async fn run(shared: Arc<Shared>) {
     let period = shared.opts.presence_lease / 3;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A pass lasts as long as its slowest call: up to the command timeout while a cluster shard
+    // is down or rejoining. Passes run as tasks of their own, up to two at once, so renewals on
+    // the healthy shards keep their pace instead of waiting for it.
+    let in_flight = Arc::new(Semaphore::new(2));
     loop {
         tokio::select! {
             () = shared.stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(err) = pass(&shared).await {
-            tracing::warn!(%err, "presence pass failed");
-        }
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let failures = pass(&shared).await;
+            drop(permit);
+            if let Some(err) = failures.first {
+                tracing::warn!(failed = failures.count, %err, "presence pass incomplete");
+            }
+        });
     }
 }
 
-async fn pass(shared: &Shared) -> Result<(), super::BrokerError> {
+/// The calls that failed in one pass.
+#[derive(Default)]
+struct Failures {
+    count: usize,
+    first: Option<BrokerError>,
+}
+
+impl Failures {
+    /// Records the results of one batch; true when the step should stop. With one Redis a
+    /// failure means it is unreachable, and the rest would only wait out their timeouts. A
+    /// cluster goes on: one shard being down must not stop the renewals on the others, or
+    /// their users would vanish from presence.
+    fn note<T>(&mut self, shared: &Shared, results: Vec<Result<T, BrokerError>>) -> bool {
+        for err in results.into_iter().filter_map(Result::err) {
+            self.count += 1;
+            self.first.get_or_insert(err);
+        }
+        self.count > 0 && shared.shards.is_none()
+    }
+
+    fn merge(mut self, other: Failures) -> Self {
+        self.count += other.count;
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+        self
+    }
+}
+
+type Members = Vec<(Arc<str>, Vec<String>)>;
+
+async fn pass(shared: &Shared) -> Failures {
     let lease = shared.opts.presence_lease.as_millis() as u64;
     let now = unix_ms();
-    let (renew, hosted, sessions) = {
+    let (mut renew, mut hosted, mut sessions) = {
         let subs = shared.subs.lock();
-        let renew: Vec<(Arc<str>, Vec<String>)> = subs
+        let renew: Members = subs
             .present
             .iter()
             .map(|(room, users)| {
@@ -48,18 +91,43 @@ async fn pass(shared: &Shared) -> Result<(), super::BrokerError> {
             })
             .collect();
         let hosted: Vec<Arc<str>> = subs.rooms.keys().cloned().collect();
-        let sessions: Vec<(Arc<str>, Vec<String>)> = subs
+        let sessions: Members = subs
             .sessions
             .iter()
             .map(|(user, keys)| (user.clone(), keys.iter().cloned().collect()))
             .collect();
         (renew, hosted, sessions)
     };
-    // Session leases for the per-user limit: one pipeline of ZADD per user.
+    let mut failures = Failures::default();
+    // In a cluster, calls to a shard that is down would only wait out the command timeout:
+    // skip them.
+    if let Some(shards) = &shared.shards {
+        let before = renew.len() + hosted.len() + sessions.len();
+        renew.retain(|(room, _)| shards.reachable(&shared.keys.leases(room)));
+        hosted.retain(|room| shards.reachable(&shared.keys.leases(room)));
+        sessions.retain(|(user, _)| shards.reachable(&shared.keys.sessions(user)));
+        failures.count = before - renew.len() - hosted.len() - sessions.len();
+        if failures.count > 0 {
+            failures.first = Some(BrokerError::Unavailable("redis shard unreachable".into()));
+        }
+    }
+    // Renewing before reaping, so this node never reaps a lease of its own that is only late.
+    let leases = async {
+        let renewed = renew_leases(shared, &renew, now, lease).await;
+        renewed.merge(reap(shared, &hosted, now).await)
+    };
+    let (sessions, leases) = tokio::join!(renew_sessions(shared, &sessions, now, lease), leases);
+    failures.merge(sessions).merge(leases)
+}
+
+/// Session leases for the per-user limit: one pipeline per user (its one key, so a cluster
+/// serves it from one shard), `CONCURRENCY` users at a time.
+async fn renew_sessions(shared: &Shared, sessions: &Members, now: u64, lease: u64) -> Failures {
+    let mut failures = Failures::default();
     for chunk in sessions.chunks(CONCURRENCY) {
-        let mut pipe = redis::pipe();
-        for (user, keys) in chunk {
+        let calls = chunk.iter().map(|(user, keys)| {
             let key = shared.keys.sessions(user);
+            let mut pipe = redis::pipe();
             for session in keys {
                 pipe.cmd("ZADD")
                     .arg(&key)
@@ -68,14 +136,23 @@ async fn pass(shared: &Shared) -> Result<(), super::BrokerError> {
                     .ignore();
             }
             pipe.cmd("PEXPIRE").arg(&key).arg(lease * 2).ignore();
+            let mut conn = shared.conn();
+            async move { shared.call(pipe.query_async::<()>(&mut conn)).await }
+        });
+        if failures.note(shared, join_all(calls).await) {
+            break;
         }
-        let mut conn = shared.conn();
-        shared.call(pipe.query_async::<()>(&mut conn)).await?;
     }
+    failures
+}
+
+/// This node's presence leases, one script per room.
+async fn renew_leases(shared: &Shared, renew: &Members, now: u64, lease: u64) -> Failures {
+    let mut failures = Failures::default();
     for chunk in renew.chunks(CONCURRENCY) {
         let calls = chunk.iter().map(|(room, members)| {
             let mut conn = shared.conn();
-            let mut invocation = scripts::PRESENCE_REFRESH.prepare_invoke();
+            let mut invocation = shared.scripts.presence_refresh.prepare_invoke();
             invocation
                 .key(shared.keys.leases(room))
                 .key(shared.keys.lease_index(room))
@@ -84,16 +161,23 @@ async fn pass(shared: &Shared) -> Result<(), super::BrokerError> {
                 .arg(members);
             async move { shared.call(invocation.invoke_async::<u64>(&mut conn)).await }
         });
-        for result in join_all(calls).await {
-            result?;
+        if failures.note(shared, join_all(calls).await) {
+            break;
         }
     }
+    failures
+}
+
+/// Expired leases in every hosted room, announced as `presence_leave`; also keeps the rooms'
+/// positions alive.
+async fn reap(shared: &Shared, hosted: &[Arc<str>], now: u64) -> Failures {
+    let mut failures = Failures::default();
     let ttl = shared.opts.history.ttl.as_millis() as u64;
     for chunk in hosted.chunks(CONCURRENCY) {
         let calls = chunk.iter().map(|room| {
             let mut conn = shared.conn();
             let (prefix, suffix) = presence_leave_parts(room);
-            let mut invocation = scripts::PRESENCE_REAP.prepare_invoke();
+            let mut invocation = shared.scripts.presence_reap.prepare_invoke();
             invocation
                 .key(shared.keys.leases(room))
                 .key(shared.keys.lease_index(room))
@@ -105,9 +189,9 @@ async fn pass(shared: &Shared) -> Result<(), super::BrokerError> {
                 .arg(ttl);
             async move { shared.call(invocation.invoke_async::<u64>(&mut conn)).await }
         });
-        for result in join_all(calls).await {
-            result?;
+        if failures.note(shared, join_all(calls).await) {
+            break;
         }
     }
-    Ok(())
+    failures
 }

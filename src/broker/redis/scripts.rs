@@ -7,19 +7,124 @@
 //! - `p\n<presence frame>`: a presence event.
 //!
 //! User channel payloads: `d\n<direct frame>`, or `k\n` to close the user's sessions.
+//!
+//! Each script announces with `redis.call(PUBLISH, ...)`, where `PUBLISH` is a Lua local set to
+//! `'PUBLISH'` for a single Redis and to `'SPUBLISH'` in cluster mode: a sharded publish stays on
+//! the shard that owns the room's slot instead of being broadcast over the whole cluster bus.
+//! The channel hashes to the slot of the script's keys (see `keys.rs`), as Redis requires.
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::aio::ConnectionLike;
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind, ToRedisArgs};
+
+/// The scripts for one mode, built once.
+pub struct Scripts {
+    pub publish: Lua,
+    pub history: Lua,
+    pub presence_add: Lua,
+    pub presence_remove: Lua,
+    pub presence_refresh: Lua,
+    pub presence_reap: Lua,
+    pub claim_session: Lua,
+}
+
+static SINGLE: LazyLock<Scripts> = LazyLock::new(|| Scripts::build("PUBLISH"));
+static SHARDED: LazyLock<Scripts> = LazyLock::new(|| Scripts::build("SPUBLISH"));
+
+impl Scripts {
+    /// The scripts for a single Redis, or (`sharded`) for a Redis Cluster.
+    pub fn get(sharded: bool) -> &'static Scripts {
+        if sharded { &SHARDED } else { &SINGLE }
+    }
+
+    fn build(publish: &str) -> Self {
+        let script = |body: &str| Lua::new(format!("local PUBLISH = '{publish}'\n{body}"));
+        Self {
+            publish: script(PUBLISH),
+            history: script(HISTORY),
+            presence_add: script(PRESENCE_ADD),
+            presence_remove: script(PRESENCE_REMOVE),
+            presence_refresh: script(PRESENCE_REFRESH),
+            presence_reap: script(PRESENCE_REAP),
+            claim_session: script(CLAIM_SESSION),
+        }
+    }
+}
+
+/// A Lua script run by its SHA1 (`EVALSHA`), and with its body (`EVAL`, which caches it) on a
+/// node that does not know it yet. `redis::Script` answers `NOSCRIPT` with a `SCRIPT LOAD` that
+/// a cluster connection sends to every master, so one dead shard would stop the others from
+/// learning a script (a restarted or promoted node starts with an empty cache); `EVAL` goes
+/// only to the node owning the keys.
+pub struct Lua {
+    code: String,
+    hash: String,
+}
+
+/// One call of a [`Lua`] script: its keys and arguments.
+pub struct Invocation<'a> {
+    lua: &'a Lua,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Lua {
+    fn new(code: String) -> Self {
+        let hash = redis::Script::new(&code).get_hash().to_owned();
+        Self { code, hash }
+    }
+
+    pub fn prepare_invoke(&self) -> Invocation<'_> {
+        Invocation {
+            lua: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+impl Invocation<'_> {
+    /// Adds `KEYS[n]`: routes the call in a cluster, so every key must share one slot.
+    pub fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
+        key.write_redis_args(&mut self.keys);
+        self
+    }
+
+    /// Adds `ARGV[n]`.
+    pub fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+
+    pub async fn invoke_async<T: FromRedisValue>(
+        &self,
+        con: &mut impl ConnectionLike,
+    ) -> RedisResult<T> {
+        match self.cmd("EVALSHA", &self.lua.hash).query_async(con).await {
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.cmd("EVAL", &self.lua.code).query_async(con).await
+            }
+            other => other,
+        }
+    }
+
+    fn cmd(&self, eval: &str, script: &str) -> Cmd {
+        let mut cmd = redis::cmd(eval);
+        cmd.arg(script)
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        cmd
+    }
+}
 
 /// Orders, stores and announces one publication.
 /// KEYS: meta hash, history zset. ARGV: frame prefix, frame suffix, fresh epoch, history size,
 /// history ttl ms, channel.
 /// The meta hash (`epoch`, `top`) is created with a fresh epoch when missing, so offsets that
 /// restart at 1 after Redis lost its data always come with a new epoch.
-pub static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+const PUBLISH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[3]
@@ -34,18 +139,14 @@ if size > 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PUBLISH', ARGV[6], 'm ' .. offset .. ' ' .. epoch .. '\n' .. frame)
+redis.call(PUBLISH, ARGV[6], 'm ' .. offset .. ' ' .. epoch .. '\n' .. frame)
 return offset
-"#,
-    )
-});
+"#;
 
 /// A room's position, and for a resume the frames after `since` if all of them are held.
 /// KEYS: meta hash, history zset. ARGV: fresh epoch, since (-1: not a resume), client epoch,
 /// meta ttl ms. Returns `{epoch, top, recovered (0/1), {frames...}}`.
-pub static HISTORY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+const HISTORY: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
@@ -66,16 +167,12 @@ if #frames ~= top - since then
   return {epoch, top, 0, {}}
 end
 return {epoch, top, 1, frames}
-"#,
-    )
-});
+"#;
 
 /// Adds this node's presence lease for a user; announces `presence_join` when the user had no
 /// lease on any node. KEYS: leases zset (score = expiry ms), index zset (score 0, for lookups
 /// by user). ARGV: user, node, expiry ms, key ttl ms, channel, join frame.
-pub static PRESENCE_ADD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+const PRESENCE_ADD: &str = r#"
 local member = ARGV[1] .. '/' .. ARGV[2]
 local others = redis.call('ZRANGEBYLEX', KEYS[2], '[' .. ARGV[1] .. '/', '[' .. ARGV[1] .. '/\255', 'LIMIT', 0, 1)
 redis.call('ZADD', KEYS[1], ARGV[3], member)
@@ -83,37 +180,29 @@ redis.call('ZADD', KEYS[2], 0, member)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if #others == 0 then
-  redis.call('PUBLISH', ARGV[5], 'p\n' .. ARGV[6])
+  redis.call(PUBLISH, ARGV[5], 'p\n' .. ARGV[6])
 end
 return #others
-"#,
-    )
-});
+"#;
 
 /// Removes this node's lease for a user; announces `presence_leave` when it was the user's
 /// last. KEYS: leases, index. ARGV: user, node, channel, leave frame.
-pub static PRESENCE_REMOVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+const PRESENCE_REMOVE: &str = r#"
 local member = ARGV[1] .. '/' .. ARGV[2]
 local removed = redis.call('ZREM', KEYS[1], member)
 redis.call('ZREM', KEYS[2], member)
 if removed == 1 then
   local others = redis.call('ZRANGEBYLEX', KEYS[2], '[' .. ARGV[1] .. '/', '[' .. ARGV[1] .. '/\255', 'LIMIT', 0, 1)
   if #others == 0 then
-    redis.call('PUBLISH', ARGV[3], 'p\n' .. ARGV[4])
+    redis.call(PUBLISH, ARGV[3], 'p\n' .. ARGV[4])
   end
 end
 return removed
-"#,
-    )
-});
+"#;
 
 /// Renews this node's leases in one room. KEYS: leases, index. ARGV: expiry ms, key ttl ms,
 /// members (`user/node`)...
-pub static PRESENCE_REFRESH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+const PRESENCE_REFRESH: &str = r#"
 for i = 3, #ARGV do
   redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
   redis.call('ZADD', KEYS[2], 0, ARGV[i])
@@ -121,9 +210,7 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return #ARGV - 2
-"#,
-    )
-});
+"#;
 
 /// Drops leases that expired (their node stopped refreshing: it crashed or lost Redis) and
 /// announces `presence_leave` for users left with none. Safe to run on several nodes at once:
@@ -131,9 +218,7 @@ return #ARGV - 2
 /// so a room's position outlives quiet spells while it has members. KEYS: leases, index, meta.
 /// ARGV: now ms, channel, leave frame prefix, leave frame suffix (the user goes between,
 /// JSON-encoded), meta ttl ms.
-pub static PRESENCE_REAP: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+const PRESENCE_REAP: &str = r#"
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000)
 for _, member in ipairs(expired) do
   if redis.call('ZREM', KEYS[1], member) == 1 then
@@ -141,22 +226,18 @@ for _, member in ipairs(expired) do
     local user = string.sub(member, 1, string.find(member, '/', 1, true) - 1)
     local others = redis.call('ZRANGEBYLEX', KEYS[2], '[' .. user .. '/', '[' .. user .. '/\255', 'LIMIT', 0, 1)
     if #others == 0 then
-      redis.call('PUBLISH', ARGV[2], 'p\n' .. ARGV[3] .. cjson.encode(user) .. ARGV[4])
+      redis.call(PUBLISH, ARGV[2], 'p\n' .. ARGV[3] .. cjson.encode(user) .. ARGV[4])
     end
   end
 end
 redis.call('PEXPIRE', KEYS[3], ARGV[5])
 return #expired
-"#,
-    )
-});
+"#;
 
 /// Counts a session against its user's cluster-wide limit. KEYS: the user's session zset
 /// (member = session key, score = lease expiry ms). ARGV: session key, expiry ms, now ms,
 /// limit, key ttl ms. Expired leases (their node died) stop counting. Returns 1 if claimed.
-pub static CLAIM_SESSION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+const CLAIM_SESSION: &str = r#"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
   return 0
@@ -164,6 +245,4 @@ end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
-"#,
-    )
-});
+"#;

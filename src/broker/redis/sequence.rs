@@ -1,0 +1,230 @@
+//! Sequencing: what a reader does with each message it receives, the same for a single Redis
+//! and for every shard of a cluster.
+//!
+//! Each hosted room has a [`Sequence`] (the next offset due, in which epoch). A publication
+//! equal to it is delivered; one below it was delivered already; one above it reveals missing
+//! offsets, which are read from the room's history and delivered first. A new epoch means Redis
+//! lost the room: members are told (`announce_restart`) and numbering starts over at 1.
+//!
+//! The decision and the delivery happen under the room's own lock, so two readers that both
+//! carry a room for a moment (cluster mode: the old and the new shard of a slot that moved)
+//! can never deliver its offsets out of order or twice. The lock is never held across `.await`.
+
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use futures_util::future::join_all;
+use parking_lot::Mutex;
+
+use super::Shared;
+use super::keys::Channel;
+use crate::protocol::{ServerFrame, encode};
+
+/// Rooms backfilled concurrently after a (re)subscription; the connection pipelines them.
+const BACKFILL_CHUNK: usize = 256;
+
+/// Delivery position of one hosted room: the next offset due, in which epoch.
+#[derive(Default)]
+pub(super) struct Sequence {
+    pub next: Option<u64>,
+    pub epoch: Option<Arc<str>>,
+}
+
+/// A room's sequence behind its own lock, held while one of its publications is delivered.
+pub(super) type Position = Arc<Mutex<Sequence>>;
+
+impl Shared {
+    fn position(&self, room: &str) -> Option<Position> {
+        self.subs.lock().rooms.get(room).cloned()
+    }
+}
+
+/// Handles one message from a subscription connection, in arrival order.
+pub(super) async fn handle(shared: &Shared, channel: &str, payload: &[u8]) {
+    match shared.keys.parse_channel(channel) {
+        Some(Channel::Room(room)) => on_room(shared, room, payload).await,
+        Some(Channel::User(user)) => match std::str::from_utf8(payload) {
+            Ok(payload) => match payload.split_once('\n') {
+                Some(("d", frame)) => shared.deliver.direct(user, &Utf8Bytes::from(frame)),
+                Some(("k", _)) => shared.deliver.disconnect(user),
+                _ => tracing::warn!(user, "malformed user payload dropped"),
+            },
+            Err(_) => tracing::warn!(user, "non-UTF-8 user payload dropped"),
+        },
+        None => {}
+    }
+}
+
+/// Parses a room payload (see `scripts.rs`) and delivers it in order.
+async fn on_room(shared: &Shared, room: &str, payload: &[u8]) {
+    let Ok(payload) = std::str::from_utf8(payload) else {
+        tracing::warn!(room, "non-UTF-8 room payload dropped");
+        return;
+    };
+    let Some((header, frame)) = payload.split_once('\n') else {
+        tracing::warn!(room, "malformed room payload dropped");
+        return;
+    };
+    if header == "p" {
+        shared.deliver.presence(room, &Utf8Bytes::from(frame));
+        return;
+    }
+    let mut parts = header.split(' ');
+    let (Some("m"), Some(offset), Some(epoch)) = (parts.next(), parts.next(), parts.next()) else {
+        tracing::warn!(room, header, "unknown room payload dropped");
+        return;
+    };
+    let Ok(offset) = offset.parse::<u64>() else {
+        tracing::warn!(room, header, "bad offset dropped");
+        return;
+    };
+    let Some(position) = shared.position(room) else {
+        return;
+    };
+    let missing_from = {
+        let mut seq = position.lock();
+        match &seq.epoch {
+            Some(known) if **known == *epoch => {}
+            known => {
+                if known.is_some() {
+                    // Redis lost the room: numbering restarted at 1 in a new epoch.
+                    seq.next = Some(1);
+                    announce_restart(shared, room, epoch);
+                }
+                seq.epoch = Some(Arc::from(epoch));
+            }
+        }
+        match seq.next {
+            Some(next) if offset < next => None,
+            Some(next) if offset > next => Some(next),
+            _ => {
+                seq.next = Some(offset + 1);
+                shared
+                    .deliver
+                    .publication(room, offset, &Utf8Bytes::from(frame));
+                None
+            }
+        }
+    };
+    if let Some(from) = missing_from {
+        fill(shared, room, from, offset - 1).await;
+        deliver_in_order(shared, room, offset, Utf8Bytes::from(frame));
+    }
+}
+
+/// Tells the room's members that its history was lost and numbering restarts: an unsolicited
+/// `joined` with the new epoch and offset 0 (see docs/protocol.md).
+fn announce_restart(shared: &Shared, room: &str, epoch: &str) {
+    tracing::warn!(
+        room,
+        epoch,
+        "room history lost in Redis; numbering restarts"
+    );
+    let frame = encode(&ServerFrame::Joined {
+        id: None,
+        room,
+        epoch,
+        offset: 0,
+        recovered: Some(false),
+    });
+    shared.deliver.reset(room, &frame);
+}
+
+/// Delivers one publication if it is the next one due (used for filled and backfilled ones).
+fn deliver_in_order(shared: &Shared, room: &str, offset: u64, frame: Utf8Bytes) {
+    let Some(position) = shared.position(room) else {
+        return;
+    };
+    let mut seq = position.lock();
+    if seq.next.is_some_and(|next| offset < next) {
+        return;
+    }
+    seq.next = Some(offset + 1);
+    shared.deliver.publication(room, offset, &frame);
+}
+
+/// Reads offsets `from..=to` of `room` from its history and delivers them in order. What the
+/// history no longer holds is skipped: those offsets are lost to this node's members.
+async fn fill(shared: &Shared, room: &str, from: u64, to: u64) {
+    let mut conn = shared.conn();
+    let mut cmd = redis::cmd("ZRANGEBYSCORE");
+    cmd.arg(shared.keys.history(room))
+        .arg(from)
+        .arg(to)
+        .arg("WITHSCORES");
+    match shared
+        .call(cmd.query_async::<Vec<(String, u64)>>(&mut conn))
+        .await
+    {
+        Ok(frames) => {
+            if frames.len() as u64 != to - from + 1 {
+                tracing::warn!(
+                    room,
+                    from,
+                    to,
+                    found = frames.len(),
+                    "gap only partly filled"
+                );
+            }
+            for (frame, offset) in frames {
+                deliver_in_order(shared, room, offset, frame.into());
+            }
+        }
+        Err(err) => tracing::warn!(room, from, to, %err, "gap not filled"),
+    }
+}
+
+/// After a (re)subscription: delivers, for each of `rooms` with a known position, what was
+/// published while it was not subscribed. Each room is one pipeline (its keys share a slot,
+/// which a cluster requires), run `BACKFILL_CHUNK` at a time.
+pub(super) async fn backfill(shared: &Shared, rooms: &[Arc<str>]) {
+    let known: Vec<(Arc<str>, u64, Arc<str>)> = {
+        let subs = shared.subs.lock();
+        rooms
+            .iter()
+            .filter_map(|room| {
+                let seq = subs.rooms.get(room)?.lock();
+                Some((room.clone(), seq.next?, seq.epoch.clone()?))
+            })
+            .collect()
+    };
+    for chunk in known.chunks(BACKFILL_CHUNK) {
+        let reads = chunk.iter().map(|(room, next, _)| {
+            let mut pipe = redis::pipe();
+            pipe.cmd("HGET").arg(shared.keys.meta(room)).arg("epoch");
+            pipe.cmd("ZRANGEBYSCORE")
+                .arg(shared.keys.history(room))
+                .arg(*next)
+                .arg("+inf")
+                .arg("WITHSCORES");
+            let mut conn = shared.conn();
+            type Reply = (Option<String>, Vec<(String, u64)>);
+            async move { shared.call(pipe.query_async::<Reply>(&mut conn)).await }
+        });
+        let replies = join_all(reads).await;
+        for ((room, _, epoch), reply) in chunk.iter().zip(replies) {
+            match reply {
+                Ok((Some(current), frames)) if *current == **epoch => {
+                    for (frame, offset) in frames {
+                        deliver_in_order(shared, room, offset, frame.into());
+                    }
+                }
+                Ok((Some(current), _)) => {
+                    // Redis restarted empty and the room was published to since: start over.
+                    if let Some(position) = shared.position(room) {
+                        let mut seq = position.lock();
+                        seq.epoch = Some(Arc::from(current.as_str()));
+                        seq.next = Some(1);
+                        announce_restart(shared, room, &current);
+                    }
+                    fill(shared, room, 1, u64::MAX).await;
+                }
+                // Nothing published in this room since Redis came back: the first live
+                // message (a new epoch) restarts the sequence.
+                Ok((None, _)) => {}
+                // The room keeps its position; the next live message triggers a gap fill.
+                Err(err) => tracing::warn!(%room, %err, "backfill failed"),
+            }
+        }
+    }
+}
