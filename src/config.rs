@@ -114,8 +114,9 @@ pub struct History {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Socket {
-    /// WebSocket read buffer per connection. Default 4 KiB: tungstenite's 128 KiB default would
-    /// dominate the memory of an idle connection; larger frames still arrive, in more reads.
+    /// WebSocket read buffer per connection. Default 1 KiB: it is allocated for every socket
+    /// and kept while it is idle (tungstenite's 128 KiB default would dominate the memory of an
+    /// idle connection); chat frames fit, larger ones still arrive, in more reads.
     pub read_buffer_bytes: usize,
     /// Bytes the writer gathers before a socket write. Default 16 KiB: a batch of small frames
     /// goes out in one `send()`; the writer flushes at the end of every batch regardless.
@@ -204,6 +205,11 @@ pub struct Redis {
     pub unsubscribe_delay_ms: u64,
     /// How long a Redis command may take before the request gets `unavailable`. Default 2 s.
     pub command_timeout_ms: u64,
+    /// Seed nodes of a Redis Cluster (`["redis://10.0.0.1:7000", ...]`). Non-empty switches
+    /// to cluster mode, where each room lives on the shard owning its slot and `url` is not
+    /// used; the rest of the cluster is discovered from any seed that answers. Default empty:
+    /// one Redis at `url`, the simpler setup until one Redis is the bottleneck.
+    pub cluster_nodes: Vec<String>,
 }
 
 impl Default for Config {
@@ -270,6 +276,7 @@ impl Default for Redis {
             presence_lease_ms: 15_000,
             unsubscribe_delay_ms: 1_000,
             command_timeout_ms: 2_000,
+            cluster_nodes: Vec::new(),
         }
     }
 }
@@ -277,7 +284,7 @@ impl Default for Redis {
 impl Default for Socket {
     fn default() -> Self {
         Self {
-            read_buffer_bytes: 4 * 1024,
+            read_buffer_bytes: 1024,
             write_buffer_bytes: 16 * 1024,
         }
     }
@@ -428,6 +435,14 @@ impl Redis {
                 key: "redis.url",
                 reason: err.to_string(),
             });
+        }
+        for node in &self.cluster_nodes {
+            if let Err(err) = redis::Client::open(node.as_str()) {
+                return Err(ConfigError::Invalid {
+                    key: "redis.cluster_nodes",
+                    reason: format!("{node}: {err}"),
+                });
+            }
         }
         if !crate::protocol::valid_name(&self.prefix) {
             return Err(ConfigError::Invalid {

@@ -44,6 +44,7 @@ async fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
+    spawn_memory_trimmer();
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(err) => {
@@ -87,6 +88,23 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// glibc keeps the memory of closed connections in its arenas, so after a crowd leaves the
+/// process would stay at its peak size. Trimming every 30 s hands free pages back to the
+/// system, so memory follows the number of connections down (docs/BENCHMARKS.md, idle).
+fn spawn_memory_trimmer() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            // SAFETY: malloc_trim only walks glibc's own heap under its locks; no Rust state.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    });
 }
 
 /// Installs SIGTERM and SIGINT handlers now; the future resolves on either.

@@ -40,6 +40,11 @@ enum Exit {
     Close(CloseCode),
 }
 
+// Memory: a task's future is as large as the largest state it can be in, and an idle socket
+// sits in its task for hours. The rarely taken, large paths (handling a request, writing a
+// batch, draining, closing) are boxed so they take memory only while they run; the idle state
+// is small (see docs/BENCHMARKS.md, idle connections).
+
 /// Serves one upgraded socket until it closes. Runs as a tracked task; `permits` count it
 /// against the connection limits until it ends.
 pub async fn serve(mut socket: WebSocket, node: Node, identity: Identity, permits: Permits) {
@@ -69,7 +74,8 @@ pub async fn serve(mut socket: WebSocket, node: Node, identity: Identity, permit
             Exit::Drain => {
                 let spread = conn.node.config().reconnect_spread_ms;
                 let after = rand::random_range(0..=spread);
-                let flushed = timeout(CLOSE_TIMEOUT, drain(&mut socket, &mut queue, after)).await;
+                let drained = Box::pin(drain(&mut socket, &mut queue, after));
+                let flushed = timeout(CLOSE_TIMEOUT, drained).await;
                 reason = Some(format!("reconnect_after_ms={after}"));
                 flushed
                     .is_ok_and(|r| r.is_ok())
@@ -81,7 +87,7 @@ pub async fn serve(mut socket: WebSocket, node: Node, identity: Identity, permit
             metrics::counter!("roomcast_closes_total", "code" => code.code().to_string())
                 .increment(1);
             let reason = reason.map_or(Utf8Bytes::from_static(code.reason()), Utf8Bytes::from);
-            let _ = timeout(CLOSE_TIMEOUT, close(&mut socket, code, reason)).await;
+            let _ = timeout(CLOSE_TIMEOUT, Box::pin(close(&mut socket, code, reason))).await;
         }
         tracing::debug!(code = code.map(CloseCode::code), "closed");
     }
@@ -133,7 +139,8 @@ impl Connection {
                     expiry.as_mut().reset(deadline);
                 }
                 Some(first) = queue.recv() => {
-                    if let Err(exit) = self.guarded(write_batch(socket, queue, first)).await {
+                    let write = Box::pin(write_batch(socket, queue, first));
+                    if let Err(exit) = self.guarded(write).await {
                         return exit;
                     }
                 }
@@ -148,7 +155,7 @@ impl Connection {
                             return Exit::Gone;
                         }
                         Some(Ok(msg)) => {
-                            if let Some(exit) = self.on_message(msg).await {
+                            if let Some(exit) = Box::pin(self.on_message(msg)).await {
                                 return exit;
                             }
                         }
