@@ -127,20 +127,28 @@ async fn probe(port: u16) -> bool {
 fn the_production_example_configuration_loads() {
     // Its key file lives on the servers; point it at a test key to check everything else.
     let key = repo().join("tests/keys/rsa_public.pem");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
-        .args([
-            "--config",
-            "config/production.toml",
-            "--listen",
-            "127.0.0.1:1",
-        ])
+    // A port that is taken, so the node gets past configuration and stops at binding.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["--config", "config/production.toml", "--listen", &addr])
         .env("ROOMCAST_AUTH__PUBLIC_KEY_FILE", key)
         .env("ROOMCAST_API__KEYS", "[\"0123456789abcdef\"]")
         .current_dir(repo())
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("roomcast kept running: it should have failed to bind {addr}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    // It gets past configuration and fails only to bind the privileged port.
     assert!(!stderr.contains("configuration error"), "{stderr}");
     assert!(stderr.contains("cannot listen on `listen`"), "{stderr}");
     let production = std::fs::read_to_string(repo().join("config/production.toml")).unwrap();
