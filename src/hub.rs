@@ -261,12 +261,12 @@ impl Hub {
         self.0
             .users
             .iter()
-            .flat_map(|sessions| {
+            .map(|sessions| {
                 sessions
                     .value()
                     .iter()
                     .map(SessionHandle::queued)
-                    .collect::<Vec<_>>()
+                    .sum::<usize>()
             })
             .sum()
     }

@@ -55,25 +55,6 @@ async fn messages(client: &mut Client, n: usize) -> Vec<(String, u64, Value)> {
     out
 }
 
-/// Publishes once and returns the reply (an `ack` or an `error`).
-async fn try_publish(client: &mut Client, room: &str, data: Value) -> Value {
-    client
-        .request(json!({"type": "publish", "room": room, "data": data}))
-        .await
-}
-
-/// The next `message` or unsolicited `joined` frame.
-async fn next_event(client: &mut Client) -> Value {
-    loop {
-        let v = client.recv().await;
-        match v["type"].as_str() {
-            Some("message") => return v,
-            Some("joined") if v.get("id").is_none() => return v,
-            _ => {}
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_order_per_room_across_instances_and_shards() {
     let cluster = RedisCluster::start(3, 0);
@@ -245,7 +226,7 @@ async fn a_killed_shard_fails_only_its_rooms_and_recovers() {
     reader.join(&safe).await;
     for i in 0..10 {
         for room in [&doomed, &safe] {
-            let reply = try_publish(&mut publisher, room, json!({"before": i})).await;
+            let reply = publisher.try_publish(room, json!({"before": i})).await;
             assert_eq!(reply["type"], "ack", "{reply}");
         }
     }
@@ -256,14 +237,14 @@ async fn a_killed_shard_fails_only_its_rooms_and_recovers() {
     cluster.kill(1);
     let mut slowest = Duration::ZERO;
     for i in 0..5 {
-        let reply = try_publish(&mut publisher, &doomed, json!({"down": i})).await;
+        let reply = publisher.try_publish(&doomed, json!({"down": i})).await;
         assert_eq!(
             reply["type"], "error",
             "false ack from a dead shard: {reply}"
         );
         assert_eq!(reply["code"], "unavailable", "{reply}");
         let sent = Instant::now();
-        let reply = try_publish(&mut publisher, &safe, json!({"during": i})).await;
+        let reply = publisher.try_publish(&safe, json!({"during": i})).await;
         slowest = slowest.max(sent.elapsed());
         assert_eq!(
             reply["type"], "ack",
@@ -296,7 +277,7 @@ async fn a_killed_shard_fails_only_its_rooms_and_recovers() {
             restarted.elapsed() < Duration::from_secs(15),
             "publishing to the restarted shard never recovered"
         );
-        let reply = try_publish(&mut publisher, &doomed, json!({"after": 0})).await;
+        let reply = publisher.try_publish(&doomed, json!({"after": 0})).await;
         if reply["type"] == "ack" {
             acked.push(reply["offset"].as_u64().unwrap());
         } else {
@@ -309,7 +290,7 @@ async fn a_killed_shard_fails_only_its_rooms_and_recovers() {
         restarted.elapsed()
     );
     for i in 1..4 {
-        let reply = try_publish(&mut publisher, &doomed, json!({"after": i})).await;
+        let reply = publisher.try_publish(&doomed, json!({"after": i})).await;
         assert_eq!(reply["type"], "ack", "{reply}");
         acked.push(reply["offset"].as_u64().unwrap());
     }
@@ -318,19 +299,19 @@ async fn a_killed_shard_fails_only_its_rooms_and_recovers() {
         vec![1, 2, 3, 4],
         "the shard lost the room: numbering restarts"
     );
-    let notice = next_event(&mut reader).await;
+    let notice = reader.next_event().await;
     assert_eq!(notice["type"], "joined", "{notice}");
     assert_eq!(notice["room"], doomed.as_str());
     assert_ne!(notice["epoch"], old_epoch);
     for i in 0..4 {
-        let m = next_event(&mut reader).await;
+        let m = reader.next_event().await;
         assert_eq!(m["room"], doomed.as_str(), "{m}");
         assert_eq!(m["offset"], i + 1, "{m}");
         assert_eq!(m["data"], json!({"after": i}), "{m}");
     }
     // The other rooms never noticed: same numbering, and their presence leases were renewed
     // all along (the outage outlasted the 1.5 s lease).
-    let reply = try_publish(&mut publisher, &safe, json!({"end": true})).await;
+    let reply = publisher.try_publish(&safe, json!({"end": true})).await;
     assert_eq!(reply["offset"], 16, "{reply}");
     assert_eq!(reader.recv_message().await["offset"], 16);
     let list = publisher
@@ -383,7 +364,7 @@ async fn a_replica_takes_over_and_delivery_goes_on() {
             killed.elapsed() < Duration::from_secs(20),
             "the replica never took over"
         );
-        let reply = try_publish(&mut publisher, &room, json!(next)).await;
+        let reply = publisher.try_publish(&room, json!(next)).await;
         if reply["type"] == "ack" {
             assert_eq!(reply["offset"], next, "numbering goes on: {reply}");
             next += 1;
@@ -461,7 +442,7 @@ async fn a_migrating_slot_moves_the_subscriptions() {
             moved.elapsed() < Duration::from_secs(10),
             "publishing never resumed"
         );
-        let reply = try_publish(&mut publisher, &room, json!(next)).await;
+        let reply = publisher.try_publish(&room, json!(next)).await;
         if reply["type"] == "ack" {
             assert_eq!(
                 reply["offset"], next,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::process::Process;
 use common::redis::{RedisServer, redis_env, unique_prefix, use_redis};
 use common::{Client, TestServer, wait_ready};
-use serde_json::{Value, json};
+use serde_json::json;
 
 async fn node(redis: &RedisServer, prefix: &str, id: &str) -> TestServer {
     let node = TestServer::with(|c| {
@@ -20,25 +20,6 @@ async fn node(redis: &RedisServer, prefix: &str, id: &str) -> TestServer {
     .await;
     wait_ready(&node.url(""), 200).await;
     node
-}
-
-/// Publishes once and returns the reply (an `ack` or an `error`).
-async fn try_publish(client: &mut Client, data: Value) -> Value {
-    client
-        .request(json!({"type": "publish", "room": "live", "data": data}))
-        .await
-}
-
-/// The next `message` or unsolicited `joined` frame.
-async fn next_event(client: &mut Client) -> Value {
-    loop {
-        let v = client.recv().await;
-        match v["type"].as_str() {
-            Some("message") => return v,
-            Some("joined") if v.get("id").is_none() => return v,
-            _ => {}
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,7 +36,7 @@ async fn redis_killed_under_traffic_then_restarted_empty() {
     let old_epoch = resumer.join("live").await["epoch"].clone();
 
     for i in 0..20 {
-        let reply = try_publish(&mut publisher, json!({"before": i})).await;
+        let reply = publisher.try_publish("live", json!({"before": i})).await;
         assert_eq!(reply["type"], "ack", "{reply}");
     }
     for _ in 0..20 {
@@ -66,7 +47,7 @@ async fn redis_killed_under_traffic_then_restarted_empty() {
     redis.kill();
     // Redis is gone: every publish is refused with `unavailable`, none acknowledged.
     for i in 0..10 {
-        let reply = try_publish(&mut publisher, json!({"down": i})).await;
+        let reply = publisher.try_publish("live", json!({"down": i})).await;
         assert_eq!(
             reply["type"], "error",
             "false ack while Redis is dead: {reply}"
@@ -92,7 +73,7 @@ async fn redis_killed_under_traffic_then_restarted_empty() {
             restarted.elapsed() < Duration::from_secs(10),
             "publishing never recovered"
         );
-        let reply = try_publish(&mut publisher, json!({"after": 0})).await;
+        let reply = publisher.try_publish("live", json!({"after": 0})).await;
         if reply["type"] == "ack" {
             acked_after.push(reply["offset"].as_u64().unwrap());
         } else {
@@ -108,7 +89,7 @@ async fn redis_killed_under_traffic_then_restarted_empty() {
         wait_ready(&n.url(""), 200).await;
     }
     for i in 1..5 {
-        let reply = try_publish(&mut publisher, json!({"after": i})).await;
+        let reply = publisher.try_publish("live", json!({"after": i})).await;
         assert_eq!(reply["type"], "ack", "{reply}");
         acked_after.push(reply["offset"].as_u64().unwrap());
     }
@@ -120,17 +101,17 @@ async fn redis_killed_under_traffic_then_restarted_empty() {
 
     // The reader got all 20 from before, a notice of the new epoch, then all 5 from after.
     for i in 0..20 {
-        let m = next_event(&mut reader).await;
+        let m = reader.next_event().await;
         assert_eq!(m["data"], json!({"before": i}), "{m}");
     }
-    let notice = next_event(&mut reader).await;
+    let notice = reader.next_event().await;
     assert_eq!(notice["type"], "joined", "{notice}");
     assert_eq!(notice["recovered"], false);
     assert_eq!(notice["offset"], 0);
     assert_ne!(notice["epoch"], old_epoch);
     let new_epoch = notice["epoch"].clone();
     for i in 0..5 {
-        let m = next_event(&mut reader).await;
+        let m = reader.next_event().await;
         assert_eq!(m["offset"], i + 1, "{m}");
         assert_eq!(m["data"], json!({"after": i}), "{m}");
     }

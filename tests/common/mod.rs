@@ -328,6 +328,25 @@ impl Client {
         reply["offset"].as_u64().expect("ack carries an offset")
     }
 
+    /// Publishes once and returns the reply, whether `ack` or `error`.
+    pub async fn try_publish(&mut self, room: &str, data: Value) -> Value {
+        self.request(json!({"type": "publish", "room": room, "data": data}))
+            .await
+    }
+
+    /// The next `message`, or unsolicited `joined` (the room's history was lost), skipping
+    /// everything else.
+    pub async fn next_event(&mut self) -> Value {
+        loop {
+            let v = self.recv().await;
+            match v["type"].as_str() {
+                Some("message") => return v,
+                Some("joined") if v.get("id").is_none() => return v,
+                _ => {}
+            }
+        }
+    }
+
     /// Reads the next `message` frame, skipping acks and presence events.
     pub async fn recv_message(&mut self) -> Value {
         loop {

@@ -110,8 +110,13 @@ impl Drop for RedisServer {
 
 /// Points `config` at `redis` under `prefix`, with short timings so tests stay quick.
 pub fn use_redis(config: &mut roomcast::Config, redis: &RedisServer, prefix: &str) {
-    config.broker = roomcast::config::BrokerKind::Redis;
     config.redis.url = redis.url();
+    redis_broker_for_tests(config, prefix);
+}
+
+/// The Redis broker under `prefix`, with a short presence lease and unsubscribe delay.
+pub fn redis_broker_for_tests(config: &mut roomcast::Config, prefix: &str) {
+    config.broker = roomcast::config::BrokerKind::Redis;
     config.redis.prefix = prefix.to_owned();
     config.redis.presence_lease_ms = 1_500;
     config.redis.unsubscribe_delay_ms = 100;

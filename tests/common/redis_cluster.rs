@@ -235,9 +235,6 @@ impl Drop for RedisCluster {
 
 /// Points `config` at `cluster` under `prefix`, with short timings so tests stay quick.
 pub fn use_cluster(config: &mut roomcast::Config, cluster: &RedisCluster, prefix: &str) {
-    config.broker = roomcast::config::BrokerKind::Redis;
     config.redis.cluster_nodes = cluster.seeds();
-    config.redis.prefix = prefix.to_owned();
-    config.redis.presence_lease_ms = 1_500;
-    config.redis.unsubscribe_delay_ms = 100;
+    super::redis::redis_broker_for_tests(config, prefix);
 }
