@@ -121,6 +121,17 @@ pub struct Socket {
     /// Bytes the writer gathers before a socket write. Default 16 KiB: a batch of small frames
     /// goes out in one `send()`; the writer flushes at the end of every batch regardless.
     pub write_buffer_bytes: usize,
+    /// How long the writer waits after the first queued frame before writing, to gather the
+    /// frames that follow into the same `send()`. Default 0: write at once. A few milliseconds
+    /// trade that much latency for fewer system calls when members receive many messages a
+    /// second (a busy broadcast room); see docs/BENCHMARKS.md. At most 1000.
+    pub write_delay_ms: u64,
+}
+
+impl Socket {
+    pub fn write_delay(&self) -> Duration {
+        Duration::from_millis(self.write_delay_ms)
+    }
 }
 
 /// Who may connect. Off (anyone, user from `?user=`) unless `secret` or `public_key_file` is
@@ -210,6 +221,17 @@ pub struct Redis {
     /// used; the rest of the cluster is discovered from any seed that answers. Default empty:
     /// one Redis at `url`, the simpler setup until one Redis is the bottleneck.
     pub cluster_nodes: Vec<String>,
+    /// Most publications (to any rooms) ordered by one script call. Default 128: a script
+    /// call's fixed cost in Redis is paid once per batch, which is what lets one Redis order
+    /// over 100,000 publications a second; 128 bounds one call's work to well under a
+    /// millisecond. 1 turns batching off (one script per publication). Up to 1024. Batches
+    /// only form while calls are in flight, so an idle node never waits. Single Redis only:
+    /// cluster mode always runs one script per publication (see docs/architecture.md).
+    pub publish_batch_max: usize,
+    /// Batch calls in flight at once per node. Default 2: the next batch gathers while one is
+    /// answered, and a second keeps Redis busy during the round trip; more only makes the
+    /// batches smaller. Up to 64.
+    pub publish_batches_in_flight: usize,
 }
 
 impl Default for Config {
@@ -277,6 +299,8 @@ impl Default for Redis {
             unsubscribe_delay_ms: 1_000,
             command_timeout_ms: 2_000,
             cluster_nodes: Vec::new(),
+            publish_batch_max: 128,
+            publish_batches_in_flight: 2,
         }
     }
 }
@@ -286,6 +310,7 @@ impl Default for Socket {
         Self {
             read_buffer_bytes: 1024,
             write_buffer_bytes: 16 * 1024,
+            write_delay_ms: 0,
         }
     }
 }
@@ -389,6 +414,12 @@ impl Config {
             "socket.read_buffer_bytes",
             self.socket.read_buffer_bytes as u64,
         )?;
+        if self.socket.write_delay_ms > 1000 {
+            return Err(ConfigError::Invalid {
+                key: "socket.write_delay_ms",
+                reason: "must be at most 1000 (a longer wait is a stalled socket)".into(),
+            });
+        }
         if self.heartbeat.timeout_ms <= self.heartbeat.interval_ms {
             return Err(ConfigError::Invalid {
                 key: "heartbeat.timeout_ms",
@@ -462,6 +493,13 @@ impl Redis {
                 reason: "must be greater than 0".into(),
             });
         }
+        in_range("redis.publish_batch_max", self.publish_batch_max, 1, 1024)?;
+        in_range(
+            "redis.publish_batches_in_flight",
+            self.publish_batches_in_flight,
+            1,
+            64,
+        )?;
         Ok(())
     }
 
@@ -476,6 +514,17 @@ impl Redis {
     pub fn command_timeout(&self) -> Duration {
         Duration::from_millis(self.command_timeout_ms)
     }
+}
+
+/// Checks `min <= value <= max`.
+fn in_range(key: &'static str, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: format!("must be between {min} and {max}"),
+        });
+    }
+    Ok(())
 }
 
 impl Heartbeat {
@@ -546,10 +595,38 @@ mod tests {
         assert!(err.to_string().contains("max_mesage_bytes"), "{err}");
         let err = load("[heartbeat]\ninterval_ms = 100\ntimeout_ms = 50\n").unwrap_err();
         assert!(err.to_string().contains("heartbeat.timeout_ms"), "{err}");
+        let err = load("[socket]\nwrite_delay_ms = 5000\n").unwrap_err();
+        assert!(err.to_string().contains("socket.write_delay_ms"), "{err}");
         let err = load("broker = \"carrier-pigeon\"\n").unwrap_err();
         assert!(err.to_string().contains("broker"), "{err}");
         let err = load("listen = \"nowhere\"\n").unwrap_err();
         assert!(err.to_string().contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn publish_batching_values_are_checked() {
+        let redis = |body: &str| load(&format!("broker = \"redis\"\n[redis]\n{body}\n"));
+        let c = redis("publish_batch_max = 1\npublish_batches_in_flight = 4").unwrap();
+        assert_eq!(c.redis.publish_batch_max, 1);
+        assert_eq!(c.redis.publish_batches_in_flight, 4);
+        for (body, key) in [
+            ("publish_batch_max = 0", "redis.publish_batch_max"),
+            ("publish_batch_max = 1025", "redis.publish_batch_max"),
+            ("publish_batch_max = -1", "redis.publish_batch_max"),
+            ("publish_batch_max = \"many\"", "redis.publish_batch_max"),
+            (
+                "publish_batches_in_flight = 0",
+                "redis.publish_batches_in_flight",
+            ),
+            (
+                "publish_batches_in_flight = 65",
+                "redis.publish_batches_in_flight",
+            ),
+            ("publish_batch_window_us = 150", "publish_batch_window_us"),
+        ] {
+            let err = redis(body).unwrap_err();
+            assert!(err.to_string().contains(key), "{body}: {err}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::memory::{HistoryLimits, MemoryBroker};
-use crate::broker::redis::{RedisBroker, RedisOptions};
+use crate::broker::redis::{PublishBatch, RedisBroker, RedisOptions};
 use crate::broker::{Broker, BrokerError};
 use crate::config::{BrokerKind, Config};
 use crate::hub::Hub;
@@ -82,6 +82,10 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
                 presence_lease: r.presence_lease(),
                 unsubscribe_delay: r.unsubscribe_delay(),
                 command_timeout: r.command_timeout(),
+                publish_batch: PublishBatch {
+                    max: r.publish_batch_max,
+                    pipeline: r.publish_batches_in_flight,
+                },
             };
             if r.cluster_nodes.is_empty() {
                 Arc::new(RedisBroker::start(opts, deliver, stop.clone())?)

@@ -10,7 +10,7 @@ use common::redis::{RedisServer, unique_prefix};
 use common::redis_cluster::RedisCluster;
 use parking_lot::Mutex;
 use roomcast::broker::memory::{HistoryLimits, MemoryBroker};
-use roomcast::broker::redis::{RedisBroker, RedisOptions};
+use roomcast::broker::redis::{PublishBatch, RedisBroker, RedisOptions};
 use roomcast::broker::{Broker, Deliver};
 use roomcast::protocol::Resume;
 use serde_json::Value;
@@ -483,6 +483,10 @@ fn cluster_node(cluster: &RedisCluster, prefix: &str, i: usize, stop: &Cancellat
         presence_lease: Duration::from_secs(15),
         unsubscribe_delay: Duration::from_millis(50),
         command_timeout: Duration::from_secs(2),
+        publish_batch: PublishBatch {
+            max: 128,
+            pipeline: 2,
+        },
     };
     let broker = RedisBroker::start_cluster(&cluster.seeds(), opts, seen.clone(), stop.clone());
     Node {
@@ -501,6 +505,10 @@ fn redis_node(redis: &RedisServer, prefix: &str, i: usize, stop: &CancellationTo
         presence_lease: Duration::from_secs(15),
         unsubscribe_delay: Duration::from_millis(50),
         command_timeout: Duration::from_secs(2),
+        publish_batch: PublishBatch {
+            max: 128,
+            pipeline: 2,
+        },
     };
     let broker = Arc::new(RedisBroker::start(opts, seen.clone(), stop.clone()).unwrap());
     Node { broker, seen }

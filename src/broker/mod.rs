@@ -30,7 +30,7 @@ pub(crate) fn new_epoch() -> Arc<str> {
 }
 
 /// Why the broker could not do what was asked. Nothing was done in either case.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     /// The backing store is unreachable; the caller answers `unavailable`.
     #[error("broker unavailable: {0}")]

@@ -16,6 +16,7 @@
 //!   each master gets its own subscription connection and ordered reader ([`shards`]). Both
 //!   modes share the sequencing ([`sequence`]).
 
+mod batch;
 mod connection;
 mod keys;
 mod presence;
@@ -45,6 +46,8 @@ use crate::protocol::{Resume, ServerFrame, encode, encode_direct, message_parts}
 use connection::Conn;
 use keys::Keys;
 use scripts::Scripts;
+
+pub use batch::PublishBatch;
 use sequence::Position;
 
 /// Everything the engine needs from the configuration.
@@ -58,6 +61,8 @@ pub struct RedisOptions {
     pub presence_lease: Duration,
     pub unsubscribe_delay: Duration,
     pub command_timeout: Duration,
+    /// Single mode only; cluster mode runs one script per publication (see [`batch`]).
+    pub publish_batch: PublishBatch,
 }
 
 pub struct RedisBroker {
@@ -75,6 +80,8 @@ struct Shared {
     /// `PUBLISH`, or `SPUBLISH` in cluster mode (a room's or user's channel stays on its shard).
     publish: &'static str,
     conn: Conn,
+    /// Single mode with batching on: the publish batcher; otherwise one script per publish.
+    batcher: Option<batch::Batcher>,
     deliver: Arc<dyn Deliver>,
     subs: Mutex<Subs>,
     /// Single mode: the live subscription connection's command half; `None` while
@@ -171,6 +178,22 @@ fn unavailable(err: impl std::fmt::Display) -> BrokerError {
     BrokerError::Unavailable(err.to_string())
 }
 
+fn timed_out() -> BrokerError {
+    BrokerError::Unavailable("redis timed out".into())
+}
+
+/// Runs one Redis call under `timeout`; its error, or running out of time, is `unavailable`.
+async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, BrokerError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(unavailable(err)),
+        Err(_) => Err(timed_out()),
+    }
+}
+
 impl Shared {
     fn new(
         opts: RedisOptions,
@@ -180,12 +203,28 @@ impl Shared {
         stop: CancellationToken,
     ) -> Self {
         let cluster = shards.is_some();
+        let keys = Keys::new(&opts.prefix, cluster);
+        let scripts = Scripts::get(cluster);
+        // Cluster mode: a script's keys must share one slot, and publications to different
+        // rooms rarely do, so batching there would mostly send batches of one.
+        let batcher = (!cluster && opts.publish_batch.max > 1).then(|| {
+            let context = batch::Context {
+                conn: conn.clone(),
+                keys: keys.clone(),
+                scripts,
+                history: opts.history,
+                timeout: opts.command_timeout,
+                batch: opts.publish_batch,
+            };
+            batch::Batcher::start(context, stop.clone())
+        });
         Self {
-            keys: Keys::new(&opts.prefix, cluster),
-            scripts: Scripts::get(cluster),
+            keys,
+            scripts,
             publish: if cluster { "SPUBLISH" } else { "PUBLISH" },
             opts,
             conn,
+            batcher,
             deliver,
             subs: Mutex::default(),
             sink: Mutex::default(),
@@ -201,11 +240,7 @@ impl Shared {
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, BrokerError> {
-        match tokio::time::timeout(self.opts.command_timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(unavailable(err)),
-            Err(_) => Err(BrokerError::Unavailable("redis timed out".into())),
-        }
+        within(self.opts.command_timeout, call).await
     }
 
     fn conn(&self) -> Conn {
@@ -307,6 +342,9 @@ impl Broker for RedisBroker {
     async fn publish(&self, room: &str, from: &str, data: &RawValue) -> Result<u64, BrokerError> {
         let s = &self.shared;
         let (prefix, suffix) = message_parts(room, from, data, unix_ms());
+        if let Some(batcher) = &s.batcher {
+            return batcher.publish(room, prefix, suffix).await;
+        }
         let mut conn = s.conn();
         let mut invocation = s.scripts.publish.prepare_invoke();
         invocation
