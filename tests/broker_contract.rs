@@ -11,7 +11,7 @@ use common::redis_cluster::RedisCluster;
 use parking_lot::Mutex;
 use roomcast::broker::memory::{HistoryLimits, MemoryBroker};
 use roomcast::broker::redis::{PublishBatch, RedisBroker, RedisOptions};
-use roomcast::broker::{Broker, Deliver};
+use roomcast::broker::{Broker, BrokerError, Deliver};
 use roomcast::protocol::Resume;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -456,6 +456,49 @@ async fn redis_engine_keeps_the_contract_across_three_nodes() {
     stop.cancel();
 }
 
+/// The same with batching off (`redis.publish_batch_max = 1`): one PUBLISH script per
+/// publication, the path cluster mode always takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_engine_keeps_the_contract_without_batching() {
+    let redis = RedisServer::start();
+    let stop = CancellationToken::new();
+    let prefix = unique_prefix();
+    let one = PublishBatch {
+        max: 1,
+        pipeline: 1,
+    };
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| redis_node_with(&redis, &prefix, i, &stop, one))
+        .collect();
+    for node in &nodes {
+        wait_available(&*node.broker).await;
+    }
+    run_contract(&nodes).await;
+    stop.cancel();
+}
+
+/// Stopping the node ends the publish batcher: a publish then fails at once with
+/// `unavailable` instead of waiting out the command timeout, and is never acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_publisher_stops_with_the_node() {
+    let redis = RedisServer::start();
+    let stop = CancellationToken::new();
+    let node = redis_node(&redis, &unique_prefix(), 0, &stop);
+    wait_available(&*node.broker).await;
+    assert_eq!(node.broker.publish("r", "u", &data("1")).await.unwrap(), 1);
+    stop.cancel();
+    // The task notices the cancellation at its next turn.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let err = node.broker.publish("r", "u", &data("2")).await.unwrap_err();
+    assert!(matches!(err, BrokerError::Unavailable(_)), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// The same contract on three nodes sharing a three-master Redis Cluster (cluster mode: hash
 /// tags, sharded pub/sub, one subscription connection per master).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -475,19 +518,7 @@ async fn redis_cluster_engine_keeps_the_contract_across_three_nodes() {
 
 fn cluster_node(cluster: &RedisCluster, prefix: &str, i: usize, stop: &CancellationToken) -> Node {
     let seen = Arc::new(Recorder::default());
-    let opts = RedisOptions {
-        url: String::new(),
-        prefix: prefix.into(),
-        node_id: format!("n{i}"),
-        history: LIMITS,
-        presence_lease: Duration::from_secs(15),
-        unsubscribe_delay: Duration::from_millis(50),
-        command_timeout: Duration::from_secs(2),
-        publish_batch: PublishBatch {
-            max: 128,
-            pipeline: 2,
-        },
-    };
+    let opts = options(String::new(), prefix, i, BATCHED);
     let broker = RedisBroker::start_cluster(&cluster.seeds(), opts, seen.clone(), stop.clone());
     Node {
         broker: Arc::new(broker.unwrap()),
@@ -495,21 +526,38 @@ fn cluster_node(cluster: &RedisCluster, prefix: &str, i: usize, stop: &Cancellat
     }
 }
 
-fn redis_node(redis: &RedisServer, prefix: &str, i: usize, stop: &CancellationToken) -> Node {
-    let seen = Arc::new(Recorder::default());
-    let opts = RedisOptions {
-        url: redis.url(),
+/// The default batching: up to 128 publications per script call, two calls in flight.
+const BATCHED: PublishBatch = PublishBatch {
+    max: 128,
+    pipeline: 2,
+};
+
+fn options(url: String, prefix: &str, i: usize, publish_batch: PublishBatch) -> RedisOptions {
+    RedisOptions {
+        url,
         prefix: prefix.into(),
         node_id: format!("n{i}"),
         history: LIMITS,
         presence_lease: Duration::from_secs(15),
         unsubscribe_delay: Duration::from_millis(50),
         command_timeout: Duration::from_secs(2),
-        publish_batch: PublishBatch {
-            max: 128,
-            pipeline: 2,
-        },
-    };
+        publish_batch,
+    }
+}
+
+fn redis_node(redis: &RedisServer, prefix: &str, i: usize, stop: &CancellationToken) -> Node {
+    redis_node_with(redis, prefix, i, stop, BATCHED)
+}
+
+fn redis_node_with(
+    redis: &RedisServer,
+    prefix: &str,
+    i: usize,
+    stop: &CancellationToken,
+    batch: PublishBatch,
+) -> Node {
+    let seen = Arc::new(Recorder::default());
+    let opts = options(redis.url(), prefix, i, batch);
     let broker = Arc::new(RedisBroker::start(opts, seen.clone(), stop.clone()).unwrap());
     Node { broker, seen }
 }
