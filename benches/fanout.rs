@@ -4,13 +4,12 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use roomcast::hub::Hub;
-use roomcast::session::SessionHandle;
+use roomcast::session::{Outbox, SessionHandle};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc::Receiver;
 
 /// A room of `members` live sessions; the receivers are kept so the queues stay open.
-fn room(members: usize) -> (Hub, Vec<Receiver<Utf8Bytes>>) {
+fn room(members: usize) -> (Hub, Vec<Outbox>) {
     let hub = Hub::new();
     let mut receivers = Vec::with_capacity(members);
     for i in 0..members {
@@ -37,8 +36,8 @@ fn fanout(c: &mut Criterion) {
         group.bench_function(format!("deliver_to_{members}"), |b| {
             b.iter_batched(
                 || {
-                    for rx in receivers.iter_mut() {
-                        while rx.try_recv().is_ok() {}
+                    for outbox in receivers.iter_mut() {
+                        outbox.take();
                     }
                     offset += 1;
                     offset

@@ -256,6 +256,15 @@ impl Hub {
         }
     }
 
+    /// Asks every local session to flush and close (shutdown).
+    pub fn drain_all(&self) {
+        for sessions in self.0.users.iter() {
+            for session in sessions.iter() {
+                session.drain();
+            }
+        }
+    }
+
     /// Frames waiting in every local session's queue (for metrics).
     pub fn queued_frames(&self) -> usize {
         self.0
@@ -292,13 +301,14 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::protocol::CloseCode;
+    use crate::session::Outbox;
 
-    fn session(user: &str, cap: usize) -> (SessionHandle, tokio::sync::mpsc::Receiver<Utf8Bytes>) {
+    fn session(user: &str, cap: usize) -> (SessionHandle, Outbox) {
         SessionHandle::new(user.into(), cap)
     }
 
-    fn drain(rx: &mut tokio::sync::mpsc::Receiver<Utf8Bytes>) -> Vec<String> {
-        std::iter::from_fn(|| rx.try_recv().ok().map(|f| f.to_string())).collect()
+    fn drain(outbox: &mut Outbox) -> Vec<String> {
+        outbox.take().iter().map(|f| f.to_string()).collect()
     }
 
     #[test]

@@ -1,14 +1,12 @@
 //! The node: what a session may ask for (join, leave, publish, send, presence) and how that
 //! maps onto the hub (local members) and the broker (order, history, other nodes). Also owns
-//! the node-wide lifecycle: draining flag, shutdown token and the tracker of session tasks.
+//! the node-wide lifecycle: draining flag and the tracker of session tasks.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
@@ -16,7 +14,7 @@ use crate::broker::{Broker, BrokerError, Deliver};
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::protocol::{ErrorCode, ProtocolError, RequestId, Resume, ServerFrame, encode};
-use crate::session::SessionHandle;
+use crate::session::{Outbox, SessionHandle};
 use crate::ws::Admission;
 
 /// Cheap, cloneable handle to everything a connection needs.
@@ -31,7 +29,6 @@ struct Inner {
     verifier: Verifier,
     admission: Arc<Admission>,
     draining: AtomicBool,
-    shutdown: CancellationToken,
     tasks: TaskTracker,
 }
 
@@ -119,7 +116,6 @@ impl Node {
             verifier,
             admission,
             draining: AtomicBool::new(false),
-            shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         })))
     }
@@ -169,21 +165,18 @@ impl Node {
         self.0.draining.load(Ordering::Acquire)
     }
 
-    /// Cancelled when sessions must flush and close with 1001.
-    pub fn shutdown_token(&self) -> &CancellationToken {
-        &self.0.shutdown
-    }
-
     /// Tracks every session task so shutdown can wait for them (axum does not).
     pub fn tasks(&self) -> &TaskTracker {
         &self.0.tasks
     }
 
-    /// Starts shutdown: fail readiness, refuse upgrades, tell sessions to close.
+    /// Starts shutdown: fail readiness, refuse upgrades, tell sessions to flush and close with
+    /// 1001. A session registering meanwhile either is in the hub already and closed here, or
+    /// sees `is_draining` once registered (`open_session`).
     pub fn begin_shutdown(&self) {
         self.0.draining.store(true, Ordering::Release);
         self.0.tasks.close();
-        self.0.shutdown.cancel();
+        self.0.hub.drain_all();
     }
 
     /// Whether the broker can order messages right now.
@@ -192,9 +185,13 @@ impl Node {
     }
 
     /// Registers a new session of `user` and returns its handle and queue.
-    pub async fn open_session(&self, user: Arc<str>) -> (SessionHandle, mpsc::Receiver<Utf8Bytes>) {
+    pub async fn open_session(&self, user: Arc<str>) -> (SessionHandle, Outbox) {
         let (handle, rx) = SessionHandle::new(user, self.0.config.limits.outbound_queue);
-        if self.0.hub.add_user_session(&handle) {
+        let first = self.0.hub.add_user_session(&handle);
+        if self.is_draining() {
+            handle.drain();
+        }
+        if first {
             if let Err(err) = self.0.broker.watch_user(handle.user()).await {
                 // Kept wanted: the broker subscribes it again when it reconnects.
                 tracing::warn!(%err, "direct messages to this user are delayed");

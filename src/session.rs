@@ -1,16 +1,26 @@
-//! A live session as the rest of the node sees it: a cheap handle holding the sending side of
-//! the session's bounded outbound queue and the switch that closes it.
+//! A live session as the rest of the node sees it: a cheap handle that queues frames for the
+//! session's socket, and the close switch.
 //!
 //! Anyone may queue a frame; nobody waits. A full queue means the client reads slower than
 //! messages arrive, and the policy is to close it with 4000 rather than slow the sender or grow
 //! memory (centrifuge and sockudo do the same).
+//!
+//! The queue is a plain `VecDeque` under a short lock rather than a tokio mpsc channel, for two
+//! measured reasons (docs/BENCHMARKS.md): an idle session holds no buffer at all (tokio's
+//! channel allocates its first block of slots up front, about 1 KiB), and the writer takes the
+//! whole queue in one step and is woken once per batch, where the channel cost a semaphore, a
+//! block lookup and a wake-up per frame (a fifth of the node's CPU in a broadcast). Closing
+//! wakes the same waker, so the socket task waits on one thing for frames and for closes.
 
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use futures_util::task::AtomicWaker;
+use parking_lot::Mutex;
 
 use crate::protocol::CloseCode;
 
@@ -19,18 +29,37 @@ pub type SessionId = u64;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Frames taken from the queue in one go, oldest first.
+pub type Batch = VecDeque<Utf8Bytes>;
+
 /// Shared handle to one session. Cloning is an `Arc` clone.
 #[derive(Clone, Debug)]
 pub struct SessionHandle(Arc<Shared>);
+
+/// The socket task's end of the queue. Dropping it makes further sends answer
+/// [`Sent::Closed`].
+#[derive(Debug)]
+pub struct Outbox(Arc<Shared>);
 
 #[derive(Debug)]
 struct Shared {
     id: SessionId,
     user: Arc<str>,
-    tx: mpsc::Sender<Utf8Bytes>,
-    closer: CancellationToken,
+    capacity: usize,
+    queue: Mutex<Queue>,
+    /// The socket task, woken when a frame lands in an empty queue and on close.
+    waker: AtomicWaker,
     /// First close reason wins; 0 means none yet.
     close_code: AtomicU16,
+    /// The node is shutting down: flush the queue, then close with 1001.
+    draining: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    frames: Batch,
+    /// The outbox was dropped: the socket task is gone.
+    gone: bool,
 }
 
 /// What `SessionHandle::send` did with a frame.
@@ -43,18 +72,30 @@ pub enum Sent {
     Closed,
 }
 
+/// What the socket task should do next.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// Write these frames.
+    Frames(Batch),
+    /// Close the socket with this code; whatever is queued is not written.
+    Close(CloseCode),
+    /// The node is shutting down: write what is queued, then close with 1001.
+    Drain,
+}
+
 impl SessionHandle {
-    /// Creates a handle and the receiving end of its queue of `capacity` frames.
-    pub fn new(user: Arc<str>, capacity: usize) -> (Self, mpsc::Receiver<Utf8Bytes>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let shared = Shared {
+    /// Creates a handle and the socket task's end of its queue of `capacity` frames.
+    pub fn new(user: Arc<str>, capacity: usize) -> (Self, Outbox) {
+        let shared = Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             user,
-            tx,
-            closer: CancellationToken::new(),
+            capacity,
+            queue: Mutex::default(),
+            waker: AtomicWaker::new(),
             close_code: AtomicU16::new(0),
-        };
-        (Self(Arc::new(shared)), rx)
+            draining: AtomicBool::new(false),
+        });
+        (Self(shared.clone()), Outbox(shared))
     }
 
     pub fn id(&self) -> SessionId {
@@ -67,22 +108,32 @@ impl SessionHandle {
 
     /// Queues a frame without waiting. Overflow closes the session with 4000.
     pub fn send(&self, frame: Utf8Bytes) -> Sent {
-        match self.0.tx.try_send(frame) {
-            Ok(()) => Sent::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.0.close_code.load(Ordering::Acquire) == 0 {
-                    metrics::counter!("roomcast_slow_consumer_closes_total").increment(1);
-                }
-                self.close(CloseCode::SlowConsumer);
-                Sent::Overflow
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Sent::Closed,
+        let mut queue = self.0.queue.lock();
+        if queue.gone {
+            return Sent::Closed;
         }
+        if queue.frames.len() >= self.0.capacity {
+            drop(queue);
+            if self.0.close_code.load(Ordering::Acquire) == 0 {
+                metrics::counter!("roomcast_slow_consumer_closes_total").increment(1);
+            }
+            self.close(CloseCode::SlowConsumer);
+            return Sent::Overflow;
+        }
+        let was_empty = queue.frames.is_empty();
+        queue.frames.push_back(frame);
+        drop(queue);
+        // The task empties the whole queue when it wakes, so a non-empty queue means a wake-up
+        // is already on its way: one per batch, not one per frame.
+        if was_empty {
+            self.0.waker.wake();
+        }
+        Sent::Queued
     }
 
     /// Frames waiting in the queue.
     pub fn queued(&self) -> usize {
-        self.0.tx.max_capacity() - self.0.tx.capacity()
+        self.0.queue.lock().frames.len()
     }
 
     /// Asks the session's task to close the socket with `code`. The first reason given wins.
@@ -91,20 +142,77 @@ impl SessionHandle {
             self.0
                 .close_code
                 .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire);
-        self.0.closer.cancel();
+        self.0.waker.wake();
     }
 
-    /// Resolves once `close` has been called. Cancel safe.
+    /// Asks the session's task to write out its queue and close with 1001 (node shutdown).
+    /// Unlike `close`, a write in progress is not interrupted.
+    pub fn drain(&self) {
+        self.0.draining.store(true, Ordering::Release);
+        self.0.waker.wake();
+    }
+
+    /// Resolves once `close` has been called. Only the session's own task may wait on this
+    /// (the session has one waker, shared with [`Outbox::next`]).
     pub async fn closed(&self) {
-        self.0.closer.cancelled().await
+        poll_fn(|cx| {
+            self.0.waker.register(cx.waker());
+            match self.close_code() {
+                Some(_) => Poll::Ready(()),
+                None => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// The reason given to `close`, if any.
     pub fn close_code(&self) -> Option<CloseCode> {
-        match self.0.close_code.load(Ordering::Acquire) {
+        self.0.close_code()
+    }
+}
+
+impl Shared {
+    fn close_code(&self) -> Option<CloseCode> {
+        match self.close_code.load(Ordering::Acquire) {
             0 => None,
             n => Some(CloseCode::from_u16(n)),
         }
+    }
+}
+
+impl Outbox {
+    /// Waits for queued frames (all of them, taken at once), a close or a drain. A close wins
+    /// over a drain, and both over frames still queued. Cancel safe: nothing is taken unless it is returned.
+    pub async fn next(&mut self) -> Outgoing {
+        poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Outgoing> {
+        // Register before looking, so a frame or close arriving in between still wakes us.
+        self.0.waker.register(cx.waker());
+        if let Some(code) = self.0.close_code() {
+            return Poll::Ready(Outgoing::Close(code));
+        }
+        if self.0.draining.load(Ordering::Acquire) {
+            return Poll::Ready(Outgoing::Drain);
+        }
+        match self.take() {
+            batch if batch.is_empty() => Poll::Pending,
+            batch => Poll::Ready(Outgoing::Frames(batch)),
+        }
+    }
+
+    /// Takes whatever is queued now, without waiting.
+    pub fn take(&mut self) -> Batch {
+        std::mem::take(&mut self.0.queue.lock().frames)
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let mut queue = self.0.queue.lock();
+        queue.gone = true;
+        queue.frames = Batch::new();
     }
 }
 
@@ -114,7 +222,7 @@ mod tests {
 
     #[tokio::test]
     async fn overflow_closes_as_slow_consumer_and_first_reason_wins() {
-        let (handle, mut rx) = SessionHandle::new("u".into(), 2);
+        let (handle, mut outbox) = SessionHandle::new("u".into(), 2);
         assert_eq!(handle.send("a".into()), Sent::Queued);
         assert_eq!(handle.send("b".into()), Sent::Queued);
         assert_eq!(handle.close_code(), None);
@@ -122,8 +230,45 @@ mod tests {
         handle.closed().await;
         handle.close(CloseCode::GoingAway);
         assert_eq!(handle.close_code(), Some(CloseCode::SlowConsumer));
-        assert_eq!(rx.recv().await.unwrap(), "a");
-        drop(rx);
+        assert!(matches!(
+            outbox.next().await,
+            Outgoing::Close(CloseCode::SlowConsumer)
+        ));
+        assert_eq!(outbox.take(), ["a", "b"]);
+        drop(outbox);
         assert_eq!(handle.send("d".into()), Sent::Closed);
+    }
+
+    #[tokio::test]
+    async fn the_writer_is_woken_for_the_first_frame_and_takes_the_whole_batch() {
+        let (handle, mut outbox) = SessionHandle::new("u".into(), 8);
+        let writer = tokio::spawn(async move {
+            match outbox.next().await {
+                Outgoing::Frames(batch) => batch,
+                other => panic!("expected frames, got {other:?}"),
+            }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(handle.send("a".into()), Sent::Queued);
+        let batch = writer.await.unwrap();
+        assert!(!batch.is_empty() && batch[0] == "a", "{batch:?}");
+    }
+
+    #[tokio::test]
+    async fn frames_queued_while_nobody_waits_come_out_in_order() {
+        let (handle, mut outbox) = SessionHandle::new("u".into(), 8);
+        for frame in ["a", "b", "c"] {
+            handle.send(frame.into());
+        }
+        assert_eq!(handle.queued(), 3);
+        match outbox.next().await {
+            Outgoing::Frames(batch) => assert_eq!(batch, ["a", "b", "c"]),
+            other => panic!("expected frames, got {other:?}"),
+        }
+        assert_eq!(handle.queued(), 0);
+        handle.send("d".into());
+        handle.drain();
+        assert!(matches!(outbox.next().await, Outgoing::Drain));
+        assert_eq!(outbox.take(), ["d"]);
     }
 }

@@ -49,8 +49,21 @@ async fn publish_is_acked_and_delivered_to_every_member_including_the_publisher(
 
 #[tokio::test]
 async fn several_publishers_are_seen_in_one_identical_order_by_every_member() {
+    publishers_interleave(&TestServer::start().await).await;
+}
+
+/// `socket.write_delay_ms` holds each write back to gather more frames into one `send()`; it
+/// must change nothing else: same order for everyone, nothing lost or repeated.
+#[tokio::test]
+async fn a_write_delay_changes_nothing_but_timing() {
+    let server = TestServer::with(|c| c.socket.write_delay_ms = 20).await;
+    publishers_interleave(&server).await;
+}
+
+/// Three members publish 60 messages each at once; a fourth only watches. Every member must
+/// see offsets 1..=180 in one identical order, each publisher's messages in its send order.
+async fn publishers_interleave(server: &TestServer) {
     const PER_PUBLISHER: usize = 60;
-    let server = TestServer::start().await;
     let mut clients = Vec::new();
     for user in ["p0", "p1", "p2", "watcher"] {
         let mut c = server.connect(user).await;

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
-use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior, timeout};
+use tokio::time::{Instant, timeout};
 use tracing::Instrument;
 
 use super::Permits;
@@ -23,7 +22,7 @@ use crate::node::Node;
 use crate::protocol::{
     CloseCode, ErrorCode, ProtocolError, Request, RequestId, ServerFrame, decode_request, encode,
 };
-use crate::session::SessionHandle;
+use crate::session::{Batch, Outbox, Outgoing, SessionHandle};
 
 /// Upper bound on bytes written per flush, so one batch cannot grow the write buffer without end.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
@@ -47,11 +46,22 @@ enum Exit {
 
 /// Serves one upgraded socket until it closes. Runs as a tracked task; `permits` count it
 /// against the connection limits until it ends.
-pub async fn serve(mut socket: WebSocket, node: Node, identity: Identity, permits: Permits) {
-    let _permits = permits;
-    let (session, mut queue) = node.open_session(identity.user.clone()).await;
-    let span = tracing::info_span!("session", id = session.id(), user = %session.user());
+///
+/// A plain function returning one `async move` block, not an `async fn` wrapping another
+/// block: rustc keeps an `async fn`'s arguments for the whole life of its future, so every
+/// value moved on into an inner block (the 368-byte socket above all) was stored twice in
+/// each idle connection's task.
+pub fn serve(
+    mut socket: WebSocket,
+    node: Node,
+    identity: Identity,
+    permits: Permits,
+) -> impl Future<Output = ()> {
+    let span = tracing::info_span!("session", id = tracing::field::Empty, user = %identity.user);
     async move {
+        let _permits = permits;
+        let (session, mut outbox) = node.open_session(identity.user.clone()).await;
+        tracing::Span::current().record("id", session.id());
         tracing::debug!("open");
         let mut conn = Connection {
             limiter: TokenBucket::new(
@@ -64,7 +74,7 @@ pub async fn serve(mut socket: WebSocket, node: Node, identity: Identity, permit
             rooms: HashSet::new(),
             identity,
         };
-        let exit = conn.run(&mut socket, &mut queue).await;
+        let exit = conn.run(&mut socket, &mut outbox).await;
         // Leave every room first so nothing new is queued while closing.
         let rooms = std::mem::take(&mut conn.rooms);
         conn.node.close_session(&conn.session, rooms).await;
@@ -74,7 +84,7 @@ pub async fn serve(mut socket: WebSocket, node: Node, identity: Identity, permit
             Exit::Drain => {
                 let spread = conn.node.config().reconnect_spread_ms;
                 let after = rand::random_range(0..=spread);
-                let drained = Box::pin(drain(&mut socket, &mut queue, after));
+                let drained = Box::pin(drain(&mut socket, &mut outbox, after));
                 let flushed = timeout(CLOSE_TIMEOUT, drained).await;
                 reason = Some(format!("reconnect_after_ms={after}"));
                 flushed
@@ -92,7 +102,6 @@ pub async fn serve(mut socket: WebSocket, node: Node, identity: Identity, permit
         tracing::debug!(code = code.map(CloseCode::code), "closed");
     }
     .instrument(span)
-    .await
 }
 
 struct Connection {
@@ -106,9 +115,10 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(&mut self, socket: &mut WebSocket, queue: &mut mpsc::Receiver<Utf8Bytes>) -> Exit {
+    async fn run(&mut self, socket: &mut WebSocket, outbox: &mut Outbox) -> Exit {
         let config = self.node.config();
         let (interval, silence) = (config.heartbeat.interval(), config.heartbeat.timeout());
+        let write_delay = config.socket.write_delay();
         self.session.send(encode(&ServerFrame::Welcome {
             session: &format!("s-{}-{}", self.node.id(), self.session.id()),
             user: self.session.user(),
@@ -116,33 +126,44 @@ impl Connection {
             heartbeat_ms: config.heartbeat.interval_ms,
             max_message_bytes: config.limits.max_message_bytes,
         }));
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_seen = Instant::now();
-        let shutdown = self.node.shutdown_token().clone();
-        let expiry = tokio::time::sleep_until(self.expiry_instant());
-        tokio::pin!(expiry);
+        // One timer for both the next ping and the token's expiry: an idle socket holds one
+        // timer entry, not two.
+        let mut next_ping = Instant::now() + interval;
+        let timer = tokio::time::sleep_until(next_ping.min(self.expiry_instant()));
+        tokio::pin!(timer);
         // Unbiased on purpose: under a constant stream of outbound frames, reads and heartbeats
         // must still get their turn.
         loop {
             tokio::select! {
-                () = self.session.closed() => {
-                    return Exit::Close(self.session.close_code().unwrap_or(CloseCode::Internal));
-                }
-                () = shutdown.cancelled() => return Exit::Drain,
-                () = &mut expiry => {
-                    // A `refresh` may have moved the deadline since this timer was set.
-                    let deadline = self.expiry_instant();
-                    if deadline <= Instant::now() {
+                out = outbox.next() => match out {
+                    Outgoing::Close(code) => return Exit::Close(code),
+                    Outgoing::Drain => return Exit::Drain,
+                    Outgoing::Frames(batch) => {
+                        let write = Box::pin(write_batch(socket, outbox, batch, write_delay));
+                        if let Err(exit) = self.guarded(write).await {
+                            return exit;
+                        }
+                    }
+                },
+                () = &mut timer => {
+                    // A `refresh` may have moved the expiry since this timer was set.
+                    let expiry = self.expiry_instant();
+                    let now = Instant::now();
+                    if expiry <= now {
                         return Exit::Close(CloseCode::TokenExpired);
                     }
-                    expiry.as_mut().reset(deadline);
-                }
-                Some(first) = queue.recv() => {
-                    let write = Box::pin(write_batch(socket, queue, first));
-                    if let Err(exit) = self.guarded(write).await {
-                        return exit;
+                    if next_ping <= now {
+                        if now - last_seen >= silence {
+                            return Exit::Close(CloseCode::HeartbeatTimeout);
+                        }
+                        let ping = socket.send(Message::Ping(Default::default()));
+                        if let Err(exit) = Box::pin(self.guarded(ping)).await {
+                            return exit;
+                        }
+                        next_ping = now + interval;
                     }
+                    timer.as_mut().reset(next_ping.min(expiry));
                 }
                 msg = socket.recv() => {
                     last_seen = Instant::now();
@@ -151,7 +172,7 @@ impl Connection {
                         Some(Err(err)) => return read_error(&err),
                         Some(Ok(Message::Close(_))) => {
                             // tungstenite queued the close reply; push it out before dropping.
-                            let _ = timeout(CLOSE_TIMEOUT, socket.flush()).await;
+                            let _ = Box::pin(timeout(CLOSE_TIMEOUT, socket.flush())).await;
                             return Exit::Gone;
                         }
                         Some(Ok(msg)) => {
@@ -159,15 +180,6 @@ impl Connection {
                                 return exit;
                             }
                         }
-                    }
-                }
-                _ = heartbeat.tick() => {
-                    if last_seen.elapsed() >= silence {
-                        return Exit::Close(CloseCode::HeartbeatTimeout);
-                    }
-                    let ping = socket.send(Message::Ping(Default::default()));
-                    if let Err(exit) = self.guarded(ping).await {
-                        return exit;
                     }
                 }
             }
@@ -180,8 +192,10 @@ impl Connection {
         let Some(at) = self.identity.expires_at else {
             return Instant::now() + NEVER;
         };
-        let now = crate::broker::unix_ms() / 1000;
-        Instant::now() + Duration::from_secs(at.saturating_sub(now))
+        let left = at
+            .saturating_mul(1000)
+            .saturating_sub(crate::broker::unix_ms());
+        Instant::now() + Duration::from_millis(left)
     }
 
     /// Runs a socket write unless the session is closed first (a stalled client must not pin
@@ -373,18 +387,27 @@ fn not_member(room: &str) -> ProtocolError {
     ProtocolError::new(ErrorCode::NotMember, format!("not a member of {room}"))
 }
 
-/// Feeds `first` and everything else already queued (up to [`MAX_BATCH_BYTES`]), then flushes once.
+/// Writes a batch taken from the queue, flushing every [`MAX_BATCH_BYTES`] and at the end.
+/// With a write delay, first waits that long and adds what was queued meanwhile, so those
+/// frames share the `send()`.
 async fn write_batch(
     socket: &mut WebSocket,
-    queue: &mut mpsc::Receiver<Utf8Bytes>,
-    first: Utf8Bytes,
+    outbox: &mut Outbox,
+    mut batch: Batch,
+    delay: Duration,
 ) -> Result<(), axum::Error> {
-    let mut bytes = first.len();
-    socket.feed(Message::Text(first)).await?;
-    while bytes < MAX_BATCH_BYTES {
-        let Ok(frame) = queue.try_recv() else { break };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+        batch.extend(outbox.take());
+    }
+    let mut bytes = 0;
+    for frame in batch {
         bytes += frame.len();
         socket.feed(Message::Text(frame)).await?;
+        if bytes >= MAX_BATCH_BYTES {
+            socket.flush().await?;
+            bytes = 0;
+        }
     }
     socket.flush().await
 }
@@ -394,23 +417,13 @@ async fn write_batch(
 /// remaining nodes in the same instant.
 async fn drain(
     socket: &mut WebSocket,
-    queue: &mut mpsc::Receiver<Utf8Bytes>,
+    outbox: &mut Outbox,
     reconnect_after_ms: u64,
 ) -> Result<(), axum::Error> {
-    flush_all(socket, queue).await?;
+    let queued = outbox.take();
+    write_batch(socket, outbox, queued, Duration::ZERO).await?;
     let goaway = encode(&ServerFrame::Goaway { reconnect_after_ms });
     socket.send(Message::Text(goaway)).await
-}
-
-/// Writes out everything still queued (used when draining for shutdown).
-async fn flush_all(
-    socket: &mut WebSocket,
-    queue: &mut mpsc::Receiver<Utf8Bytes>,
-) -> Result<(), axum::Error> {
-    while let Ok(first) = queue.try_recv() {
-        write_batch(socket, queue, first).await?;
-    }
-    Ok(())
 }
 
 /// Sends the close frame, then waits for the client's reply so the TCP close is clean.

@@ -121,7 +121,11 @@ pub async fn upgrade(
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| {
-            tasks.track_future(connection::serve(socket, node, identity, permits))
+            // A task of its own rather than axum's upgrade task: that one keeps its captures
+            // (this closure, the handshake's config) for as long as it runs, which would be
+            // every idle socket's lifetime.
+            tasks.spawn(connection::serve(socket, node, identity, permits));
+            std::future::ready(())
         })
         .into_response()
 }
