@@ -9,7 +9,8 @@
 //! - counters: `frames_in_total`, `messages_published_total`, `deliveries_total`,
 //!   `direct_messages_total`, `slow_consumer_closes_total`, `closes_total{code}`,
 //!   `auth_failures_total{reason}`, `rate_limited_total{kind}`, `publish_errors_total`;
-//! - histogram (summary): `broker_publish_seconds`.
+//! - histograms (summaries): `broker_publish_seconds`, `redis_publish_batch_size`
+//!   (publications per Redis script call, single-Redis mode with batching).
 
 use std::sync::OnceLock;
 

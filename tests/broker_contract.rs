@@ -443,32 +443,26 @@ async fn memory_engine_keeps_the_contract() {
 /// Three Redis-engine nodes on one private Redis: the same contract, across nodes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_engine_keeps_the_contract_across_three_nodes() {
-    let redis = RedisServer::start();
-    let stop = CancellationToken::new();
-    let prefix = unique_prefix();
-    let nodes: Vec<Node> = (0..3)
-        .map(|i| redis_node(&redis, &prefix, i, &stop))
-        .collect();
-    for node in &nodes {
-        wait_available(&*node.broker).await;
-    }
-    run_contract(&nodes).await;
-    stop.cancel();
+    contract_on_three_redis_nodes(BATCHED).await;
 }
 
 /// The same with batching off (`redis.publish_batch_max = 1`): one PUBLISH script per
 /// publication, the path cluster mode always takes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_engine_keeps_the_contract_without_batching() {
-    let redis = RedisServer::start();
-    let stop = CancellationToken::new();
-    let prefix = unique_prefix();
     let one = PublishBatch {
         max: 1,
         pipeline: 1,
     };
+    contract_on_three_redis_nodes(one).await;
+}
+
+async fn contract_on_three_redis_nodes(batch: PublishBatch) {
+    let redis = RedisServer::start();
+    let stop = CancellationToken::new();
+    let prefix = unique_prefix();
     let nodes: Vec<Node> = (0..3)
-        .map(|i| redis_node_with(&redis, &prefix, i, &stop, one))
+        .map(|i| redis_node_with(&redis, &prefix, i, &stop, batch))
         .collect();
     for node in &nodes {
         wait_available(&*node.broker).await;

@@ -345,19 +345,10 @@ impl Broker for RedisBroker {
         if let Some(batcher) = &s.batcher {
             return batcher.publish(room, prefix, suffix).await;
         }
+        let invocation =
+            batch::publish_one(&s.keys, s.scripts, s.opts.history, room, &prefix, &suffix);
         let mut conn = s.conn();
-        let mut invocation = s.scripts.publish.prepare_invoke();
-        invocation
-            .key(s.keys.meta(room))
-            .key(s.keys.history(room))
-            .arg(prefix)
-            .arg(suffix)
-            .arg(new_epoch().as_ref())
-            .arg(s.opts.history.size)
-            .arg(s.opts.history.ttl.as_millis() as u64)
-            .arg(s.keys.room_channel(room));
-        let reply = invocation.invoke_async::<u64>(&mut conn);
-        s.call(reply).await
+        s.call(invocation.invoke_async::<u64>(&mut conn)).await
     }
 
     async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<History, BrokerError> {

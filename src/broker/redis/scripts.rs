@@ -149,7 +149,8 @@ return offset
 /// call: for each room the same state changes as that many [`PUBLISH`] runs in a row (offsets
 /// taken in the order given, the same frames and payloads), with the per-room work done once
 /// per call instead of once per publication: one HGET/HINCRBY on the meta hash, one ZADD of
-/// all the room's frames, one trim and one PEXPIRE per key. Atomic, so no one can tell.
+/// all the room's frames, one trim (none while the room has fewer messages than the history
+/// holds) and one PEXPIRE per key. Atomic, so no one can tell.
 /// KEYS: meta hash, history zset, per publication. ARGV: fresh epoch, history size, history
 /// ttl ms, then per publication: frame prefix, frame suffix, channel.
 /// Returns the offsets, in the order given.
@@ -194,9 +195,14 @@ for i = 1, n do
 end
 if size > 0 then
   for _, i in ipairs(rooms) do
-    local hist = KEYS[2 * i]
-    redis.call('ZADD', hist, unpack(frames[KEYS[2 * i - 1]]))
-    redis.call('ZREMRANGEBYRANK', hist, 0, -size - 1)
+    local meta, hist = KEYS[2 * i - 1], KEYS[2 * i]
+    redis.call('ZADD', hist, unpack(frames[meta]))
+    -- The history holds only offsets of this epoch up to the top (it never outlives the meta
+    -- hash: both get the same expiry here, and only the meta's is renewed elsewhere), so
+    -- while the top is within the size there is nothing to trim.
+    if nexts[meta] - 1 > size then
+      redis.call('ZREMRANGEBYRANK', hist, 0, -size - 1)
+    end
     redis.call('PEXPIRE', hist, ttl)
   end
 end
