@@ -14,6 +14,7 @@
 //! Each call is pipelined on the shared multiplexed connection. A call that fails or outlasts
 //! `redis.command_timeout_ms` gives every publication in it `unavailable`, never an ack.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,7 +151,7 @@ fn gather(first: Pending, waiting: &mut mpsc::Receiver<Pending>, max: usize) -> 
 }
 
 /// The `PUBLISH` script call ordering one publication: the path without batching, and a
-/// batch of one, which it orders for less Redis CPU than `PUBLISH_BATCH` (no grouping by room).
+/// batch of one, which it orders for a little less Redis CPU than `PUBLISH_BATCH`.
 pub(super) fn publish_one(
     keys: &Keys,
     scripts: &'static Scripts,
@@ -175,6 +176,7 @@ pub(super) fn publish_one(
 /// One script call for `batch`, answering every publication in it.
 fn call(context: &Context, batch: Vec<Pending>) -> impl Future<Output = ()> + 'static {
     let (keys, history) = (&context.keys, context.history);
+    let (groups, slots) = by_room(&batch);
     let one = batch.len() == 1;
     let invocation = if one {
         let p = &batch[0];
@@ -192,13 +194,16 @@ fn call(context: &Context, batch: Vec<Pending>) -> impl Future<Output = ()> + 's
             .arg(new_epoch().as_ref())
             .arg(history.size)
             .arg(history.ttl.as_millis() as u64);
-        for p in &batch {
+        for group in &groups {
+            let room = &batch[group[0]].room;
             invocation
-                .key(keys.meta(&p.room))
-                .key(keys.history(&p.room))
-                .arg(&p.prefix)
-                .arg(&p.suffix)
-                .arg(keys.room_channel(&p.room));
+                .key(keys.meta(room))
+                .key(keys.history(room))
+                .arg(group.len())
+                .arg(keys.room_channel(room));
+            for &i in group {
+                invocation.arg(&batch[i].prefix).arg(&batch[i].suffix);
+            }
         }
         invocation
     };
@@ -206,6 +211,7 @@ fn call(context: &Context, batch: Vec<Pending>) -> impl Future<Output = ()> + 's
     let mut conn = context.conn.clone();
     let timeout = context.timeout;
     async move {
+        // Each room's first offset; the room's publications have the ones after it, in order.
         let reply = async {
             if one {
                 invocation
@@ -216,26 +222,35 @@ fn call(context: &Context, batch: Vec<Pending>) -> impl Future<Output = ()> + 's
                 invocation.invoke_async::<Vec<u64>>(&mut conn).await
             }
         };
-        let offsets = match within(timeout, reply).await {
-            Ok(offsets) if offsets.len() != batch.len() => Err(BrokerError::Unavailable(format!(
-                "redis answered {} offsets for {} publications",
-                offsets.len(),
-                batch.len()
+        let firsts = match within(timeout, reply).await {
+            Ok(firsts) if firsts.len() != groups.len() => Err(BrokerError::Unavailable(format!(
+                "redis answered {} offsets for {} rooms",
+                firsts.len(),
+                groups.len()
             ))),
             other => other,
         };
-        match offsets {
-            Ok(offsets) => {
-                for (pending, offset) in batch.into_iter().zip(offsets) {
-                    // A caller that gave up is no reason to stop answering the others.
-                    let _ = pending.reply.send(Ok(offset));
-                }
-            }
-            Err(err) => {
-                for pending in batch {
-                    let _ = pending.reply.send(Err(err.clone()));
-                }
-            }
+        for (pending, (group, position)) in batch.into_iter().zip(slots) {
+            let offset = firsts.as_ref().map(|firsts| firsts[group] + position);
+            // A caller that gave up is no reason to stop answering the others.
+            let _ = pending.reply.send(offset.map_err(Clone::clone));
         }
     }
+}
+
+/// The batch's publications grouped by room, rooms in order of first appearance, and for
+/// each publication its room's group and its position there.
+fn by_room(batch: &[Pending]) -> (Vec<Vec<usize>>, Vec<(usize, u64)>) {
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut slots = Vec::with_capacity(batch.len());
+    for (i, p) in batch.iter().enumerate() {
+        let group = *index.entry(&p.room).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        slots.push((group, groups[group].len() as u64));
+        groups[group].push(i);
+    }
+    (groups, slots)
 }

@@ -148,65 +148,50 @@ return offset
 /// Orders, stores and announces several publications, possibly to different rooms, in one
 /// call: for each room the same state changes as that many [`PUBLISH`] runs in a row (offsets
 /// taken in the order given, the same frames and payloads), with the per-room work done once
-/// per call instead of once per publication: one HGET/HINCRBY on the meta hash, one ZADD of
-/// all the room's frames, one trim (none while the room has fewer messages than the history
-/// holds) and one PEXPIRE per key. Atomic, so no one can tell.
-/// KEYS: meta hash, history zset, per publication. ARGV: fresh epoch, history size, history
-/// ttl ms, then per publication: frame prefix, frame suffix, channel.
-/// Returns the offsets, in the order given.
+/// per call: one HGET and one HINCRBY (by the room's count) on the meta hash, one ZADD of all
+/// the room's frames, one trim (none while the room has fewer messages than the history
+/// holds) and one PEXPIRE per key. Atomic, so no one can tell. The caller groups the
+/// publications by room, so the script keeps no tables of its own.
+/// KEYS: meta hash, history zset, per room. ARGV: fresh epoch, history size, history ttl ms,
+/// then per room: count, channel, and count × (frame prefix, frame suffix).
+/// Returns each room's first offset; its other publications have the ones after it.
 const PUBLISH_BATCH: &str = r#"
 local size = tonumber(ARGV[2])
 local ttl = ARGV[3]
-local n = #KEYS / 2
--- Per room (by meta key): how many publications, then the next offset to hand out.
-local count, rooms = {}, {}
-for i = 1, n do
-  local meta = KEYS[2 * i - 1]
-  if not count[meta] then
-    count[meta] = 0
-    rooms[#rooms + 1] = i
-  end
-  count[meta] = count[meta] + 1
-end
-local epochs, nexts, frames = {}, {}, {}
-for _, i in ipairs(rooms) do
-  local meta = KEYS[2 * i - 1]
+local firsts = {}
+local a = 4
+for g = 1, #KEYS / 2 do
+  local meta, hist = KEYS[2 * g - 1], KEYS[2 * g]
+  local count, channel = tonumber(ARGV[a]), ARGV[a + 1]
+  a = a + 2
   local epoch = redis.call('HGET', meta, 'epoch')
   if not epoch then
     epoch = ARGV[1]
     redis.call('HSET', meta, 'epoch', epoch)
   end
-  epochs[meta] = epoch
-  nexts[meta] = redis.call('HINCRBY', meta, 'top', count[meta]) - count[meta] + 1
-  frames[meta] = {}
-  redis.call('PEXPIRE', meta, ttl)
-end
-local offsets = {}
-for i = 1, n do
-  local meta = KEYS[2 * i - 1]
-  local offset = nexts[meta]
-  nexts[meta] = offset + 1
-  local frame = ARGV[3 * i + 1] .. offset .. ARGV[3 * i + 2]
-  local held = frames[meta]
-  held[#held + 1] = offset
-  held[#held + 1] = frame
-  redis.call(PUBLISH, ARGV[3 * i + 3], 'm ' .. offset .. ' ' .. epochs[meta] .. '\n' .. frame)
-  offsets[i] = offset
-end
-if size > 0 then
-  for _, i in ipairs(rooms) do
-    local meta, hist = KEYS[2 * i - 1], KEYS[2 * i]
-    redis.call('ZADD', hist, unpack(frames[meta]))
+  local top = redis.call('HINCRBY', meta, 'top', count)
+  local zadd = {}
+  for offset = top - count + 1, top do
+    local frame = ARGV[a] .. offset .. ARGV[a + 1]
+    a = a + 2
+    zadd[#zadd + 1] = offset
+    zadd[#zadd + 1] = frame
+    redis.call(PUBLISH, channel, 'm ' .. offset .. ' ' .. epoch .. '\n' .. frame)
+  end
+  if size > 0 then
+    redis.call('ZADD', hist, unpack(zadd))
     -- The history holds only offsets of this epoch up to the top (it never outlives the meta
     -- hash: both get the same expiry here, and only the meta's is renewed elsewhere), so
     -- while the top is within the size there is nothing to trim.
-    if nexts[meta] - 1 > size then
+    if top > size then
       redis.call('ZREMRANGEBYRANK', hist, 0, -size - 1)
     end
     redis.call('PEXPIRE', hist, ttl)
   end
+  redis.call('PEXPIRE', meta, ttl)
+  firsts[g] = top - count + 1
 end
-return offsets
+return firsts
 "#;
 
 /// A room's position, and for a resume the frames after `since` if all of them are held.
