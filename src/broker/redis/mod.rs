@@ -3,9 +3,9 @@
 //! - Order: a publish runs one Lua script that takes the room's next offset, stores the frame in
 //!   a capped history and PUBLISHes it, so Redis fixes one order per room for the whole cluster.
 //! - Delivery: one channel per room and per user, subscribed only while this node hosts a
-//!   member (or a session of the user). One reader task per subscription connection delivers
-//!   in arrival order and fills offset gaps from the history before going on
-//!   ([`subscriber`]).
+//!   member (or a session of the user); channels waiting for their SUBSCRIBE share one command
+//!   ([`subscriptions`]). One reader task per subscription connection delivers in arrival
+//!   order and fills offset gaps from the history before going on ([`subscriber`]).
 //! - Presence: leases per (room, user, node) that each node renews; leases of a node that
 //!   stopped renewing are reaped with `presence_leave` ([`presence`]).
 //! - Failure: commands time out into [`BrokerError::Unavailable`] (never a false ack); the
@@ -24,6 +24,7 @@ mod scripts;
 mod sequence;
 mod shards;
 mod subscriber;
+mod subscriptions;
 mod topology;
 
 use std::collections::{HashMap, HashSet};
@@ -91,7 +92,8 @@ struct Shared {
     shards: Option<shards::Shards>,
     /// Serializes SUBSCRIBE/UNSUBSCRIBE with the bookkeeping that decides them, so a delayed
     /// UNSUBSCRIBE can never overtake the SUBSCRIBE of a member that just joined. A tokio
-    /// mutex because it is held across the round trip on purpose.
+    /// mutex because it is held across the round trip on purpose; its holder subscribes every
+    /// channel waiting meanwhile in one command ([`subscriptions`]).
     commands: tokio::sync::Mutex<()>,
     connected: AtomicBool,
     stop: CancellationToken,
@@ -107,6 +109,8 @@ struct Subs {
     present: HashMap<Arc<str>, HashSet<Arc<str>>>,
     /// Users → keys of their sessions on this node, leased in Redis for the per-user limit.
     sessions: HashMap<Arc<str>, HashSet<String>>,
+    /// Channels whose first references wait for the next SUBSCRIBE ([`subscriptions`]).
+    waiting: Vec<subscriptions::Waiter>,
 }
 
 #[derive(Default)]
@@ -245,95 +249,6 @@ impl Shared {
 
     fn conn(&self) -> Conn {
         self.conn.clone()
-    }
-
-    /// Takes a reference on `channel`, subscribing when it is the first. On `Err` the reference
-    /// is still held (the channel is subscribed on reconnect); release it as usual.
-    async fn acquire(&self, channel: String, room: Option<&str>) -> Result<(), BrokerError> {
-        {
-            // One lock for both, so a delayed release never sees the reference without the room.
-            let mut subs = self.subs.lock();
-            subs.channels.entry(channel.clone()).or_default().refs += 1;
-            if let Some(room) = room {
-                subs.rooms.entry(Arc::from(room)).or_default();
-            }
-        }
-        let _serial = self.commands.lock().await;
-        let subscribed = self
-            .subs
-            .lock()
-            .channels
-            .get(&channel)
-            .is_some_and(|s| s.on.is_some());
-        if subscribed {
-            return Ok(());
-        }
-        let on = match &self.shards {
-            Some(shards) => shards.subscribe(self, &channel).await?,
-            None => {
-                let sink = self.sink.lock().clone();
-                let Some(mut sink) = sink else {
-                    return Err(BrokerError::Unavailable(
-                        "redis subscription is reconnecting".into(),
-                    ));
-                };
-                self.call(sink.subscribe(&channel)).await?;
-                Arc::from(SINGLE_LINK)
-            }
-        };
-        if let Some(sub) = self.subs.lock().channels.get_mut(&channel) {
-            sub.on = Some(on);
-        }
-        Ok(())
-    }
-
-    /// Drops a reference on `channel`; the last one unsubscribes after `delay`, unless someone
-    /// took a new reference meanwhile.
-    async fn release(self: &Arc<Self>, channel: String, room: Option<Arc<str>>, delay: Duration) {
-        {
-            let mut subs = self.subs.lock();
-            let Some(sub) = subs.channels.get_mut(&channel) else {
-                return;
-            };
-            sub.refs = sub.refs.saturating_sub(1);
-            if sub.refs > 0 {
-                return;
-            }
-        }
-        let shared = self.clone();
-        let unsubscribe = async move {
-            tokio::select! {
-                () = shared.stop.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
-            }
-            let _serial = shared.commands.lock().await;
-            let on = {
-                let mut subs = shared.subs.lock();
-                match subs.channels.get(&channel) {
-                    Some(sub) if sub.refs == 0 => {
-                        let on = sub.on.clone();
-                        subs.channels.remove(&channel);
-                        if let Some(room) = &room {
-                            subs.rooms.remove(room);
-                        }
-                        on
-                    }
-                    _ => return,
-                }
-            };
-            let Some(on) = on else { return };
-            // A failure here means the connection is gone, and with it the subscription.
-            match &shared.shards {
-                Some(shards) => shards.unsubscribe(&shared, &channel, &on).await,
-                None => {
-                    let sink = shared.sink.lock().clone();
-                    if let Some(mut sink) = sink {
-                        let _ = shared.call(sink.unsubscribe(&channel)).await;
-                    }
-                }
-            }
-        };
-        tokio::spawn(unsubscribe);
     }
 }
 

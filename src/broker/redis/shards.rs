@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
 use redis::{
@@ -31,14 +32,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::keys::Channel;
 use super::subscriber::{BACKOFF_MIN, pause};
+use super::subscriptions::SUBSCRIBE_MAX;
 use super::topology::{Topology, key_slot};
 use super::{BrokerError, Shared, sequence, unavailable};
 
 /// How often the supervisor re-reads the slot map when nothing told it to: the bound on
 /// noticing a failover whose old master vanished without a word.
 const REFRESH: Duration = Duration::from_secs(1);
-/// Channels per SSUBSCRIBE pipeline.
-const SUBSCRIBE_CHUNK: usize = 256;
 
 /// The cluster's subscription links. Owned by `Shared`; driven by [`run`].
 pub(super) struct Shards {
@@ -109,35 +109,55 @@ impl Shards {
         )
     }
 
-    /// SSUBSCRIBEs `channel` on the link of its slot's master and returns that master. Called
-    /// under `Shared::commands`. On `Err` the supervisor subscribes it once it can.
+    /// SSUBSCRIBEs `channels` on the links of their slots' masters, one pipeline per master
+    /// (the masters concurrently), and returns for each channel the master it is on now.
+    /// Called under `Shared::commands`. A channel that failed is subscribed by the supervisor
+    /// once it can.
     pub(super) async fn subscribe(
         &self,
         shared: &Shared,
-        channel: &str,
-    ) -> Result<Arc<str>, BrokerError> {
-        let owner = self.topology.lock().owner(key_slot(channel)).cloned();
-        let Some(owner) = owner else {
-            self.changed.notify_one();
-            return Err(BrokerError::Unavailable(
-                "redis cluster slot map unknown".into(),
+        channels: &[String],
+    ) -> Vec<Result<Arc<str>, BrokerError>> {
+        let mut results: Vec<Result<Arc<str>, BrokerError>> = vec![
+            Err(BrokerError::Unavailable(
+                "redis cluster slot map unknown".into()
             ));
-        };
-        let Some(mut conn) = self.conn(&owner) else {
-            return Err(BrokerError::Unavailable(format!(
-                "redis shard {owner} unreachable"
-            )));
-        };
-        let mut cmd = redis::cmd("SSUBSCRIBE");
-        cmd.arg(channel);
-        match shared.call(cmd.query_async::<Value>(&mut conn)).await {
-            Ok(_) => Ok(owner),
-            Err(err) => {
-                // Most likely MOVED: the slot map is stale.
-                self.changed.notify_one();
-                Err(err)
+            channels.len()
+        ];
+        let mut by_owner: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
+        {
+            let topology = self.topology.lock();
+            for (i, channel) in channels.iter().enumerate() {
+                if let Some(owner) = topology.owner(key_slot(channel)) {
+                    by_owner.entry(owner.clone()).or_default().push(i);
+                }
             }
         }
+        if by_owner.values().map(Vec::len).sum::<usize>() < channels.len() {
+            self.changed.notify_one();
+        }
+        let calls = by_owner.into_iter().map(|(owner, indices)| async move {
+            let result = match self.conn(&owner) {
+                Some(conn) => {
+                    let group: Vec<&str> = indices.iter().map(|&i| channels[i].as_str()).collect();
+                    ssubscribe(shared, conn, &group).await.map_err(|err| {
+                        // Most likely MOVED: the slot map is stale.
+                        self.changed.notify_one();
+                        err
+                    })
+                }
+                None => Err(BrokerError::Unavailable(format!(
+                    "redis shard {owner} unreachable"
+                ))),
+            };
+            (indices, result.map(|()| owner))
+        });
+        for (indices, result) in join_all(calls).await {
+            for i in indices {
+                results[i] = result.clone();
+            }
+        }
+        results
     }
 
     /// Whether the master owning `key`'s slot has a live link (true while the slot map is
@@ -304,16 +324,13 @@ impl Shards {
         &self,
         shared: &Shared,
         owner: &Arc<str>,
-        mut conn: MultiplexedConnection,
+        conn: MultiplexedConnection,
         moves: &[Move],
         rehomed: &mut Vec<Arc<str>>,
     ) {
-        for chunk in moves.chunks(SUBSCRIBE_CHUNK) {
-            let mut pipe = redis::pipe();
-            for m in chunk {
-                pipe.cmd("SSUBSCRIBE").arg(&m.channel);
-            }
-            if let Err(err) = shared.call(pipe.query_async::<Vec<Value>>(&mut conn)).await {
+        for chunk in moves.chunks(SUBSCRIBE_MAX) {
+            let channels: Vec<&str> = chunk.iter().map(|m| m.channel.as_str()).collect();
+            if let Err(err) = ssubscribe(shared, conn.clone(), &channels).await {
                 tracing::warn!(shard = %owner, %err, "resubscribe failed");
                 return;
             }
@@ -348,6 +365,26 @@ impl Shards {
         let ready = up > 0 && self.linked_once.load(Ordering::Acquire);
         shared.connected.store(ready, Ordering::Release);
     }
+}
+
+/// SSUBSCRIBEs `channels` (all owned by the master behind `conn`), one pipeline of at most
+/// [`SUBSCRIBE_MAX`] commands at a time: SSUBSCRIBE takes several channels only when they share
+/// a slot, and rooms rarely do. Stops at the first failure.
+async fn ssubscribe(
+    shared: &Shared,
+    mut conn: MultiplexedConnection,
+    channels: &[&str],
+) -> Result<(), BrokerError> {
+    for chunk in channels.chunks(SUBSCRIBE_MAX) {
+        let mut pipe = redis::pipe();
+        for channel in chunk {
+            pipe.cmd("SSUBSCRIBE").arg(*channel);
+        }
+        shared
+            .call(pipe.query_async::<Vec<Value>>(&mut conn))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Marks every channel subscribed through the link to `addr` as not subscribed; released

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use rand::Rng;
 
-use super::{SINGLE_LINK, Shared, sequence};
+use super::{SINGLE_LINK, Shared, sequence, subscriptions};
 
 pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Bounds how long delivery stays down after Redis comes back: one attempt per second at worst.
@@ -98,29 +98,33 @@ fn lost(shared: &Shared) {
     rooms.retain(|room, _| channels.contains_key(&shared.keys.room_channel(room)));
 }
 
-/// Installs the new connection and subscribes every channel someone still wants.
+/// Installs the new connection and subscribes every channel someone still wants, settling
+/// the callers waiting for a SUBSCRIBE meanwhile: their channels are among the wanted ones.
 async fn resubscribe(
     shared: &Shared,
     mut sink: redis::aio::PubSubSink,
 ) -> Result<(), super::BrokerError> {
     let _serial = shared.commands.lock().await;
-    let wanted: Vec<String> = shared
-        .subs
-        .lock()
-        .channels
-        .iter()
-        .filter(|(_, sub)| sub.refs > 0)
-        .map(|(channel, _)| channel.clone())
-        .collect();
-    if !wanted.is_empty() {
-        shared.call(sink.subscribe(&wanted)).await?;
-    }
-    let mut subs = shared.subs.lock();
-    for channel in &wanted {
-        if let Some(sub) = subs.channels.get_mut(channel) {
-            sub.on = Some(SINGLE_LINK.into());
+    let (wanted, waiting) = {
+        let mut subs = shared.subs.lock();
+        let wanted: Vec<String> = subs
+            .channels
+            .iter()
+            .filter(|(_, sub)| sub.refs > 0)
+            .map(|(channel, _)| channel.clone())
+            .collect();
+        (wanted, std::mem::take(&mut subs.waiting))
+    };
+    let result = subscriptions::subscribe_on(shared, &mut sink, &wanted).await;
+    if result.is_ok() {
+        let mut subs = shared.subs.lock();
+        for channel in &wanted {
+            if let Some(sub) = subs.channels.get_mut(channel) {
+                sub.on = Some(SINGLE_LINK.into());
+            }
         }
+        *shared.sink.lock() = Some(sink);
     }
-    *shared.sink.lock() = Some(sink);
-    Ok(())
+    subscriptions::settle(waiting, &result);
+    result
 }
