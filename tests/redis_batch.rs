@@ -32,19 +32,7 @@ async fn two_nodes(redis: &RedisServer, adjust: impl Fn(&mut roomcast::Config)) 
 
 /// Script calls Redis has run so far (`EVALSHA` and `EVAL`, every script).
 async fn script_calls(redis: &RedisServer) -> u64 {
-    let stats: String = redis.query(&["INFO", "commandstats"]).await;
-    stats
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
+    redis.command_calls(&["evalsha", "eval"]).await
 }
 
 /// `members` clients per room, alternating between the nodes, each joined to its room.

@@ -261,3 +261,58 @@ async fn resume_on_another_instance_recovers_what_was_missed() {
         .await;
     assert_eq!(reply["recovered"], false, "{reply}");
 }
+
+/// Many users arriving at once on two instances: each gets its welcome and its joined, and
+/// receives what members on the other instance publish; every user channel ends up subscribed,
+/// with fewer SUBSCRIBE commands than channels (first subscriptions share one command).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_users_arriving_at_once_are_all_subscribed() {
+    const USERS: usize = 300;
+    const ROOMS: usize = 10;
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 2, 100).await;
+    let subscribes_before = redis.command_calls(&["subscribe"]).await;
+    // User i is on node i % 2 in room (i / 2) % ROOMS, so every room has members on both.
+    let arrivals: Vec<_> = (0..USERS)
+        .map(|i| {
+            let url = nodes[i % 2].ws_url(&format!("u{i}"));
+            tokio::spawn(async move {
+                let mut client = Client::connect(&url).await;
+                client.join(&format!("r{}", (i / 2) % ROOMS)).await;
+                client
+            })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for arrival in arrivals {
+        clients.push(arrival.await.expect("a user failed to connect or join"));
+    }
+    let subscribes = redis.command_calls(&["subscribe"]).await - subscribes_before;
+    let channels = USERS + 2 * ROOMS;
+    println!("{channels} channels subscribed with {subscribes} SUBSCRIBE commands");
+    assert!(subscribes < channels as u64, "no grouping: {subscribes}");
+
+    let users: Vec<String> = redis.query(&["PUBSUB", "CHANNELS", "*:user:*"]).await;
+    assert_eq!(users.len(), USERS, "user channels: {users:?}");
+    let mut numsub = vec!["PUBSUB".to_owned(), "NUMSUB".to_owned()];
+    numsub.extend(users);
+    let args: Vec<&str> = numsub.iter().map(String::as_str).collect();
+    let counts: std::collections::HashMap<String, u64> = redis.query(&args).await;
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+
+    // In each room, user 2r (node 0) and user 2r + 1 (node 1) publish once.
+    for (i, client) in clients.iter_mut().enumerate().take(2 * ROOMS) {
+        client
+            .publish(&format!("r{}", (i / 2) % ROOMS), json!(i))
+            .await;
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let room = (i / 2) % ROOMS;
+        let got = messages(client, 2).await;
+        let from: BTreeSet<String> = got.iter().map(|m| m.1.clone()).collect();
+        let expected: BTreeSet<String> =
+            [format!("u{}", 2 * room), format!("u{}", 2 * room + 1)].into();
+        assert_eq!(from, expected, "u{i} in r{room}");
+        assert_eq!(got.iter().map(|m| m.0).collect::<Vec<_>>(), vec![1, 2]);
+    }
+}

@@ -100,6 +100,26 @@ impl RedisServer {
         }
         cmd.query_async(&mut conn).await.unwrap()
     }
+
+    /// How many times Redis has run any of `commands` (lower case, as `INFO commandstats`
+    /// names them) since it started.
+    pub async fn command_calls(&self, commands: &[&str]) -> u64 {
+        let stats: String = self.query(&["INFO", "commandstats"]).await;
+        stats
+            .lines()
+            .filter_map(|l| l.strip_prefix("cmdstat_")?.split_once(':'))
+            .filter(|(name, _)| commands.contains(name))
+            .filter_map(|(_, fields)| {
+                fields
+                    .split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
 }
 
 impl Drop for RedisServer {
