@@ -202,6 +202,14 @@ impl Outbox {
         }
     }
 
+    /// Puts frames taken with [`Self::next`] back at the head of the queue, before anything
+    /// queued since, to be taken again later (a write delay holds them there).
+    pub fn restore(&mut self, mut batch: Batch) {
+        let mut queue = self.0.queue.lock();
+        batch.append(&mut queue.frames);
+        queue.frames = batch;
+    }
+
     /// Takes whatever is queued now, without waiting.
     pub fn take(&mut self) -> Batch {
         std::mem::take(&mut self.0.queue.lock().frames)
@@ -267,8 +275,12 @@ mod tests {
         }
         assert_eq!(handle.queued(), 0);
         handle.send("d".into());
+        let taken = outbox.take();
+        handle.send("e".into());
+        outbox.restore(taken);
+        assert_eq!(handle.queued(), 2);
         handle.drain();
         assert!(matches!(outbox.next().await, Outgoing::Drain));
-        assert_eq!(outbox.take(), ["d"]);
+        assert_eq!(outbox.take(), ["d", "e"], "restored frames come first");
     }
 }

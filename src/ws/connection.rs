@@ -127,30 +127,48 @@ impl Connection {
             max_message_bytes: config.limits.max_message_bytes,
         }));
         let mut last_seen = Instant::now();
-        // One timer for both the next ping and the token's expiry: an idle socket holds one
-        // timer entry, not two.
+        // One timer for the next ping, the token's expiry and the end of a write delay: an
+        // idle socket holds one timer entry, not three.
         let mut next_ping = Instant::now() + interval;
+        // With a write delay: until when queued frames wait for more to join them.
+        let mut hold_until: Option<Instant> = None;
         let timer = tokio::time::sleep_until(next_ping.min(self.expiry_instant()));
         tokio::pin!(timer);
         // Unbiased on purpose: under a constant stream of outbound frames, reads and heartbeats
         // must still get their turn.
         loop {
             tokio::select! {
-                out = outbox.next() => match out {
+                out = outbox.next(), if hold_until.is_none() => match out {
                     Outgoing::Close(code) => return Exit::Close(code),
                     Outgoing::Drain => return Exit::Drain,
-                    Outgoing::Frames(batch) => {
-                        let write = Box::pin(write_batch(socket, outbox, batch, write_delay));
-                        if let Err(exit) = self.guarded(write).await {
+                    Outgoing::Frames(batch) if write_delay.is_zero() => {
+                        if let Err(exit) = self.guarded(Box::pin(write_batch(socket, batch))).await {
                             return exit;
+                        }
+                    }
+                    Outgoing::Frames(batch) => {
+                        // The frames wait in the queue, where a drain still finds them and
+                        // the slow-consumer limit still counts them; reads go on meanwhile.
+                        outbox.restore(batch);
+                        let at = Instant::now() + write_delay;
+                        hold_until = Some(at);
+                        if at < timer.deadline() {
+                            timer.as_mut().reset(at);
                         }
                     }
                 },
                 () = &mut timer => {
+                    let now = Instant::now();
+                    if hold_until.is_some_and(|at| at <= now) {
+                        hold_until = None;
+                        let write = Box::pin(write_batch(socket, outbox.take()));
+                        if let Err(exit) = self.guarded(write).await {
+                            return exit;
+                        }
+                    }
                     // A `refresh` may have moved the expiry since this timer was set.
                     let expiry = self.expiry_instant();
-                    let now = Instant::now();
-                    if expiry <= now {
+                    if expiry <= Instant::now() {
                         return Exit::Close(CloseCode::TokenExpired);
                     }
                     if next_ping <= now {
@@ -163,7 +181,8 @@ impl Connection {
                         }
                         next_ping = now + interval;
                     }
-                    timer.as_mut().reset(next_ping.min(expiry));
+                    let wake = next_ping.min(expiry);
+                    timer.as_mut().reset(hold_until.map_or(wake, |at| at.min(wake)));
                 }
                 msg = socket.recv() => {
                     last_seen = Instant::now();
@@ -388,18 +407,7 @@ fn not_member(room: &str) -> ProtocolError {
 }
 
 /// Writes a batch taken from the queue, flushing every [`MAX_BATCH_BYTES`] and at the end.
-/// With a write delay, first waits that long and adds what was queued meanwhile, so those
-/// frames share the `send()`.
-async fn write_batch(
-    socket: &mut WebSocket,
-    outbox: &mut Outbox,
-    mut batch: Batch,
-    delay: Duration,
-) -> Result<(), axum::Error> {
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-        batch.extend(outbox.take());
-    }
+async fn write_batch(socket: &mut WebSocket, batch: Batch) -> Result<(), axum::Error> {
     let mut bytes = 0;
     for frame in batch {
         bytes += frame.len();
@@ -420,8 +428,7 @@ async fn drain(
     outbox: &mut Outbox,
     reconnect_after_ms: u64,
 ) -> Result<(), axum::Error> {
-    let queued = outbox.take();
-    write_batch(socket, outbox, queued, Duration::ZERO).await?;
+    write_batch(socket, outbox.take()).await?;
     let goaway = encode(&ServerFrame::Goaway { reconnect_after_ms });
     socket.send(Message::Text(goaway)).await
 }
