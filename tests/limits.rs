@@ -91,14 +91,12 @@ async fn connections_per_user_are_capped_on_one_node() {
     eventually_connects(&server.ws_url("hank")).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_per_user_are_capped_across_the_cluster() {
-    let redis = RedisServer::start();
-    let prefix = unique_prefix();
+/// Two nodes on `redis` under `prefix`, allowing 2 sessions per user across both.
+async fn capped_nodes(redis: &RedisServer, prefix: &str) -> Vec<TestServer> {
     let mut nodes = Vec::new();
     for i in 0..2 {
         let node = TestServer::with(|c| {
-            use_redis(c, &redis, &prefix);
+            use_redis(c, redis, prefix);
             c.node_id = Some(format!("n{i}"));
             c.limits.max_connections_per_user = 2;
         })
@@ -106,6 +104,46 @@ async fn connections_per_user_are_capped_across_the_cluster() {
         wait_ready(&node.url(""), 200).await;
         nodes.push(node);
     }
+    nodes
+}
+
+/// Open sessions keep counting past their lease (1.5 s here): each node renews the leases of
+/// all its users, many per call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_leases_are_renewed_while_open() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let nodes = capped_nodes(&redis, &prefix).await;
+    let mut open = Vec::new();
+    for i in 0..20 {
+        open.push(nodes[i % 2].connect(&format!("u{i}")).await);
+    }
+    open.push(nodes[0].connect("jack").await);
+    open.push(nodes[1].connect("jack").await);
+    // Past the lease and the keys' 3 s time to live.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for node in &nodes {
+        assert_refused(
+            Client::try_connect(node.ws_url("jack")).await,
+            "too_many_sessions",
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    for i in 0..20 {
+        let key = format!("{prefix}:sess:u{i}");
+        let live: u64 = redis.query(&["ZCOUNT", &key, &now, "+inf"]).await;
+        assert_eq!(live, 1, "u{i}'s session lease");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_user_are_capped_across_the_cluster() {
+    let redis = RedisServer::start();
+    let nodes = capped_nodes(&redis, &unique_prefix()).await;
     let on_n0 = nodes[0].connect("jack").await;
     let _on_n1 = nodes[1].connect("jack").await;
     // The limit counts sessions on every node, not per node.
