@@ -15,9 +15,6 @@ use crate::protocol::presence_leave_parts;
 
 /// Scripts in flight at once per pass; the multiplexed connection pipelines them.
 const CONCURRENCY: usize = 256;
-/// Users per session-renewal script (single Redis): at ~1 µs per renewal inside Redis, a call
-/// holds Redis for about half a millisecond.
-const SESSIONS_PER_CALL: usize = 500;
 
 pub(super) async fn run(shared: Arc<Shared>) {
     let period = shared.opts.presence_lease / 3;
@@ -123,28 +120,10 @@ async fn pass(shared: &Shared) -> Failures {
     failures.merge(sessions).merge(leases)
 }
 
-/// Session leases for the per-user limit. A single Redis renews [`SESSIONS_PER_CALL`] users per
-/// script call: one pipeline per user cost Redis two parsed commands and replies per user and
-/// pass, the bulk of its work at 100,000 users. A cluster keeps one pipeline per user (its one
-/// key, so one shard serves it), `CONCURRENCY` users at a time.
+/// Session leases for the per-user limit: one pipeline per user (its one key, so a cluster
+/// serves it from one shard), `CONCURRENCY` users at a time.
 async fn renew_sessions(shared: &Shared, sessions: &Members, now: u64, lease: u64) -> Failures {
     let mut failures = Failures::default();
-    if shared.shards.is_none() {
-        let calls = sessions.chunks(SESSIONS_PER_CALL).map(|chunk| {
-            let mut invocation = shared.scripts.renew_sessions.prepare_invoke();
-            invocation.arg(now + lease).arg(lease * 2);
-            for (user, keys) in chunk {
-                invocation
-                    .key(shared.keys.sessions(user))
-                    .arg(keys.len())
-                    .arg(keys);
-            }
-            let mut conn = shared.conn();
-            async move { shared.call(invocation.invoke_async::<u64>(&mut conn)).await }
-        });
-        failures.note(shared, join_all(calls).await);
-        return failures;
-    }
     for chunk in sessions.chunks(CONCURRENCY) {
         let calls = chunk.iter().map(|(user, keys)| {
             let key = shared.keys.sessions(user);

@@ -28,7 +28,6 @@ pub struct Scripts {
     pub presence_refresh: Lua,
     pub presence_reap: Lua,
     pub claim_session: Lua,
-    pub renew_sessions: Lua,
 }
 
 static SINGLE: LazyLock<Scripts> = LazyLock::new(|| Scripts::build("PUBLISH"));
@@ -51,7 +50,6 @@ impl Scripts {
             presence_refresh: script(PRESENCE_REFRESH),
             presence_reap: script(PRESENCE_REAP),
             claim_session: script(CLAIM_SESSION),
-            renew_sessions: script(RENEW_SESSIONS),
         }
     }
 }
@@ -298,20 +296,4 @@ end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
-"#;
-
-/// Renews the session leases of many users in one call (single Redis only: their keys hash to
-/// different slots). KEYS: the users' session zsets. ARGV: expiry ms, key ttl ms, then for each
-/// key its number of sessions followed by their keys. Returns the number of users renewed.
-const RENEW_SESSIONS: &str = r#"
-local a = 3
-for i = 1, #KEYS do
-  local n = tonumber(ARGV[a])
-  for j = a + 1, a + n do
-    redis.call('ZADD', KEYS[i], ARGV[1], ARGV[j])
-  end
-  redis.call('PEXPIRE', KEYS[i], ARGV[2])
-  a = a + n + 1
-end
-return #KEYS
 "#;
