@@ -140,11 +140,10 @@ impl Shards {
             let result = match self.conn(&owner) {
                 Some(conn) => {
                     let group: Vec<&str> = indices.iter().map(|&i| channels[i].as_str()).collect();
-                    ssubscribe(shared, conn, &group).await.map_err(|err| {
-                        // Most likely MOVED: the slot map is stale.
-                        self.changed.notify_one();
-                        err
-                    })
+                    // On failure most likely MOVED: the slot map is stale.
+                    ssubscribe(shared, conn, &group)
+                        .await
+                        .inspect_err(|_| self.changed.notify_one())
                 }
                 None => Err(BrokerError::Unavailable(format!(
                     "redis shard {owner} unreachable"
