@@ -124,7 +124,8 @@ pub struct Socket {
     /// How long the writer waits after the first queued frame before writing, to gather the
     /// frames that follow into the same `send()`. Default 0: write at once. A few milliseconds
     /// trade that much latency for fewer system calls when members receive many messages a
-    /// second (a busy broadcast room); see docs/BENCHMARKS.md. At most 1000.
+    /// second (a busy broadcast room); see docs/BENCHMARKS.md. Reads and pings go on during the
+    /// wait; a close is acted on when it ends. At most 1000.
     pub write_delay_ms: u64,
 }
 
