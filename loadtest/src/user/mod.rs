@@ -26,8 +26,20 @@ const RECONNECT_ATTEMPTS: u32 = 3;
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(250);
 /// How long a closing user waits for the close handshake before dropping the socket.
 const CLOSE_WAIT: Duration = Duration::from_millis(500);
-/// How many publish intervals late a publisher may be and still catch up.
+/// How many intervals late a fixed-rate sender may be and still catch up.
 const CATCH_UP_GAPS: u32 = 10;
+
+/// The next time of a schedule at `per_sec` whose current turn was due `at`. A turn that is a
+/// little late is caught up (a worker busy reading a burst of deliveries is late by a few ms);
+/// after a real stall the schedule skips ahead rather than burst into the server's rate limiter.
+fn next_at(at: Instant, per_sec: f64, now: Instant) -> Instant {
+    let gap = Duration::from_secs_f64(1.0 / per_sec);
+    if at + gap * CATCH_UP_GAPS < now {
+        now + gap
+    } else {
+        at + gap
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReqKind {
@@ -383,44 +395,17 @@ impl User {
         let s = &shared.scenario;
         if let (Some(at), Some(room)) = (self.next_publish, self.room.clone()) {
             if at <= now {
-                let gap = Duration::from_secs_f64(1.0 / s.publish_per_sec);
-                // Fixed rate: a publish that is a little late is caught up (a worker busy
-                // reading a burst of deliveries is late by a few ms), but after a real stall
-                // the schedule skips ahead rather than burst into the server's rate limiter.
-                let stalled = at + gap * CATCH_UP_GAPS < now;
-                self.next_publish = Some(if stalled { now + gap } else { at + gap });
-                self.seq += 1;
-                let id = self.take_id();
-                let sent_us = now_us();
-                let payload = Payload {
-                    p: self.index,
-                    s: self.seq,
-                    t: sent_us,
-                };
-                self.request(shared, id, sent_us, ReqKind::Publish);
-                ws.send(Message::text(wire::publish(
-                    &room,
-                    id,
-                    payload,
-                    &shared.pad,
-                )))
-                .await?;
+                self.next_publish = Some(next_at(at, s.publish_per_sec, now));
+                let (id, payload) = self.start_request(shared, ReqKind::Publish);
+                let text = wire::publish(&room, id, payload, &shared.pad);
+                ws.send(Message::text(text)).await?;
             }
         }
         if let Some(at) = self.next_direct {
             if at <= now {
-                let gap = Duration::from_secs_f64(1.0 / s.direct_per_sec);
-                self.next_direct = Some(if at + gap < now { now + gap } else { at + gap });
+                self.next_direct = Some(next_at(at, s.direct_per_sec, now));
                 let to = shared.user_name(self.direct_peer(shared));
-                self.seq += 1;
-                let id = self.take_id();
-                let sent_us = now_us();
-                let payload = Payload {
-                    p: self.index,
-                    s: self.seq,
-                    t: sent_us,
-                };
-                self.request(shared, id, sent_us, ReqKind::Direct);
+                let (id, payload) = self.start_request(shared, ReqKind::Direct);
                 ws.send(Message::text(wire::send(&to, id, payload, &shared.pad)))
                     .await?;
             }
@@ -445,6 +430,21 @@ impl User {
         let id = self.next_id;
         self.next_id += 1;
         id
+    }
+
+    /// Numbers the next request, records it as pending, and gives the payload that lets the
+    /// receivers measure latency and order.
+    fn start_request(&mut self, shared: &Shared, kind: ReqKind) -> (u64, Payload) {
+        self.seq += 1;
+        let id = self.take_id();
+        let sent_us = now_us();
+        self.request(shared, id, sent_us, kind);
+        let payload = Payload {
+            p: self.index,
+            s: self.seq,
+            t: sent_us,
+        };
+        (id, payload)
     }
 
     fn request(&mut self, shared: &Shared, id: u64, sent_us: u64, kind: ReqKind) {
