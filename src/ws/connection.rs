@@ -104,6 +104,15 @@ pub fn serve(
     .instrument(span)
 }
 
+/// The socket task's timekeeping, all served by one timer.
+struct Clock {
+    /// When the client last sent anything (pongs included).
+    last_seen: Instant,
+    next_ping: Instant,
+    /// With a write delay: until when queued frames wait for more to join them.
+    hold_until: Option<Instant>,
+}
+
 struct Connection {
     node: Node,
     session: SessionHandle,
@@ -126,19 +135,20 @@ impl Connection {
             heartbeat_ms: config.heartbeat.interval_ms,
             max_message_bytes: config.limits.max_message_bytes,
         }));
-        let mut last_seen = Instant::now();
+        let mut clock = Clock {
+            last_seen: Instant::now(),
+            next_ping: Instant::now() + interval,
+            hold_until: None,
+        };
         // One timer for the next ping, the token's expiry and the end of a write delay: an
         // idle socket holds one timer entry, not three.
-        let mut next_ping = Instant::now() + interval;
-        // With a write delay: until when queued frames wait for more to join them.
-        let mut hold_until: Option<Instant> = None;
-        let timer = tokio::time::sleep_until(next_ping.min(self.expiry_instant()));
+        let timer = tokio::time::sleep_until(clock.next_ping.min(self.expiry_instant()));
         tokio::pin!(timer);
         // Unbiased on purpose: under a constant stream of outbound frames, reads and heartbeats
         // must still get their turn.
         loop {
             tokio::select! {
-                out = outbox.next(), if hold_until.is_none() => match out {
+                out = outbox.next(), if clock.hold_until.is_none() => match out {
                     Outgoing::Close(code) => return Exit::Close(code),
                     Outgoing::Drain => return Exit::Drain,
                     Outgoing::Frames(batch) if write_delay.is_zero() => {
@@ -151,41 +161,21 @@ impl Connection {
                         // the slow-consumer limit still counts them; reads go on meanwhile.
                         outbox.restore(batch);
                         let at = Instant::now() + write_delay;
-                        hold_until = Some(at);
+                        clock.hold_until = Some(at);
                         if at < timer.deadline() {
                             timer.as_mut().reset(at);
                         }
                     }
                 },
                 () = &mut timer => {
-                    let now = Instant::now();
-                    if hold_until.is_some_and(|at| at <= now) {
-                        hold_until = None;
-                        let write = Box::pin(write_batch(socket, outbox.take()));
-                        if let Err(exit) = self.guarded(write).await {
-                            return exit;
-                        }
+                    let due = Box::pin(self.on_timer(socket, outbox, &mut clock, interval, silence));
+                    match due.await {
+                        Ok(wake) => timer.as_mut().reset(wake),
+                        Err(exit) => return exit,
                     }
-                    // A `refresh` may have moved the expiry since this timer was set.
-                    let expiry = self.expiry_instant();
-                    if expiry <= Instant::now() {
-                        return Exit::Close(CloseCode::TokenExpired);
-                    }
-                    if next_ping <= now {
-                        if now - last_seen >= silence {
-                            return Exit::Close(CloseCode::HeartbeatTimeout);
-                        }
-                        let ping = socket.send(Message::Ping(Default::default()));
-                        if let Err(exit) = Box::pin(self.guarded(ping)).await {
-                            return exit;
-                        }
-                        next_ping = now + interval;
-                    }
-                    let wake = next_ping.min(expiry);
-                    timer.as_mut().reset(hold_until.map_or(wake, |at| at.min(wake)));
                 }
                 msg = socket.recv() => {
-                    last_seen = Instant::now();
+                    clock.last_seen = Instant::now();
                     match msg {
                         None => return Exit::Gone,
                         Some(Err(err)) => return read_error(&err),
@@ -203,6 +193,38 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// The connection's one timer fired: writes frames whose delay is over, closes on token
+    /// expiry or heartbeat silence, pings when due. Returns when the timer should fire next.
+    async fn on_timer(
+        &self,
+        socket: &mut WebSocket,
+        outbox: &mut Outbox,
+        clock: &mut Clock,
+        interval: Duration,
+        silence: Duration,
+    ) -> Result<Instant, Exit> {
+        let now = Instant::now();
+        if clock.hold_until.is_some_and(|at| at <= now) {
+            clock.hold_until = None;
+            self.guarded(write_batch(socket, outbox.take())).await?;
+        }
+        // A `refresh` may have moved the expiry since this timer was set.
+        let expiry = self.expiry_instant();
+        if expiry <= Instant::now() {
+            return Err(Exit::Close(CloseCode::TokenExpired));
+        }
+        if clock.next_ping <= now {
+            if now - clock.last_seen >= silence {
+                return Err(Exit::Close(CloseCode::HeartbeatTimeout));
+            }
+            self.guarded(socket.send(Message::Ping(Default::default())))
+                .await?;
+            clock.next_ping = now + interval;
+        }
+        let wake = clock.next_ping.min(expiry);
+        Ok(clock.hold_until.map_or(wake, |at| at.min(wake)))
     }
 
     /// When the session's token runs out; far away when it has none.
