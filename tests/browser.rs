@@ -103,21 +103,7 @@ fn require_browser_tools(js: &Path) {
         "{CHROMIUM} not found: this test needs Debian's chromium; `scripts/test` installs it \
          (apt-get install chromium)"
     );
-    let node = Command::new("node").arg("--version").output();
-    let version = node
-        .as_ref()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    let major: u32 = version
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
-    assert!(
-        major >= 20,
-        "this test needs Node.js >= 20 (found {version:?}); `scripts/test` installs it"
-    );
+    common::require_node();
     assert!(
         js.join("node_modules/playwright-core/package.json")
             .exists(),

@@ -24,7 +24,7 @@ const SUITE_TIMEOUT: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_client_suite_passes_against_real_servers() {
-    require_node();
+    common::require_node();
     let server = TestServer::with(|c| c.api.keys = vec![API_KEY.into()]).await;
     let auth = TestServer::with(|c| {
         c.auth.secret = SECRET.into();
@@ -65,27 +65,6 @@ async fn js_client_suite_passes_against_real_servers() {
 /// `clients/js` of this checkout.
 fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/js")
-}
-
-/// Fails unless `node` >= 20 is on PATH (its built-in WebSocket and test runner are needed).
-fn require_node() {
-    let out = Command::new("node").arg("--version").output().unwrap_or_else(|err| {
-        panic!("cannot run node ({err}): these tests need Node.js >= 20; `scripts/test` installs it")
-    });
-    let version = String::from_utf8_lossy(&out.stdout);
-    let major: u32 = version
-        .trim()
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
-    assert!(
-        major >= 20,
-        "node {} is too old: these tests need Node.js >= 20 (built-in WebSocket and test runner); \
-         see `scripts/test`",
-        version.trim()
-    );
 }
 
 /// Runs `cmd` in its own process group and returns its status with its stdout, then its stderr;

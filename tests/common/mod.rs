@@ -418,3 +418,24 @@ impl Client {
         self.welcome["user"].as_str().unwrap()
     }
 }
+
+/// Fails unless `node` >= 20 is on PATH (its built-in WebSocket and test runner are needed).
+pub fn require_node() {
+    let out = std::process::Command::new("node").arg("--version").output().unwrap_or_else(|err| {
+        panic!("cannot run node ({err}): these tests need Node.js >= 20; `scripts/test` installs it")
+    });
+    let version = String::from_utf8_lossy(&out.stdout);
+    let major: u32 = version
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        major >= 20,
+        "node {} is too old: these tests need Node.js >= 20 (built-in WebSocket and test runner); \
+         see `scripts/test`",
+        version.trim()
+    );
+}
