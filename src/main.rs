@@ -28,8 +28,7 @@ struct Cli {
     log_json: bool,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let overrides = Overrides {
         listen: cli.listen,
@@ -43,7 +42,23 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The runtime comes after the configuration because `worker_threads` sizes it.
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        runtime.worker_threads(config.worker_threads);
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("roomcast: cannot start the runtime (`worker_threads`): {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     init_logging(config.log_format);
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> ExitCode {
     spawn_memory_trimmer();
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,

@@ -5,7 +5,7 @@
 //!
 //! Names (all prefixed `roomcast_`):
 //! - gauges, labelled `node`: `connections`, `rooms`, `users`, `queued_frames`, `broker_up`,
-//!   `draining`;
+//!   `draining`, `worker_threads` (the runtime's, to confirm the `worker_threads` setting);
 //! - counters: `frames_in_total`, `messages_published_total`, `deliveries_total`,
 //!   `direct_messages_total`, `slow_consumer_closes_total`, `closes_total{code}`,
 //!   `auth_failures_total{reason}`, `rate_limited_total{kind}`, `publish_errors_total`;
@@ -55,7 +55,10 @@ pub async fn handler(State(node): State<Node>) -> Response {
         .set(node.hub().queued_frames() as f64);
     metrics::gauge!("roomcast_broker_up", "node" => id.clone())
         .set(f64::from(u8::from(stats.broker_available)));
-    metrics::gauge!("roomcast_draining", "node" => id).set(f64::from(u8::from(stats.draining)));
+    metrics::gauge!("roomcast_draining", "node" => id.clone())
+        .set(f64::from(u8::from(stats.draining)));
+    metrics::gauge!("roomcast_worker_threads", "node" => id)
+        .set(tokio::runtime::Handle::current().metrics().num_workers() as f64);
     handle.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

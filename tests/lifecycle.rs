@@ -100,6 +100,32 @@ async fn sigterm_drains_and_the_binary_exits_0() {
 }
 
 #[tokio::test]
+async fn worker_threads_sizes_the_runtime_and_one_thread_serves() {
+    let process = Process::start_with_env(&[], &[("ROOMCAST_WORKER_THREADS", "1")]);
+    let metrics = reqwest::get(format!("http://{}/metrics", process.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let workers = metrics
+        .lines()
+        .find(|l| l.starts_with("roomcast_worker_threads{"))
+        .unwrap_or_else(|| panic!("no roomcast_worker_threads in\n{metrics}"));
+    assert!(workers.ends_with(" 1"), "{workers}");
+    let mut publisher = Client::connect(&process.ws_url("pub")).await;
+    let mut reader = Client::connect(&process.ws_url("reader")).await;
+    publisher.join("room").await;
+    reader.join("room").await;
+    for i in 0..20 {
+        publisher.publish("room", json!(i)).await;
+    }
+    for i in 0..20 {
+        assert_eq!(reader.recv_message().await["data"], json!(i));
+    }
+}
+
+#[tokio::test]
 async fn sigint_with_no_sessions_exits_0_promptly() {
     let process = Process::start(&[]);
     process.signal("-INT");
@@ -153,6 +179,9 @@ fn bad_configuration_stops_start_up_naming_the_key() {
         err.to_lowercase().contains("limits.outbound_queue"),
         "{err}"
     );
+
+    let err = refused(&[], &[("ROOMCAST_WORKER_THREADS", "5000")]);
+    assert!(err.contains("worker_threads"), "{err}");
 
     let err = refused(&[], &[("ROOMCAST_HISTORY__SIZE", "5000")]);
     assert!(err.contains("limits.outbound_queue"), "{err}");
