@@ -228,9 +228,9 @@ pub struct Redis {
     /// one Redis at `url`, the simpler setup until one Redis is the bottleneck.
     pub cluster_nodes: Vec<String>,
     /// Most publications (to any rooms) ordered by one script call. Default 128: a script
-    /// call's fixed cost in Redis is paid once per batch, which is what lets one Redis order
-    /// over 100,000 publications a second; 128 bounds one call's work to well under a
-    /// millisecond. 1 turns batching off (one script per publication). Up to 1024. Batches
+    /// call's fixed cost in Redis is paid once per batch, and a room's keys are updated once
+    /// for all its publications in the batch (docs/BENCHMARKS.md has what that saves); 128
+    /// bounds one call's work to well under a millisecond. 1 turns batching off (one script per publication). Up to 1024. Batches
     /// only form while calls are in flight, so an idle node never waits. Single Redis only:
     /// cluster mode always runs one script per publication (see docs/architecture.md).
     pub publish_batch_max: usize,
