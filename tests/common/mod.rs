@@ -2,6 +2,7 @@
 //! Every receive has a timeout, so a missing frame fails the test instead of hanging it.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod api;
 pub mod haproxy;
 pub mod process;
 pub mod redis;
