@@ -132,7 +132,9 @@ if not epoch then
   epoch = ARGV[3]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
-local offset = redis.call('HINCRBY', KEYS[1], 'top', 1)
+-- The offset as text once: Lua formats a number with sprintf each time it meets one.
+local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
+local offset = tostring(top)
 local frame = ARGV[1] .. offset .. ARGV[2]
 local size = tonumber(ARGV[4])
 if size > 0 then
@@ -142,7 +144,7 @@ if size > 0 then
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call(PUBLISH, ARGV[6], 'm ' .. offset .. ' ' .. epoch .. '\n' .. frame)
-return offset
+return top
 "#;
 
 /// Orders, stores and announces several publications, possibly to different rooms, in one
@@ -171,7 +173,9 @@ for g = 1, #KEYS / 2 do
   end
   local top = redis.call('HINCRBY', meta, 'top', count)
   local zadd = {}
-  for offset = top - count + 1, top do
+  for n = top - count + 1, top do
+    -- The offset as text once: Lua formats a number with sprintf each time it meets one.
+    local offset = tostring(n)
     local frame = ARGV[a] .. offset .. ARGV[a + 1]
     a = a + 2
     zadd[#zadd + 1] = offset
