@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::auth::Credentials;
 use crate::cpu;
 use crate::engine::{Control, Tick, WorkerEvent, WorkerPlan, WorkerReport, now_us};
 use crate::report::{Report, RunInfo, Series};
@@ -76,8 +77,9 @@ pub async fn run(scenario: &Scenario, mut options: RunOptions) -> Result<Report,
         });
     }
     let probe_limit = Duration::from_millis(scenario.connect_timeout_ms.min(3000));
+    let credentials = scenario.credentials();
     for t in &targets {
-        probe(t, probe_limit).await?;
+        probe(t, credentials.as_ref(), probe_limit).await?;
     }
 
     let run_id = format!("{:x}", now_us() % 0xff_ffff_ffff);
@@ -186,14 +188,21 @@ pub async fn run(scenario: &Scenario, mut options: RunOptions) -> Result<Report,
 }
 
 /// One connection to `target` before the run, so an unreachable URL fails in seconds with one
-/// clear error instead of thousands of failed users.
-async fn probe(target: &Target, limit: Duration) -> Result<(), RunError> {
+/// clear error instead of thousands of failed users. A node that refuses the probe's identity
+/// (401 `token_*`, 400 `user_not_allowed`) is reachable: the run goes on, and each user's
+/// refusal is counted by cause in the report, where a wrong or missing `jwt_secret` shows.
+async fn probe(
+    target: &Target,
+    credentials: Option<&Credentials>,
+    limit: Duration,
+) -> Result<(), RunError> {
     let name = format!("lt-probe-{}", std::process::id());
-    match target::connect(target, None, &name, limit).await {
+    match target::connect(target, None, &name, credentials, limit).await {
         Ok(mut ws) => {
             let _ = tokio::time::timeout(Duration::from_millis(500), ws.close(None)).await;
             Ok(())
         }
+        Err(e) if e.is_auth_refusal() => Ok(()),
         Err(e) => Err(RunError::Unreachable {
             url: target.url.clone(),
             reason: e.to_string(),

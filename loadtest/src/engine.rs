@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
+use crate::auth::Credentials;
 use crate::cpu::{self, CpuTime};
 use crate::scenario::Scenario;
 use crate::stats::{Counters, Hist, RoomReport, SecondStats, WorkerStats};
@@ -99,6 +100,8 @@ pub struct WorkerReport {
 pub struct Shared {
     pub scenario: Scenario,
     pub targets: Vec<Target>,
+    /// Signs each connection's token when the scenario has a `jwt_secret`.
+    pub credentials: Option<Credentials>,
     pub start: Instant,
     pub publish_end: Instant,
     pub stats: RefCell<WorkerStats>,
@@ -171,6 +174,7 @@ async fn run(
             .run_id
             .bytes()
             .fold(0u64, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b))),
+        credentials: s.credentials(),
         scenario: s,
         targets,
         start,

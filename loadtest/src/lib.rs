@@ -9,6 +9,7 @@
 //!
 //! - [`scenario`]: what a run does (TOML + overrides), validated with the key named.
 //! - [`target`]: loopback-only URLs and opening one WebSocket from a chosen source address.
+//! - [`auth`]: the HS256 token a connection presents when the scenario has a `jwt_secret`.
 //! - [`wire`]: requests and a borrowed view of server frames; the payload in `data`. No I/O.
 //! - [`stats`]: counters, HDR histograms, offset range sets, per-room faults and the merge
 //!   that finds what only the whole run can see. No I/O.
@@ -22,6 +23,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod coordinator;
 pub mod cpu;
 pub mod engine;

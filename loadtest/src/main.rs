@@ -72,6 +72,9 @@ struct Cli {
     /// Spread client sockets over source addresses 127.0.0.1..=127.0.0.N.
     #[arg(long)]
     source_ips: Option<u32>,
+    /// The node's HS256 auth.secret: each user then sends a JWT for itself instead of ?user=.
+    #[arg(long, value_name = "SECRET")]
+    jwt_secret: Option<String>,
     /// Write every figure as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -137,6 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         resume_elsewhere: cli.resume_elsewhere.then_some(true),
         workers: cli.workers,
         source_ips: cli.source_ips,
+        jwt_secret: cli.jwt_secret.clone(),
     })?;
 
     let progress = if cli.quiet || !std::io::stderr().is_terminal() {

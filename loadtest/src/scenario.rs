@@ -2,9 +2,11 @@
 //! names the offending key. No I/O beyond reading the file.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Credentials;
 use crate::target::{Target, TargetError};
 
 /// One load test. Every field has a default, so a file only names what it changes.
@@ -49,6 +51,9 @@ pub struct Scenario {
     pub source_ips: u32,
     /// Bound on one connection attempt (TCP + handshake). Default 5000 ms.
     pub connect_timeout_ms: u64,
+    /// The node's HS256 `auth.secret`. Default none: users connect as `?user=`. When set, every
+    /// connection sends a token for its user instead, as a node with authentication requires.
+    pub jwt_secret: Option<String>,
 }
 
 /// `count` rooms of `size` members; the first `publishers` members of each publish.
@@ -85,6 +90,7 @@ impl Default for Scenario {
             workers: 0,
             source_ips: 1,
             connect_timeout_ms: 5000,
+            jwt_secret: None,
         }
     }
 }
@@ -123,6 +129,7 @@ pub struct Overrides {
     pub resume_elsewhere: Option<bool>,
     pub workers: Option<u32>,
     pub source_ips: Option<u32>,
+    pub jwt_secret: Option<String>,
 }
 
 /// Most processes a run may spawn; also bounds what a scenario file can make this machine do.
@@ -131,6 +138,9 @@ pub const MAX_WORKERS: u32 = 64;
 pub const USERS_PER_WORKER: u64 = 15_000;
 /// Hard cap on users per worker, from the open-files cap (20,000) minus headroom.
 pub const MAX_USERS_PER_WORKER: u64 = 19_000;
+/// How long a token outlives the run's planned end. The node closes a session whose token
+/// expires (4001), which would read as a server fault; an hour covers any deadline overrun.
+const TOKEN_MARGIN: Duration = Duration::from_secs(3600);
 
 impl Scenario {
     /// Reads and validates a TOML scenario.
@@ -186,6 +196,9 @@ impl Scenario {
         );
         if !o.urls.is_empty() {
             self.urls = o.urls.clone();
+        }
+        if let Some(secret) = &o.jwt_secret {
+            self.jwt_secret = Some(secret.clone());
         }
         if o.rooms.is_some() || o.room_size.is_some() {
             let first = self.rooms.first().cloned();
@@ -250,6 +263,12 @@ impl Scenario {
                 "must be between 1 and 120000",
             ));
         }
+        if self.jwt_secret.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid(
+                "jwt_secret",
+                "must not be empty (leave it out for a node without authentication)",
+            ));
+        }
         if self.urls.is_empty() {
             return Err(invalid("urls", "needs at least one ws:// URL"));
         }
@@ -292,6 +311,15 @@ impl Scenario {
                 .div_ceil(USERS_PER_WORKER)
                 .clamp(1, u64::from(MAX_WORKERS)) as u32
         }
+    }
+
+    /// Token signing for `jwt_secret`, if set: tokens valid for ramp + duration + drain and a
+    /// margin, counted from when each is made, so even a late reconnect's token outlasts the run.
+    pub fn credentials(&self) -> Option<Credentials> {
+        let run = Duration::from_secs_f64(self.ramp_secs() + self.duration_secs + self.drain_secs);
+        self.jwt_secret
+            .as_deref()
+            .map(|secret| Credentials::hs256(secret, run + TOKEN_MARGIN))
     }
 
     /// Seconds the ramp takes to connect everyone.
@@ -432,6 +460,22 @@ size = 6
                 "{m:?}"
             );
         }
+    }
+
+    #[test]
+    fn jwt_secret_from_the_file_or_the_flag() {
+        let mut s = Scenario::from_toml("jwt_secret = \"from-the-file\"\n").unwrap();
+        assert_eq!(s.jwt_secret.as_deref(), Some("from-the-file"));
+        assert!(s.credentials().is_some());
+        s.apply(&Overrides {
+            jwt_secret: Some("from-the-flag".into()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(s.jwt_secret.as_deref(), Some("from-the-flag"));
+        assert!(Scenario::default().credentials().is_none());
+        let err = Scenario::from_toml("jwt_secret = \"\"\n").unwrap_err();
+        assert!(err.to_string().contains("`jwt_secret`"), "{err}");
     }
 
     #[test]

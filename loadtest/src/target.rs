@@ -1,5 +1,6 @@
 //! Target URLs: parsing, the loopback-only rule, and opening one WebSocket from a chosen
-//! 127.0.0.N source address. The tester never sends a byte anywhere but this machine.
+//! 127.0.0.N source address, as `?user=` or with a token from `auth`. The tester never sends a
+//! byte anywhere but this machine.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -7,7 +8,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::auth::{Credentials, TokenError};
 
 /// A client WebSocket over plain TCP.
 pub type Ws = WebSocketStream<TcpStream>;
@@ -79,10 +85,40 @@ impl Target {
         })
     }
 
-    /// The request URI for `user`.
-    fn request_uri(&self, user: &str) -> String {
-        let sep = if self.path.contains('?') { '&' } else { '?' };
-        format!("ws://{}{}{sep}user={user}", self.addr, self.path)
+    /// The request URI, naming `user` in the query if given.
+    fn request_uri(&self, user: Option<&str>) -> String {
+        let base = format!("ws://{}{}", self.addr, self.path);
+        match user {
+            Some(user) => {
+                let sep = if self.path.contains('?') { '&' } else { '?' };
+                format!("{base}{sep}user={user}")
+            }
+            None => base,
+        }
+    }
+
+    /// The handshake request for `user`: with `credentials`, a bearer token and no `?user=`
+    /// (a node with authentication takes the user from the token and refuses `?user=` with 400
+    /// `user_not_allowed`); without, the user in the query.
+    fn request(
+        &self,
+        user: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<Request, ConnectError> {
+        let uri = self.request_uri(credentials.is_none().then_some(user));
+        let mut request = uri
+            .into_client_request()
+            .map_err(|e| ConnectError::from_handshake(&self.url, e))?;
+        if let Some(c) = credentials {
+            let value = c
+                .authorization(user)
+                .map_err(|source| ConnectError::Token {
+                    user: user.to_string(),
+                    source,
+                })?;
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
+        Ok(request)
     }
 }
 
@@ -149,6 +185,8 @@ pub enum ConnectError {
         url: String,
         source: Box<tokio_tungstenite::tungstenite::Error>,
     },
+    #[error("token for {user}: {source}")]
+    Token { user: String, source: TokenError },
 }
 
 impl ConnectError {
@@ -160,6 +198,18 @@ impl ConnectError {
             ConnectError::Timeout { .. } => "timeout".into(),
             ConnectError::Refused { status, code, .. } => format!("{status} {code}"),
             ConnectError::Handshake { .. } => "handshake".into(),
+            ConnectError::Token { .. } => "token".into(),
+        }
+    }
+
+    /// Whether the node refused who the connection said it was: 401 `token_*`, or 400
+    /// `user_not_allowed` for `?user=` on a node that wants tokens. The node is there.
+    pub fn is_auth_refusal(&self) -> bool {
+        match self {
+            ConnectError::Refused { status, code, .. } => {
+                *status == 401 || code == "user_not_allowed"
+            }
+            _ => false,
         }
     }
 
@@ -201,15 +251,17 @@ pub fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(1 << 20))
 }
 
-/// Opens a WebSocket to `target` as `user`, from `source` if given. The whole attempt (TCP and
-/// handshake) is bounded by `limit`.
+/// Opens a WebSocket to `target` as `user`, from `source` if given, with a token from
+/// `credentials` if given. The whole attempt (TCP and handshake) is bounded by `limit`.
 pub async fn connect(
     target: &Target,
     source: Option<IpAddr>,
     user: &str,
+    credentials: Option<&Credentials>,
     limit: Duration,
 ) -> Result<Ws, ConnectError> {
     let attempt = async {
+        let request = target.request(user, credentials)?;
         let socket = if target.addr.is_ipv4() {
             TcpSocket::new_v4()
         } else {
@@ -235,13 +287,10 @@ pub async fn connect(
                 source,
             })?;
         stream.set_nodelay(true).ok();
-        let (ws, _response) = tokio_tungstenite::client_async_with_config(
-            target.request_uri(user),
-            stream,
-            Some(ws_config()),
-        )
-        .await
-        .map_err(|e| ConnectError::from_handshake(&target.url, e))?;
+        let (ws, _response) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
+                .await
+                .map_err(|e| ConnectError::from_handshake(&target.url, e))?;
         Ok(ws)
     };
     match tokio::time::timeout(limit, attempt).await {
@@ -268,9 +317,22 @@ mod tests {
         assert_eq!(
             Target::parse("ws://127.0.0.1:1/ws?x=1")
                 .unwrap()
-                .request_uri("u"),
+                .request_uri(Some("u")),
             "ws://127.0.0.1:1/ws?x=1&user=u"
         );
+    }
+
+    #[test]
+    fn a_token_replaces_the_user_in_the_query() {
+        let t = Target::parse("ws://127.0.0.1:1/ws").unwrap();
+        let plain = t.request("u1", None).unwrap();
+        assert_eq!(plain.uri(), "ws://127.0.0.1:1/ws?user=u1");
+        assert!(plain.headers().get(AUTHORIZATION).is_none());
+        let c = Credentials::hs256("0123456789abcdef0123456789abcdef", Duration::from_secs(60));
+        let signed = t.request("u1", Some(&c)).unwrap();
+        assert_eq!(signed.uri(), "ws://127.0.0.1:1/ws");
+        let auth = signed.headers()[AUTHORIZATION].to_str().unwrap();
+        assert!(auth.starts_with("Bearer ey"), "{auth}");
     }
 
     #[test]

@@ -6,25 +6,13 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{Ran, run_binary, scenario_path};
+use common::{FAIL_FAST, assert_refused, run_binary, scenario_path};
 use loadtest::{RunError, RunOptions, Scenario, ScenarioError};
-
-/// Generous bound for a run that must fail fast (the binary's own limit is 3 s of probing).
-const FAIL_FAST: Duration = Duration::from_secs(15);
 
 fn scenario_file(text: &str) -> tempfile::NamedTempFile {
     let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     file.write_all(text.as_bytes()).unwrap();
     file
-}
-
-fn assert_refused(ran: &Ran, wanted: &[&str]) {
-    assert_eq!(ran.code, Some(1), "exit code; stderr: {}", ran.stderr);
-    for w in wanted {
-        assert!(ran.stderr.contains(w), "stderr lacks {w:?}: {}", ran.stderr);
-    }
-    assert!(!ran.stderr.contains("panicked"), "{}", ran.stderr);
-    assert!(ran.took < FAIL_FAST, "took {:?}", ran.took);
 }
 
 #[tokio::test]

@@ -3,49 +3,15 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{Server, run_binary, scenario_path};
-use loadtest::Report;
-
-/// Bound on one binary run: ramp + 2 s + drain, plus process start-up in a debug build.
-const LIMIT: Duration = Duration::from_secs(40);
+use common::{RUN_LIMIT, Server, run_binary, scenario_path, smoke_binary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_processes_merge_into_one_report() {
     let server = Server::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
     let svg = dir.path().join("report.svg");
-    let smoke = scenario_path("smoke");
-    let url = server.url();
-    let ran = run_binary(
-        &[
-            smoke.to_str().unwrap(),
-            "--url",
-            &url,
-            "--workers",
-            "3",
-            "--expect-no-loss",
-            "--json",
-            json.to_str().unwrap(),
-            "--plot",
-            svg.to_str().unwrap(),
-        ],
-        LIMIT,
-    )
-    .await;
-    assert_eq!(
-        ran.code,
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        ran.stdout,
-        ran.stderr
-    );
-    assert!(ran.stdout.contains("PASS"), "{}", ran.stdout);
+    let (ran, r) = smoke_binary(&server.url(), 3, &["--plot", svg.to_str().unwrap()]).await;
     assert!(ran.stdout.contains("3 worker processes"), "{}", ran.stdout);
-
-    let r: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!((r.mode.as_str(), r.workers), ("processes", 3));
     // Each process measured its own share (8 users each) and its own CPU and memory.
     assert_eq!(r.cpu.workers.len(), 3);
@@ -106,7 +72,7 @@ async fn expect_no_loss_fails_the_exit_code_on_loss() {
         "2",
     ];
     let strict: Vec<&str> = args.iter().copied().chain(["--expect-no-loss"]).collect();
-    let ran = run_binary(&strict, LIMIT).await;
+    let ran = run_binary(&strict, RUN_LIMIT).await;
     assert_eq!(
         ran.code,
         Some(2),

@@ -4,58 +4,7 @@
 
 mod common;
 
-use common::{Server, scenario};
-use loadtest::{Report, RunOptions, Scenario};
-
-async fn run(s: &Scenario) -> Report {
-    loadtest::run(s, RunOptions::default())
-        .await
-        .expect("run failed")
-}
-
-/// The invariants of a clean run: everyone connected and joined, every acknowledged message
-/// reached members, none lost, repeated or reordered.
-fn assert_clean(r: &Report) {
-    let k = &r.connections;
-    assert_eq!(
-        (k.ok, k.failed, k.join_failed),
-        (r.users, 0, 0),
-        "{}",
-        r.table()
-    );
-    assert_eq!(k.unexpected_disconnects, 0, "{}", r.table());
-    let m = &r.messages;
-    assert!(m.published > 0 && m.deliveries > 0, "{}", r.table());
-    assert_eq!(
-        m.acked,
-        m.published,
-        "every publish acknowledged\n{}",
-        r.table()
-    );
-    let c = &r.correctness;
-    assert_eq!(
-        c.acked_distinct,
-        m.acked,
-        "acks carry distinct offsets\n{}",
-        r.table()
-    );
-    assert_eq!(c.acked_not_observed, 0, "{}", r.table());
-    assert_eq!(c.observed_distinct, c.acked_distinct, "{}", r.table());
-    assert_eq!(
-        (c.lost, c.duplicates, c.out_of_order),
-        (0, 0, 0),
-        "{}",
-        r.table()
-    );
-    assert_eq!(
-        (c.seq_regressions, c.foreign_payloads),
-        (0, 0),
-        "{}",
-        r.table()
-    );
-    assert!(c.problem_rooms.is_empty(), "{}", r.table());
-    assert!(r.problems(true).is_empty(), "{:?}", r.problems(true));
-}
+use common::{Server, assert_clean, run, scenario};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke_scenario_against_one_node() {

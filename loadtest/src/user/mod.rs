@@ -201,7 +201,8 @@ impl User {
                 return None;
             }
             let began = Instant::now();
-            match target::connect(target, source, &self.name, limit).await {
+            let credentials = shared.credentials.as_ref();
+            match target::connect(target, source, &self.name, credentials, limit).await {
                 Ok(socket) => {
                     let mut st = shared.stats.borrow_mut();
                     if resuming {

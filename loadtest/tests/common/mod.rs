@@ -1,5 +1,6 @@
 //! Test helpers: a real roomcast node served in-process on 127.0.0.1:0, the shipped scenarios,
-//! and the real `loadtest` binary run under a time limit.
+//! a run and the invariants of a clean one, and the real `loadtest` binary run under a time
+//! limit.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::net::SocketAddr;
@@ -7,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use loadtest::Scenario;
+use loadtest::{Report, RunOptions, Scenario};
 use roomcast::Config;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -83,6 +84,57 @@ pub fn scenario(name: &str, urls: &[String]) -> Scenario {
     s
 }
 
+/// Runs `s` in-process (workers as threads); a run that cannot happen fails the test.
+pub async fn run(s: &Scenario) -> Report {
+    loadtest::run(s, RunOptions::default())
+        .await
+        .expect("run failed")
+}
+
+/// The invariants of a clean run: everyone connected and joined, every acknowledged message
+/// reached members, none lost, repeated or reordered.
+pub fn assert_clean(r: &Report) {
+    let k = &r.connections;
+    assert_eq!(
+        (k.ok, k.failed, k.join_failed),
+        (r.users, 0, 0),
+        "{}",
+        r.table()
+    );
+    assert_eq!(k.unexpected_disconnects, 0, "{}", r.table());
+    let m = &r.messages;
+    assert!(m.published > 0 && m.deliveries > 0, "{}", r.table());
+    assert_eq!(
+        m.acked,
+        m.published,
+        "every publish acknowledged\n{}",
+        r.table()
+    );
+    let c = &r.correctness;
+    assert_eq!(
+        c.acked_distinct,
+        m.acked,
+        "acks carry distinct offsets\n{}",
+        r.table()
+    );
+    assert_eq!(c.acked_not_observed, 0, "{}", r.table());
+    assert_eq!(c.observed_distinct, c.acked_distinct, "{}", r.table());
+    assert_eq!(
+        (c.lost, c.duplicates, c.out_of_order),
+        (0, 0, 0),
+        "{}",
+        r.table()
+    );
+    assert_eq!(
+        (c.seq_regressions, c.foreign_payloads),
+        (0, 0),
+        "{}",
+        r.table()
+    );
+    assert!(c.problem_rooms.is_empty(), "{}", r.table());
+    assert!(r.problems(true).is_empty(), "{:?}", r.problems(true));
+}
+
 /// What a run of the binary left behind.
 pub struct Ran {
     pub code: Option<i32>,
@@ -90,6 +142,9 @@ pub struct Ran {
     pub stderr: String,
     pub took: Duration,
 }
+
+/// Generous bound for a run that must fail fast (the binary's own limit is 3 s of probing).
+pub const FAIL_FAST: Duration = Duration::from_secs(15);
 
 /// Runs the `loadtest` binary with `args`, killing it if it outlives `limit`.
 pub async fn run_binary(args: &[&str], limit: Duration) -> Ran {
@@ -113,4 +168,54 @@ pub async fn run_binary(args: &[&str], limit: Duration) -> Ran {
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
         took: started.elapsed(),
     }
+}
+
+/// Bound on one binary run of a short scenario: ramp + 2 s + drain, plus process start-up in a
+/// debug build.
+pub const RUN_LIMIT: Duration = Duration::from_secs(40);
+
+/// Runs the binary on the smoke scenario against `url` over `workers` worker processes, with
+/// `--expect-no-loss` and `extra` flags; it must pass. Returns its output and `--json` report.
+pub async fn smoke_binary(url: &str, workers: u32, extra: &[&str]) -> (Ran, Report) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let smoke = scenario_path("smoke");
+    let workers = workers.to_string();
+    let mut args = vec![
+        smoke.to_str().unwrap(),
+        "--url",
+        url,
+        "--workers",
+        &workers,
+        "--expect-no-loss",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let ran = run_binary(&args, RUN_LIMIT).await;
+    let report = passed_report(&ran, &json);
+    (ran, report)
+}
+
+/// The binary ran and passed (exit code 0, `PASS`); returns the report it wrote to `json`.
+fn passed_report(ran: &Ran, json: &Path) -> Report {
+    assert_eq!(
+        ran.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        ran.stdout,
+        ran.stderr
+    );
+    assert!(ran.stdout.contains("PASS"), "{}", ran.stdout);
+    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+}
+
+/// The binary refused to run: exit code 1, each of `wanted` in its message, within `FAIL_FAST`.
+pub fn assert_refused(ran: &Ran, wanted: &[&str]) {
+    assert_eq!(ran.code, Some(1), "exit code; stderr: {}", ran.stderr);
+    for w in wanted {
+        assert!(ran.stderr.contains(w), "stderr lacks {w:?}: {}", ran.stderr);
+    }
+    assert!(!ran.stderr.contains("panicked"), "{}", ran.stderr);
+    assert!(ran.took < FAIL_FAST, "took {:?}", ran.took);
 }
