@@ -202,7 +202,6 @@ async fn probe(
             let _ = tokio::time::timeout(Duration::from_millis(500), ws.close(None)).await;
             Ok(())
         }
-        Err(e) if e.is_auth_refusal() => Ok(()),
         Err(e) => Err(RunError::Unreachable {
             url: target.url.clone(),
             reason: e.to_string(),

@@ -202,17 +202,6 @@ impl ConnectError {
         }
     }
 
-    /// Whether the node refused who the connection said it was: 401 `token_*`, or 400
-    /// `user_not_allowed` for `?user=` on a node that wants tokens. The node is there.
-    pub fn is_auth_refusal(&self) -> bool {
-        match self {
-            ConnectError::Refused { status, code, .. } => {
-                *status == 401 || code == "user_not_allowed"
-            }
-            _ => false,
-        }
-    }
-
     fn from_handshake(url: &str, e: tokio_tungstenite::tungstenite::Error) -> Self {
         use tokio_tungstenite::tungstenite::Error;
         match e {

@@ -1,7 +1,6 @@
 //! The tester against a node with authentication on (`[auth] secret`, HS256): with the node's
-//! secret every user connects with its own token, in threads and in worker processes; with a
-//! wrong secret or none, every refusal is counted by cause in the report; an empty secret is
-//! refused before anything starts.
+//! secret every user connects with its own token, in threads and in worker processes; a wrong
+//! secret, none, or an empty one stops the run before any user starts, saying why.
 
 mod common;
 
@@ -27,24 +26,18 @@ async fn smoke_with_secret(jwt_secret: Option<&str>) -> Report {
     r
 }
 
-/// Every user was refused with `cause` (e.g. `401 token_invalid`), and the report says so in
-/// its failure reasons, its error samples and its verdict.
-fn assert_all_refused(r: &Report, cause: &str) {
-    let k = &r.connections;
-    assert_eq!((k.ok, k.failed), (0, r.users), "{}", r.table());
-    assert_eq!(k.errors.get(cause), Some(&r.users), "{:?}", k.errors);
-    assert!(
-        r.error_samples.iter().any(|e| e.contains(cause)),
-        "{:?}",
-        r.error_samples
-    );
-    assert!(r.table().contains(cause), "{}", r.table());
-    let problems = r.problems(false);
-    assert!(
-        problems[0].contains(&format!("{} of {} connections failed", r.users, r.users))
-            && problems[0].contains(cause),
-        "{problems:?}"
-    );
+/// The binary against an authenticating node with `args`: it must stop at the probe, exit 1,
+/// naming the URL and the node's refusal.
+async fn refused_at_the_probe(args: &[&str], cause: &[&str]) {
+    let server = auth_node().await;
+    let url = server.url();
+    let mut all = vec!["--url", url.as_str(), "--users", "4"];
+    all.extend_from_slice(args);
+    let ran = run_binary(&all, FAIL_FAST).await;
+    let mut wanted = vec!["cannot reach", url.as_str()];
+    wanted.extend_from_slice(cause);
+    assert_refused(&ran, &wanted);
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,15 +50,17 @@ async fn smoke_scenario_with_the_nodes_secret_is_clean() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_secret_is_refused_401_token_invalid_for_every_user() {
-    let r = smoke_with_secret(Some("not-the-node-secret-but-as-long-as-it")).await;
-    assert_all_refused(&r, "401 token_invalid");
+async fn a_wrong_secret_stops_the_run_with_401_token_invalid() {
+    refused_at_the_probe(
+        &["--jwt-secret", "not-the-node-secret-but-as-long-as-it"],
+        &["401", "token_invalid"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_secret_is_refused_400_user_not_allowed_for_every_user() {
-    let r = smoke_with_secret(None).await;
-    assert_all_refused(&r, "400 user_not_allowed");
+async fn no_secret_stops_the_run_with_400_user_not_allowed() {
+    refused_at_the_probe(&[], &["400", "user_not_allowed"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
