@@ -123,13 +123,18 @@ pub struct Socket {
     /// and kept while it is idle (tungstenite's 128 KiB default would dominate the memory of an
     /// idle connection); chat frames fit, larger ones still arrive, in more reads.
     pub read_buffer_bytes: usize,
-    /// Bytes the writer gathers before a socket write. Default 16 KiB: a batch of small frames
-    /// goes out in one `send()`; the writer flushes at the end of every batch regardless.
+    /// Bytes the writer gathers before a socket write; the writer flushes at the end of every
+    /// batch regardless. Default 4 KiB: about 16 chat frames share a `send()`, and since
+    /// tungstenite keeps this buffer at the largest size it ever reached, it also bounds what
+    /// every busy socket holds afterwards (16 KiB cost 0.6 KiB more per connection under chat
+    /// load, docs/BENCHMARKS.md). With `write_delay_ms`, whose batches are larger, 16 KiB
+    /// saves about a tenth of the CPU (docs/operations.md).
     pub write_buffer_bytes: usize,
     /// How long the writer waits after the first queued frame before writing, to gather the
     /// frames that follow into the same `send()`. Default 0: write at once. A few milliseconds
     /// trade that much latency for fewer system calls when members receive many messages a
-    /// second (a busy broadcast room); see docs/BENCHMARKS.md. Reads and pings go on during the
+    /// second (a busy broadcast room), best with `write_buffer_bytes` at 16 KiB so that a
+    /// delayed batch goes out in one write; see docs/BENCHMARKS.md. Reads and pings go on during the
     /// wait; a close is acted on when it ends. At most 1000.
     pub write_delay_ms: u64,
 }
@@ -316,7 +321,7 @@ impl Default for Socket {
     fn default() -> Self {
         Self {
             read_buffer_bytes: 1024,
-            write_buffer_bytes: 16 * 1024,
+            write_buffer_bytes: 4 * 1024,
             write_delay_ms: 0,
         }
     }
