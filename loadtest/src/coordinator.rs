@@ -188,9 +188,8 @@ pub async fn run(scenario: &Scenario, mut options: RunOptions) -> Result<Report,
 }
 
 /// One connection to `target` before the run, so an unreachable URL fails in seconds with one
-/// clear error instead of thousands of failed users. A node that refuses the probe's identity
-/// (401 `token_*`, 400 `user_not_allowed`) is reachable: the run goes on, and each user's
-/// refusal is counted by cause in the report, where a wrong or missing `jwt_secret` shows.
+/// clear error instead of thousands of failed users. That includes a node refusing the probe's
+/// identity (401 `token_*` for a wrong `jwt_secret`, 400 `user_not_allowed` for none).
 async fn probe(
     target: &Target,
     credentials: Option<&Credentials>,

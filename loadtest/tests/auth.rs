@@ -7,23 +7,12 @@ mod common;
 use common::{
     FAIL_FAST, Server, assert_clean, assert_refused, run, run_binary, scenario, smoke_binary,
 };
-use loadtest::Report;
 
 /// The node's secret: HS256 on roomcast needs at least 32 bytes.
 const SECRET: &str = "loadtest-auth-test-secret-0123456789";
 
 async fn auth_node() -> Server {
     Server::with(|c| c.auth.secret = SECRET.into()).await
-}
-
-/// The smoke scenario, in-process, against a node with authentication, with `jwt_secret`.
-async fn smoke_with_secret(jwt_secret: Option<&str>) -> Report {
-    let server = auth_node().await;
-    let mut s = scenario("smoke", &[server.url()]);
-    s.jwt_secret = jwt_secret.map(str::to_string);
-    let r = run(&s).await;
-    server.stop().await;
-    r
 }
 
 /// The binary against an authenticating node with `args`: it must stop at the probe, exit 1,
@@ -42,7 +31,11 @@ async fn refused_at_the_probe(args: &[&str], cause: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke_scenario_with_the_nodes_secret_is_clean() {
-    let r = smoke_with_secret(Some(SECRET)).await;
+    let server = auth_node().await;
+    let mut s = scenario("smoke", &[server.url()]);
+    s.jwt_secret = Some(SECRET.into());
+    let r = run(&s).await;
+    server.stop().await;
     assert_clean(&r);
     assert_eq!(r.users, 24);
     assert_eq!(r.connections.peak_concurrent, 24, "{}", r.table());
