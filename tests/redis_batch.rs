@@ -170,15 +170,57 @@ async fn history_and_resume_after_batched_publishes() {
 
     // In Redis: the capped history, and both keys expiring after history.ttl_secs.
     let prefix = nodes_prefix(&redis).await;
-    let held: u64 = redis
-        .query(&["ZCARD", &format!("{prefix}:hist:room0")])
-        .await;
+    let held: u64 = redis.query(&["LLEN", &format!("{prefix}:log:room0")]).await;
     assert_eq!(held, HISTORY as u64);
-    for key in ["hist", "meta"] {
+    for key in ["log", "meta"] {
         let ttl: i64 = redis
             .query(&["PTTL", &format!("{prefix}:{key}:room0")])
             .await;
         assert!((290_000..=300_000).contains(&ttl), "{key} PTTL {ttl}");
+    }
+}
+
+/// A node with history off publishes without adding to the room's log, so the log has a hole
+/// there. A resume across the hole is refused (not recovered) instead of replaying the frames
+/// after it under the wrong offsets; a resume from after the hole is still replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_with_a_hole_is_never_replayed_across_it() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let mut nodes = Vec::new();
+    for size in [10, 0] {
+        let node = TestServer::with(|c| {
+            use_redis(c, &redis, &prefix);
+            c.node_id = Some(format!("size{size}"));
+            c.history.size = size;
+        })
+        .await;
+        wait_ready(&node.url(""), 200).await;
+        nodes.push(node);
+    }
+    let mut kept = nodes[0].connect("kept").await;
+    let epoch = kept.join("room0").await["epoch"].clone();
+    let mut off = nodes[1].connect("off").await;
+    off.join("room0").await;
+    for n in 1..=5u64 {
+        let publisher = if n == 3 { &mut off } else { &mut kept };
+        assert_eq!(publisher.publish("room0", json!({ "n": n })).await, n);
+    }
+
+    for since in 0..=3u64 {
+        let mut reader = nodes[0].connect(&format!("reader{since}")).await;
+        let reply = reader
+            .request(json!({"type": "join", "room": "room0", "since": since, "epoch": epoch}))
+            .await;
+        assert_eq!(reply["offset"], 5, "{reply}");
+        if since < 3 {
+            assert_eq!(reply["recovered"], false, "since {since}: {reply}");
+            continue;
+        }
+        assert_eq!(reply["recovered"], true, "since {since}: {reply}");
+        for n in 4..=5u64 {
+            assert_eq!(entry(&reader.recv_message().await), (n, json!({ "n": n })));
+        }
     }
 }
 

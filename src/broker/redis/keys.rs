@@ -71,9 +71,11 @@ impl Keys {
         self.tagged("meta", room)
     }
 
-    /// Sorted set of the room's recent message frames, scored by offset.
+    /// List of the room's latest message frames, oldest first; the last is offset `top`.
+    /// (Named `log`, not the `hist` sorted set of earlier versions, so that during an upgrade
+    /// neither version meets a key of the other's type.)
     pub fn history(&self, room: &str) -> String {
-        self.tagged("hist", room)
+        self.tagged("log", room)
     }
 
     /// Sorted set of a user's open sessions (lease expiry as score), for the per-user limit.
@@ -117,7 +119,7 @@ mod tests {
         let keys = Keys::new("t1", true);
         assert_eq!(keys.room_channel("a:b"), "t1:room:{a:b}");
         assert_eq!(keys.meta("a:b"), "t1:meta:{a:b}");
-        assert_eq!(keys.history("a:b"), "t1:hist:{a:b}");
+        assert_eq!(keys.history("a:b"), "t1:log:{a:b}");
         assert_eq!(keys.leases("a:b"), "t1:pres:{a:b}");
         assert_eq!(keys.lease_index("a:b"), "t1:presidx:{a:b}");
         assert_eq!(keys.sessions("bob"), "t1:sess:{bob}");

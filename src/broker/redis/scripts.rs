@@ -23,6 +23,7 @@ pub struct Scripts {
     pub publish: Lua,
     pub publish_batch: Lua,
     pub history: Lua,
+    pub range: Lua,
     pub presence_add: Lua,
     pub presence_remove: Lua,
     pub presence_refresh: Lua,
@@ -44,7 +45,8 @@ impl Scripts {
         Self {
             publish: script(PUBLISH),
             publish_batch: script(PUBLISH_BATCH),
-            history: script(HISTORY),
+            history: script(&format!("{OFFSET_OF}{HISTORY}")),
+            range: script(&format!("{OFFSET_OF}{RANGE}")),
             presence_add: script(PRESENCE_ADD),
             presence_remove: script(PRESENCE_REMOVE),
             presence_refresh: script(PRESENCE_REFRESH),
@@ -122,15 +124,25 @@ impl Invocation<'_> {
 }
 
 /// Orders, stores and announces one publication.
-/// KEYS: meta hash, history zset. ARGV: frame prefix, frame suffix, fresh epoch, history size,
+/// KEYS: meta hash, history log. ARGV: frame prefix, frame suffix, fresh epoch, history size,
 /// history ttl ms, channel.
 /// The meta hash (`epoch`, `top`) is created with a fresh epoch when missing, so offsets that
 /// restart at 1 after Redis lost its data always come with a new epoch.
+///
+/// The history is a list of frames, oldest first, each pushed in the same step that took its
+/// offset, so the last one is offset `top`, the one before it `top - 1`, and so on: a list
+/// append and a trim from the front cost Redis far less than a sorted set, which hashes and
+/// compares whole frames (see docs/BENCHMARKS.md, goal 5). Readers still check the offsets
+/// written in the frames at both ends of what they read ([`OFFSET_OF`]), so a log with a hole
+/// (a node with history off, or one from before the log, published in between) is never
+/// replayed as if it had none.
 const PUBLISH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[3]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
+  -- Numbering starts over: frames left from the lost epoch must not pass for this one's.
+  redis.call('DEL', KEYS[2])
 end
 -- The offset as text once: Lua formats a number with sprintf each time it meets one.
 local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
@@ -138,8 +150,9 @@ local offset = tostring(top)
 local frame = ARGV[1] .. offset .. ARGV[2]
 local size = tonumber(ARGV[4])
 if size > 0 then
-  redis.call('ZADD', KEYS[2], offset, frame)
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -size - 1)
+  if redis.call('RPUSH', KEYS[2], frame) > size then
+    redis.call('LTRIM', KEYS[2], -size, -1)
+  end
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
@@ -150,11 +163,11 @@ return top
 /// Orders, stores and announces several publications, possibly to different rooms, in one
 /// call: for each room the same state changes as that many [`PUBLISH`] runs in a row (offsets
 /// taken in the order given, the same frames and payloads), with the per-room work done once
-/// per call: one HGET and one HINCRBY (by the room's count) on the meta hash, one ZADD of all
-/// the room's frames, one trim (none while the room has fewer messages than the history
-/// holds) and one PEXPIRE per key. Atomic, so no one can tell. The caller groups the
-/// publications by room, so the script keeps no tables of its own.
-/// KEYS: meta hash, history zset, per room. ARGV: fresh epoch, history size, history ttl ms,
+/// per call: one HGET and one HINCRBY (by the room's count) on the meta hash, one RPUSH of all
+/// the room's frames, one trim (none while the log is within the history size) and one
+/// PEXPIRE per key. Atomic, so no one can tell. The caller groups the publications by room, so
+/// the script keeps no tables of its own.
+/// KEYS: meta hash, history log, per room. ARGV: fresh epoch, history size, history ttl ms,
 /// then per room: count, channel, and count × (frame prefix, frame suffix).
 /// Returns each room's first offset; its other publications have the ones after it.
 const PUBLISH_BATCH: &str = r#"
@@ -170,25 +183,21 @@ for g = 1, #KEYS / 2 do
   if not epoch then
     epoch = ARGV[1]
     redis.call('HSET', meta, 'epoch', epoch)
+    redis.call('DEL', hist)
   end
   local top = redis.call('HINCRBY', meta, 'top', count)
-  local zadd = {}
+  local frames = {}
   for n = top - count + 1, top do
     -- The offset as text once: Lua formats a number with sprintf each time it meets one.
     local offset = tostring(n)
     local frame = ARGV[a] .. offset .. ARGV[a + 1]
     a = a + 2
-    zadd[#zadd + 1] = offset
-    zadd[#zadd + 1] = frame
+    frames[#frames + 1] = frame
     redis.call(PUBLISH, channel, 'm ' .. offset .. ' ' .. epoch .. '\n' .. frame)
   end
   if size > 0 then
-    redis.call('ZADD', hist, unpack(zadd))
-    -- The history holds only offsets of this epoch up to the top (it never outlives the meta
-    -- hash: both get the same expiry here, and only the meta's is renewed elsewhere), so
-    -- while the top is within the size there is nothing to trim.
-    if top > size then
-      redis.call('ZREMRANGEBYRANK', hist, 0, -size - 1)
+    if redis.call('RPUSH', hist, unpack(frames)) > size then
+      redis.call('LTRIM', hist, -size, -1)
     end
     redis.call('PEXPIRE', hist, ttl)
   end
@@ -198,14 +207,24 @@ end
 return firsts
 "#;
 
+/// Defines `offset_of(frame)`, the offset a message frame carries: the first `,"offset":` in
+/// it is the frame's own, since only `type` and `room` (a JSON string, where a quote is always
+/// escaped) come before it.
+const OFFSET_OF: &str = r#"
+local function offset_of(frame)
+  return tonumber(string.match(frame, ',"offset":(%d+)'))
+end
+"#;
+
 /// A room's position, and for a resume the frames after `since` if all of them are held.
-/// KEYS: meta hash, history zset. ARGV: fresh epoch, since (-1: not a resume), client epoch,
+/// KEYS: meta hash, history log. ARGV: fresh epoch, since (-1: not a resume), client epoch,
 /// meta ttl ms. Returns `{epoch, top, recovered (0/1), {frames...}}`.
 const HISTORY: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+  redis.call('DEL', KEYS[2])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 local top = tonumber(redis.call('HGET', KEYS[1], 'top') or '0')
@@ -216,12 +235,37 @@ end
 if since == top then
   return {epoch, top, 1, {}}
 end
-local frames = redis.call('ZRANGEBYSCORE', KEYS[2], since + 1, top)
--- History is only ever trimmed from the front, so a full count means no hole.
-if #frames ~= top - since then
+local count = top - since
+local frames = redis.call('LRANGE', KEYS[2], -count, -1)
+-- Offsets only grow along the log, so the right count with the right offsets at both ends
+-- means that every offset in between is there.
+if #frames ~= count or offset_of(frames[1]) ~= since + 1 or offset_of(frames[count]) ~= top then
   return {epoch, top, 0, {}}
 end
 return {epoch, top, 1, frames}
+"#;
+
+/// The frames of offsets `from..=to` (`to` clamped to the top) that the history still holds,
+/// for a reader filling a gap. KEYS: meta hash, history log. ARGV: from, to.
+/// Returns `{epoch or nil, offset of the first frame, {frames...}}`: no frames when the log
+/// holds none of those offsets or has a hole there.
+const RANGE: &str = r#"
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'top')
+local epoch, top = meta[1], tonumber(meta[2] or '0')
+if not epoch then
+  return {false, 0, {}}
+end
+-- The log's last frame is the top's, so its first is offset `base`.
+local base = top - redis.call('LLEN', KEYS[2]) + 1
+local from, to = math.max(tonumber(ARGV[1]), base), math.min(tonumber(ARGV[2]), top)
+if from > to then
+  return {epoch, from, {}}
+end
+local frames = redis.call('LRANGE', KEYS[2], from - base, to - base)
+if offset_of(frames[1]) ~= from or offset_of(frames[#frames]) ~= to then
+  return {epoch, from, {}}
+end
+return {epoch, from, frames}
 "#;
 
 /// Adds this node's presence lease for a user; announces `presence_join` when the user had no

@@ -16,8 +16,8 @@ use axum::extract::ws::Utf8Bytes;
 use futures_util::future::join_all;
 use parking_lot::Mutex;
 
-use super::Shared;
 use super::keys::Channel;
+use super::{BrokerError, Shared};
 use crate::protocol::{ServerFrame, encode};
 
 /// Rooms backfilled concurrently after a (re)subscription; the connection pipelines them.
@@ -143,21 +143,37 @@ fn deliver_in_order(shared: &Shared, room: &str, offset: u64, frame: Utf8Bytes) 
     shared.deliver.publication(room, offset, &frame);
 }
 
+/// What the `RANGE` script answers: the room's epoch (none when Redis has no such room), the
+/// offset of the first frame, and the frames, one per offset from there on.
+type Range = (Option<String>, u64, Vec<String>);
+
+/// Reads offsets `from..=to` (`to` clamped to the room's top) of `room` from its history.
+async fn range(shared: &Shared, room: &str, from: u64, to: u64) -> Result<Range, BrokerError> {
+    let mut invocation = shared.scripts.range.prepare_invoke();
+    invocation
+        .key(shared.keys.meta(room))
+        .key(shared.keys.history(room))
+        .arg(from)
+        .arg(to);
+    let mut conn = shared.conn();
+    shared
+        .call(invocation.invoke_async::<Range>(&mut conn))
+        .await
+}
+
+/// Delivers `frames`, the first of which has offset `first`, in order.
+fn deliver_range(shared: &Shared, room: &str, first: u64, frames: Vec<String>) {
+    for (offset, frame) in (first..).zip(frames) {
+        deliver_in_order(shared, room, offset, frame.into());
+    }
+}
+
 /// Reads offsets `from..=to` of `room` from its history and delivers them in order. What the
 /// history no longer holds is skipped: those offsets are lost to this node's members.
 async fn fill(shared: &Shared, room: &str, from: u64, to: u64) {
-    let mut conn = shared.conn();
-    let mut cmd = redis::cmd("ZRANGEBYSCORE");
-    cmd.arg(shared.keys.history(room))
-        .arg(from)
-        .arg(to)
-        .arg("WITHSCORES");
-    match shared
-        .call(cmd.query_async::<Vec<(String, u64)>>(&mut conn))
-        .await
-    {
-        Ok(frames) => {
-            if frames.len() as u64 != to - from + 1 {
+    match range(shared, room, from, to).await {
+        Ok((_, first, frames)) => {
+            if first != from || frames.len() as u64 != to - from + 1 {
                 tracing::warn!(
                     room,
                     from,
@@ -166,17 +182,15 @@ async fn fill(shared: &Shared, room: &str, from: u64, to: u64) {
                     "gap only partly filled"
                 );
             }
-            for (frame, offset) in frames {
-                deliver_in_order(shared, room, offset, frame.into());
-            }
+            deliver_range(shared, room, first, frames);
         }
         Err(err) => tracing::warn!(room, from, to, %err, "gap not filled"),
     }
 }
 
 /// After a (re)subscription: delivers, for each of `rooms` with a known position, what was
-/// published while it was not subscribed. Each room is one pipeline (its keys share a slot,
-/// which a cluster requires), run `BACKFILL_CHUNK` at a time.
+/// published while it was not subscribed. Each room is one `RANGE` script call (its keys share
+/// a slot, which a cluster requires), run `BACKFILL_CHUNK` at a time.
 pub(super) async fn backfill(shared: &Shared, rooms: &[Arc<str>]) {
     let known: Vec<(Arc<str>, u64, Arc<str>)> = {
         let subs = shared.subs.lock();
@@ -189,27 +203,16 @@ pub(super) async fn backfill(shared: &Shared, rooms: &[Arc<str>]) {
             .collect()
     };
     for chunk in known.chunks(BACKFILL_CHUNK) {
-        let reads = chunk.iter().map(|(room, next, _)| {
-            let mut pipe = redis::pipe();
-            pipe.cmd("HGET").arg(shared.keys.meta(room)).arg("epoch");
-            pipe.cmd("ZRANGEBYSCORE")
-                .arg(shared.keys.history(room))
-                .arg(*next)
-                .arg("+inf")
-                .arg("WITHSCORES");
-            let mut conn = shared.conn();
-            type Reply = (Option<String>, Vec<(String, u64)>);
-            async move { shared.call(pipe.query_async::<Reply>(&mut conn)).await }
-        });
+        let reads = chunk
+            .iter()
+            .map(|(room, next, _)| range(shared, room, *next, u64::MAX));
         let replies = join_all(reads).await;
         for ((room, _, epoch), reply) in chunk.iter().zip(replies) {
             match reply {
-                Ok((Some(current), frames)) if *current == **epoch => {
-                    for (frame, offset) in frames {
-                        deliver_in_order(shared, room, offset, frame.into());
-                    }
+                Ok((Some(current), first, frames)) if *current == **epoch => {
+                    deliver_range(shared, room, first, frames);
                 }
-                Ok((Some(current), _)) => {
+                Ok((Some(current), _, _)) => {
                     // Redis restarted empty and the room was published to since: start over.
                     if let Some(position) = shared.position(room) {
                         let mut seq = position.lock();
@@ -221,7 +224,7 @@ pub(super) async fn backfill(shared: &Shared, rooms: &[Arc<str>]) {
                 }
                 // Nothing published in this room since Redis came back: the first live
                 // message (a new epoch) restarts the sequence.
-                Ok((None, _)) => {}
+                Ok((None, _, _)) => {}
                 // The room keeps its position; the next live message triggers a gap fill.
                 Err(err) => tracing::warn!(%room, %err, "backfill failed"),
             }
