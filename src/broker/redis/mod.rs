@@ -281,7 +281,8 @@ impl Broker for RedisBroker {
             .arg(new_epoch().as_ref())
             .arg(since)
             .arg(epoch)
-            .arg(s.opts.history.ttl.as_millis() as u64);
+            .arg(s.opts.history.ttl.as_millis() as u64)
+            .arg(s.opts.history.size);
         let reply = invocation.invoke_async::<(String, u64, u8, Vec<String>)>(&mut conn);
         let (epoch, top, recovered, frames) = s.call(reply).await?;
         let epoch: Arc<str> = Arc::from(epoch);

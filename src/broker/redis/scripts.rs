@@ -136,6 +136,12 @@ impl Invocation<'_> {
 /// written in the frames at both ends of what they read ([`OFFSET_OF`]), so a log with a hole
 /// (a node with history off, or one from before the log, published in between) is never
 /// replayed as if it had none.
+///
+/// The log is trimmed back to the history size only once it holds an eighth more: a trim
+/// shifts what is left of the list's first node (up to 8 KiB) and is a command of its own, so
+/// trimming every publication cost Redis 3 µs of its 10 (`benches/backplane.rs`). The log
+/// therefore holds between `size` and `size + size / 8` frames. Resumes are served from the
+/// last `size` only ([`HISTORY`]), as with the memory engine; a node filling a gap may use all.
 const PUBLISH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -150,7 +156,8 @@ local offset = tostring(top)
 local frame = ARGV[1] .. offset .. ARGV[2]
 local size = tonumber(ARGV[4])
 if size > 0 then
-  if redis.call('RPUSH', KEYS[2], frame) > size then
+  -- Trimmed an eighth at a time (see the note above).
+  if redis.call('RPUSH', KEYS[2], frame) > size + math.floor(size / 8) then
     redis.call('LTRIM', KEYS[2], -size, -1)
   end
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
@@ -164,7 +171,7 @@ return top
 /// call: for each room the same state changes as that many [`PUBLISH`] runs in a row (offsets
 /// taken in the order given, the same frames and payloads), with the per-room work done once
 /// per call: one HGET and one HINCRBY (by the room's count) on the meta hash, one RPUSH of all
-/// the room's frames, one trim (none while the log is within the history size) and one
+/// the room's frames, one trim (none while the log is within its slack, see [`PUBLISH`]) and one
 /// PEXPIRE per key. Atomic, so no one can tell. The caller groups the publications by room, so
 /// the script keeps no tables of its own.
 /// KEYS: meta hash, history log, per room. ARGV: fresh epoch, history size, history ttl ms,
@@ -172,6 +179,9 @@ return top
 /// Returns each room's first offset; its other publications have the ones after it.
 const PUBLISH_BATCH: &str = r#"
 local size = tonumber(ARGV[2])
+-- Trimmed an eighth at a time, as in PUBLISH; numbers Lua passes to Redis are formatted
+-- with sprintf each time, so `keep` is text once.
+local trim_at, keep = size + math.floor(size / 8), tostring(-size)
 local ttl = ARGV[3]
 local firsts = {}
 local a = 4
@@ -196,8 +206,8 @@ for g = 1, #KEYS / 2 do
     redis.call(PUBLISH, channel, 'm ' .. offset .. ' ' .. epoch .. '\n' .. frame)
   end
   if size > 0 then
-    if redis.call('RPUSH', hist, unpack(frames)) > size then
-      redis.call('LTRIM', hist, -size, -1)
+    if redis.call('RPUSH', hist, unpack(frames)) > trim_at then
+      redis.call('LTRIM', hist, keep, -1)
     end
     redis.call('PEXPIRE', hist, ttl)
   end
@@ -218,7 +228,7 @@ end
 
 /// A room's position, and for a resume the frames after `since` if all of them are held.
 /// KEYS: meta hash, history log. ARGV: fresh epoch, since (-1: not a resume), client epoch,
-/// meta ttl ms. Returns `{epoch, top, recovered (0/1), {frames...}}`.
+/// meta ttl ms, history size. Returns `{epoch, top, recovered (0/1), {frames...}}`.
 const HISTORY: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -236,6 +246,10 @@ if since == top then
   return {epoch, top, 1, {}}
 end
 local count = top - since
+-- The log may hold more than the history size (see PUBLISH); a resume gets no more.
+if count > tonumber(ARGV[5]) then
+  return {epoch, top, 0, {}}
+end
 local frames = redis.call('LRANGE', KEYS[2], -count, -1)
 -- Offsets only grow along the log, so the right count with the right offsets at both ends
 -- means that every offset in between is there.
