@@ -281,6 +281,13 @@ impl Hub {
     }
 
     /// Number of rooms with at least one local member.
+    /// Shrinks the room and user tables once most of their entries are gone (after a crowd
+    /// left); called by the node's periodic sweep.
+    pub fn shrink(&self) {
+        crate::shrink::if_sparse(&self.0.rooms);
+        crate::shrink::if_sparse(&self.0.users);
+    }
+
     pub fn room_count(&self) -> usize {
         self.0.rooms.len()
     }

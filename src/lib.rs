@@ -29,6 +29,7 @@ pub mod node;
 pub mod protocol;
 pub mod server;
 pub mod session;
+mod shrink;
 pub mod telemetry;
 pub mod ws;
 

@@ -105,15 +105,20 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
     Ok(node)
 }
 
+/// Every 10 s: forgets idle IPs and shrinks the hub's tables after a crowd left.
 fn spawn_admission_sweeper(node: &Node, stop: CancellationToken) {
     let admission = Arc::downgrade(node.admission());
+    let hub = node.hub().clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => match admission.upgrade() {
-                    Some(admission) => admission.sweep(),
+                    Some(admission) => {
+                        admission.sweep();
+                        hub.shrink();
+                    }
                     None => return,
                 },
             }

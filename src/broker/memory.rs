@@ -89,6 +89,9 @@ impl MemoryBroker {
             log.removed = log.entries.is_empty() && log.subscribers == 0;
             !log.removed
         });
+        crate::shrink::if_sparse(&self.logs);
+        crate::shrink::if_sparse(&self.sessions);
+        crate::shrink::if_sparse(&self.presence);
     }
 
     /// How often to sweep: often enough that memory tracks the TTL within a few percent.

@@ -80,6 +80,7 @@ impl Admission {
         let now = Instant::now();
         self.ips
             .retain(|_, state| state.open > 0 || !state.connects.is_full(now));
+        crate::shrink::if_sparse(&self.ips);
     }
 
     /// IPs tracked (for tests and stats).
