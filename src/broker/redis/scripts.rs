@@ -130,9 +130,10 @@ impl Invocation<'_> {
 /// restart at 1 after Redis lost its data always come with a new epoch.
 ///
 /// The history is a list of frames, oldest first, each pushed in the same step that took its
-/// offset, so the last one is offset `top`, the one before it `top - 1`, and so on: a list
-/// append and a trim from the front cost Redis far less than a sorted set, which hashes and
-/// compares whole frames (see docs/BENCHMARKS.md, goal 5). Readers still check the offsets
+/// offset, so the last one is offset `top`, the one before it `top - 1`, and so on. Appending
+/// to a list costs Redis less than adding to a sorted set, which hashes and compares whole
+/// frames, provided the list is not trimmed on every publication (below; measured side by side
+/// in docs/BENCHMARKS.md, goal 5). Readers still check the offsets
 /// written in the frames at both ends of what they read ([`OFFSET_OF`]), so a log with a hole
 /// (a node with history off, or one from before the log, published in between) is never
 /// replayed as if it had none.
