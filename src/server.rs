@@ -101,16 +101,17 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
         }
     };
     let node = Node::new(id, config, hub, broker)?;
-    spawn_admission_sweeper(&node, stop.clone());
+    spawn_housekeeping(&node, stop.clone());
     Ok(node)
 }
 
-/// Every 10 s: forgets idle IPs and shrinks the hub's tables after a crowd left.
-fn spawn_admission_sweeper(node: &Node, stop: CancellationToken) {
+/// Every 5 s: forgets idle IPs, shrinks the hub's tables after a crowd left, and folds the
+/// metrics' histogram samples into their summaries (see [`telemetry::upkeep`]).
+fn spawn_housekeeping(node: &Node, stop: CancellationToken) {
     let admission = Arc::downgrade(node.admission());
     let hub = node.hub().clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -118,6 +119,7 @@ fn spawn_admission_sweeper(node: &Node, stop: CancellationToken) {
                     Some(admission) => {
                         admission.sweep();
                         hub.shrink();
+                        telemetry::upkeep();
                     }
                     None => return,
                 },
