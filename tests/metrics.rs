@@ -71,7 +71,10 @@ async fn metrics_follow_traffic() {
     );
     let published = sample(&text, "roomcast_messages_published_total").unwrap();
     assert!(published - published_before >= 10.0);
-    assert!(text.contains("roomcast_broker_publish_seconds"), "{text}");
+    // A histogram with buckets (they add up across nodes), every publish counted in the last.
+    let under_2_5_s = sample(&text, "roomcast_broker_publish_seconds_bucket{le=\"2.5\"}").unwrap();
+    let all = sample(&text, "roomcast_broker_publish_seconds_bucket{le=\"+Inf\"}").unwrap();
+    assert!(under_2_5_s >= 10.0 && all >= under_2_5_s, "{text}");
     assert!(sample(&text, "roomcast_frames_in_total").unwrap() >= 12.0);
 }
 
