@@ -280,14 +280,14 @@ impl Hub {
             .sum()
     }
 
-    /// Number of rooms with at least one local member.
     /// Shrinks the room and user tables once most of their entries are gone (after a crowd
-    /// left); called by the node's periodic sweep.
+    /// left); called by the node's periodic housekeeping.
     pub fn shrink(&self) {
         crate::shrink::if_sparse(&self.0.rooms);
         crate::shrink::if_sparse(&self.0.users);
     }
 
+    /// Number of rooms with at least one local member.
     pub fn room_count(&self) -> usize {
         self.0.rooms.len()
     }

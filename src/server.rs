@@ -106,7 +106,7 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
 }
 
 /// Every 5 s: forgets idle IPs, shrinks the hub's tables after a crowd left, and folds the
-/// metrics' histogram samples into their summaries (see [`telemetry::upkeep`]).
+/// metrics' histogram samples into their buckets (see [`telemetry::upkeep`]).
 fn spawn_housekeeping(node: &Node, stop: CancellationToken) {
     let admission = Arc::downgrade(node.admission());
     let hub = node.hub().clone();
