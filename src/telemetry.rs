@@ -64,9 +64,17 @@ fn builder() -> Result<PrometheusBuilder, BuildError> {
 /// sat in: with this, the memory bench's node held 2.1 MB instead of 5.8 MB after everyone
 /// left, and 15 MB of RSS instead of 34 MB. The node's housekeeping calls it every 5 s, and a
 /// scrape too.
+///
+/// Folding frees the samples' blocks only through crossbeam-epoch, which runs deferred frees
+/// as later pins advance its epoch. Once traffic stops nothing pins any more, and the last
+/// blocks stayed allocated for good (312 KB in a heap profile taken 40 s after a 19,000-user
+/// load left). A few pins right after the fold advance the epoch and free them.
 pub fn upkeep() {
     if let Some(handle) = install() {
         handle.run_upkeep();
+        for _ in 0..4 {
+            crossbeam_epoch::pin().flush();
+        }
     }
 }
 
