@@ -29,6 +29,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    reexec_without_thread_caches();
     let cli = Cli::parse();
     let overrides = Overrides {
         listen: cli.listen,
@@ -120,6 +122,37 @@ fn spawn_memory_trimmer() {
             }
         }
     });
+}
+
+/// What the node asks of glibc's allocator unless the operator set `GLIBC_TUNABLES`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_TUNABLES: &str = "glibc.malloc.tcache_count=0";
+
+/// glibc gives each thread a cache of up to 7 freed chunks per size (tcache), and neither
+/// `free` nor `malloc_trim` returns the pages those chunks sit on: after a crowd of 19,000 left,
+/// the heap held nothing from the load, yet 3 MB of its pages stayed resident. With the caches
+/// off the node came back to its start-up size (8,344 against 8,300 KiB), and the chat and
+/// broadcast benches showed no CPU cost (docs/BENCHMARKS.md, memory). glibc reads the setting
+/// only when a process starts, so the node re-executes itself once with it, first thing, while
+/// it is still one thread. A `GLIBC_TUNABLES` already set, even empty, is left as it is.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn reexec_without_thread_caches() {
+    use std::os::unix::process::CommandExt;
+    const VAR: &str = "GLIBC_TUNABLES";
+    if std::env::var_os(VAR).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let mut command = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        command.arg0(arg0);
+    }
+    // `exec` returns only if it failed; the node then runs with the caches on.
+    let err = command.args(args).env(VAR, MALLOC_TUNABLES).exec();
+    eprintln!("roomcast: could not re-execute with {VAR}={MALLOC_TUNABLES}: {err}");
 }
 
 /// Installs SIGTERM and SIGINT handlers now; the future resolves on either.

@@ -125,6 +125,28 @@ async fn worker_threads_sizes_the_runtime_and_one_thread_serves() {
     }
 }
 
+/// The node turns glibc's per-thread allocation caches off by re-executing itself with
+/// `GLIBC_TUNABLES` (their pages outlived a departed crowd; docs/operations.md), and leaves a
+/// value the operator set, even an empty one, alone.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn the_node_turns_glibcs_thread_caches_off_unless_the_operator_chose() {
+    let tunables = |process: &Process| {
+        let environ = std::fs::read(format!("/proc/{}/environ", process.child.id())).unwrap();
+        environ
+            .split(|&b| b == 0)
+            .find_map(|var| var.strip_prefix(b"GLIBC_TUNABLES="))
+            .map(|value| String::from_utf8_lossy(value).into_owned())
+    };
+    let default = Process::start_without_env(&["GLIBC_TUNABLES"]);
+    assert_eq!(
+        tunables(&default).as_deref(),
+        Some("glibc.malloc.tcache_count=0")
+    );
+    let chosen = Process::start_with_env(&[], &[("GLIBC_TUNABLES", "")]);
+    assert_eq!(tunables(&chosen).as_deref(), Some(""));
+}
+
 #[tokio::test]
 async fn sigint_with_no_sessions_exits_0_promptly() {
     let process = Process::start(&[]);

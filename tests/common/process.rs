@@ -37,9 +37,23 @@ impl Process {
     /// Starts a node on a free loopback port and waits for its "listening" line. Its logs
     /// are discarded so a long run can never block on a full pipe.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::launch(args, env, &[])
+    }
+
+    /// Starts a node as [`Process::start`] does, with the variables `removed` taken out of the
+    /// environment it inherits from the test.
+    pub fn start_without_env(removed: &[&str]) -> Self {
+        Self::launch(&[], &[], removed)
+    }
+
+    fn launch(args: &[&str], env: &[(&str, &str)], removed: &[&str]) -> Self {
         let mut all = vec!["--listen", "127.0.0.1:0"];
         all.extend_from_slice(args);
-        let mut child = command(&all, env)
+        let mut command = command(&all, env);
+        for var in removed {
+            command.env_remove(var);
+        }
+        let mut child = command
             .stderr(Stdio::null())
             .spawn()
             .expect("spawning roomcast");
