@@ -1,4 +1,5 @@
-//! The `roomcast` binary: parse flags and configuration, set up logging, bind, serve.
+//! The `roomcast` binary: settle glibc's allocator, parse flags and configuration, set up
+//! logging, bind, serve.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -131,8 +132,8 @@ const MALLOC_TUNABLES: &str = "glibc.malloc.tcache_count=0";
 /// glibc gives each thread a cache of up to 7 freed chunks per size (tcache), and neither
 /// `free` nor `malloc_trim` returns the pages those chunks sit on: after a crowd of 19,000 left,
 /// the heap held nothing from the load, yet 3 MB of its pages stayed resident. With the caches
-/// off the node came back to its start-up size (8,344 against 8,300 KiB), and the chat and
-/// broadcast benches showed no CPU cost (docs/BENCHMARKS.md, memory). glibc reads the setting
+/// off the node came back to its start-up size (8,064 against 8,136 KiB in the memory bench),
+/// and the chat and broadcast benches showed no CPU cost (docs/BENCHMARKS.md, memory). glibc reads the setting
 /// only when a process starts, so the node re-executes itself once with it, first thing, while
 /// it is still one thread. A `GLIBC_TUNABLES` already set, even empty, is left as it is.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
