@@ -147,6 +147,32 @@ fn the_node_turns_glibcs_thread_caches_off_unless_the_operator_chose() {
     assert_eq!(tunables(&chosen).as_deref(), Some(""));
 }
 
+/// The node asks for an accept queue of 4,096 (tokio's default of 1,024 overflowed in load
+/// test ramps); the kernel grants at most `net.core.somaxconn`. For a listening socket, `ss`
+/// shows the queue's size as Send-Q.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_listener_asks_for_a_deep_accept_queue() {
+    let process = Process::start(&[]);
+    let port = process.addr.rsplit(':').next().unwrap();
+    let out = std::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{port}")])
+        .output()
+        .expect("`ss` not found: install iproute2 (scripts/test does)");
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let backlog: u32 = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("no listening socket on port {port} in {line:?}"));
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(backlog, somaxconn.min(4096), "{line}");
+}
+
 #[tokio::test]
 async fn sigint_with_no_sessions_exits_0_promptly() {
     let process = Process::start(&[]);
