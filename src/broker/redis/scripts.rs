@@ -43,8 +43,8 @@ impl Scripts {
     fn build(publish: &str) -> Self {
         let script = |body: &str| Lua::new(format!("local PUBLISH = '{publish}'\n{body}"));
         Self {
-            publish: script(PUBLISH),
-            publish_batch: script(PUBLISH_BATCH),
+            publish: script(&format!("{TRIM_AT}{PUBLISH}")),
+            publish_batch: script(&format!("{TRIM_AT}{PUBLISH_BATCH}")),
             history: script(&format!("{OFFSET_OF}{HISTORY}")),
             range: script(&format!("{OFFSET_OF}{RANGE}")),
             presence_add: script(PRESENCE_ADD),
@@ -158,7 +158,7 @@ local frame = ARGV[1] .. offset .. ARGV[2]
 local size = tonumber(ARGV[4])
 if size > 0 then
   -- Trimmed an eighth at a time (see the note above).
-  if redis.call('RPUSH', KEYS[2], frame) > size + math.floor(size / 8) then
+  if redis.call('RPUSH', KEYS[2], frame) > trim_at(size) then
     redis.call('LTRIM', KEYS[2], -size, -1)
   end
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
@@ -182,7 +182,7 @@ const PUBLISH_BATCH: &str = r#"
 local size = tonumber(ARGV[2])
 -- Trimmed an eighth at a time, as in PUBLISH; numbers Lua passes to Redis are formatted
 -- with sprintf each time, so `keep` is text once.
-local trim_at, keep = size + math.floor(size / 8), tostring(-size)
+local limit, keep = trim_at(size), tostring(-size)
 local ttl = ARGV[3]
 local firsts = {}
 local a = 4
@@ -207,7 +207,7 @@ for g = 1, #KEYS / 2 do
     redis.call(PUBLISH, channel, 'm ' .. offset .. ' ' .. epoch .. '\n' .. frame)
   end
   if size > 0 then
-    if redis.call('RPUSH', hist, unpack(frames)) > trim_at then
+    if redis.call('RPUSH', hist, unpack(frames)) > limit then
       redis.call('LTRIM', hist, keep, -1)
     end
     redis.call('PEXPIRE', hist, ttl)
@@ -216,6 +216,14 @@ for g = 1, #KEYS / 2 do
   firsts[g] = top - count + 1
 end
 return firsts
+"#;
+
+/// Defines `trim_at(size)`: the log length past which a publish trims the log back to `size`,
+/// an eighth of slack (see [`PUBLISH`]). One definition for both publish scripts.
+const TRIM_AT: &str = r#"
+local function trim_at(size)
+  return size + math.floor(size / 8)
+end
 "#;
 
 /// Defines `offset_of(frame)`, the offset a message frame carries: the first `,"offset":` in
