@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use roomcast::broker::memory::HistoryLimits;
 use roomcast::broker::redis::{PublishBatch, RedisBroker, RedisOptions};
@@ -29,6 +28,7 @@ use roomcast::broker::{Broker, Deliver};
 use serde_json::json;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
+use tungstenite::Utf8Bytes;
 
 const WARM_UP: Duration = Duration::from_secs(2);
 /// How long the end waits for deliveries still in flight before counting them lost.

@@ -6,7 +6,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use roomcast::hub::Hub;
 use roomcast::session::{Outbox, SessionHandle};
 
-use axum::extract::ws::Utf8Bytes;
+use tungstenite::Utf8Bytes;
 
 /// A room of `members` live sessions; the receivers are kept so the queues stay open.
 fn room(members: usize) -> (Hub, Vec<Outbox>) {

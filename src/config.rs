@@ -119,16 +119,15 @@ pub struct History {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Socket {
-    /// WebSocket read buffer per connection. Default 1 KiB: it is allocated for every socket
-    /// and kept while it is idle (tungstenite's 128 KiB default would dominate the memory of an
-    /// idle connection); chat frames fit, larger ones still arrive, in more reads.
+    /// Most bytes taken from the socket in one read. Default 1 KiB, at most 64 KiB. The read
+    /// goes through a buffer on the stack; a socket keeps only a partial frame between reads,
+    /// so an idle connection holds no read buffer at all. Larger frames still arrive, in more
+    /// reads.
     pub read_buffer_bytes: usize,
-    /// Bytes the writer gathers before a socket write; the writer flushes at the end of every
-    /// batch regardless. Default 4 KiB: about 16 chat frames share a `send()`, and since
-    /// tungstenite keeps this buffer at the largest size it ever reached, it also bounds what
-    /// every busy socket holds afterwards (16 KiB cost 0.6 KiB more per connection under chat
-    /// load, docs/BENCHMARKS.md). With `write_delay_ms`, whose batches are larger, 16 KiB
-    /// saves about a tenth of the CPU (docs/operations.md).
+    /// Most bytes the writer hands to one socket write (a vectored write of the queued frames'
+    /// shared bytes, so nothing is copied or kept per socket). Default 4 KiB: about 16 chat
+    /// frames share a `send()`. With `write_delay_ms`, whose batches are larger, 16 KiB saves
+    /// about a tenth of the CPU (docs/operations.md).
     pub write_buffer_bytes: usize,
     /// How long the writer waits after the first queued frame before writing, to gather the
     /// frames that follow into the same `send()`. Default 0: write at once. A few milliseconds
@@ -426,6 +425,16 @@ impl Config {
             "socket.read_buffer_bytes",
             self.socket.read_buffer_bytes as u64,
         )?;
+        if self.socket.read_buffer_bytes > crate::ws::MAX_READ_CHUNK {
+            return Err(ConfigError::Invalid {
+                key: "socket.read_buffer_bytes",
+                reason: format!("must be at most {}", crate::ws::MAX_READ_CHUNK),
+            });
+        }
+        positive(
+            "socket.write_buffer_bytes",
+            self.socket.write_buffer_bytes as u64,
+        )?;
         if self.worker_threads > 1024 {
             return Err(ConfigError::Invalid {
                 key: "worker_threads",
@@ -615,6 +624,16 @@ mod tests {
         assert!(err.to_string().contains("heartbeat.timeout_ms"), "{err}");
         let err = load("[socket]\nwrite_delay_ms = 5000\n").unwrap_err();
         assert!(err.to_string().contains("socket.write_delay_ms"), "{err}");
+        let err = load("[socket]\nread_buffer_bytes = 65537\n").unwrap_err();
+        assert!(
+            err.to_string().contains("socket.read_buffer_bytes"),
+            "{err}"
+        );
+        let err = load("[socket]\nwrite_buffer_bytes = 0\n").unwrap_err();
+        assert!(
+            err.to_string().contains("socket.write_buffer_bytes"),
+            "{err}"
+        );
         let err = load("broker = \"carrier-pigeon\"\n").unwrap_err();
         assert!(err.to_string().contains("broker"), "{err}");
         let err = load("listen = \"nowhere\"\n").unwrap_err();

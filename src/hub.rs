@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use parking_lot::Mutex;
+use tungstenite::Utf8Bytes;
 
 use crate::session::{SessionHandle, SessionId};
 

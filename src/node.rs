@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::extract::ws::Utf8Bytes;
 use serde_json::value::RawValue;
 use tokio_util::task::TaskTracker;
+use tungstenite::Utf8Bytes;
 
 use crate::auth::Verifier;
 use crate::broker::{Broker, BrokerError, Deliver};

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
 use common::redis::{RedisServer, unique_prefix};
 use common::redis_cluster::RedisCluster;
 use parking_lot::Mutex;
@@ -16,6 +15,7 @@ use roomcast::protocol::Resume;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
+use tungstenite::Utf8Bytes;
 
 mod common;
 

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
+use tungstenite::Utf8Bytes;
 
 use super::{Broker, BrokerError, Deliver, History, new_epoch, unix_ms};
 use crate::protocol::Resume;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use axum::extract::ws::Utf8Bytes;
 use serde_json::value::RawValue;
+use tungstenite::Utf8Bytes;
 
 use crate::protocol::Resume;
 

@@ -1,9 +1,9 @@
 //! Encoding server → client frames. Room messages are encoded once per publish by
 //! [`encode_message`]; every recipient then gets a clone of the same bytes.
 
-use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use tungstenite::Utf8Bytes;
 
 use super::client::RequestId;
 use super::codes::ErrorCode;

@@ -1,6 +1,7 @@
 //! One task per socket: reads requests, writes queued frames, pings, and closes with the right
-//! code. Reading and writing share the task under one `select!`; writes drain everything queued
-//! and flush once per batch, so a burst of room messages costs one `send()` rather than many.
+//! code. Reading and writing share the task under one `select!`; writes take everything queued
+//! and hand it to the socket in one vectored write, so a burst of room messages costs one
+//! `send()` rather than many.
 //!
 //! Every wait on the socket also watches the session's close switch, so a client that stopped
 //! reading cannot pin the task: the hub flips the switch when its queue overflows.
@@ -10,13 +11,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
+use bytes::Bytes;
 use tokio::time::{Instant, timeout};
 use tracing::Instrument;
 
 use super::Permits;
+use super::frame::{self, Incoming};
 use super::limiter::{TokenBucket, Verdict};
+use super::socket::{RecvError, Socket};
 use crate::auth::{AuthError, Identity};
 use crate::node::Node;
 use crate::protocol::{
@@ -24,8 +26,8 @@ use crate::protocol::{
 };
 use crate::session::{Batch, Outbox, Outgoing, SessionHandle};
 
-/// Upper bound on bytes written per flush, so one batch cannot grow the write buffer without end.
-const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// The heartbeat: a ping frame with no payload.
+const PING: Bytes = Bytes::from_static(&[0x80 | frame::PING, 0]);
 /// How long closing may take: sending the close frame and waiting for the client's reply.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -52,7 +54,7 @@ enum Exit {
 /// value moved on into an inner block (the 368-byte socket above all) was stored twice in
 /// each idle connection's task.
 pub fn serve(
-    mut socket: WebSocket,
+    mut socket: Socket,
     node: Node,
     identity: Identity,
     permits: Permits,
@@ -96,7 +98,7 @@ pub fn serve(
         if let Some(code) = code {
             metrics::counter!("roomcast_closes_total", "code" => code.code().to_string())
                 .increment(1);
-            let reason = reason.map_or(Utf8Bytes::from_static(code.reason()), Utf8Bytes::from);
+            let reason = reason.as_deref().unwrap_or(code.reason());
             let _ = timeout(CLOSE_TIMEOUT, Box::pin(close(&mut socket, code, reason))).await;
         }
         tracing::debug!(code = code.map(CloseCode::code), "closed");
@@ -124,7 +126,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(&mut self, socket: &mut WebSocket, outbox: &mut Outbox) -> Exit {
+    async fn run(&mut self, socket: &mut Socket, outbox: &mut Outbox) -> Exit {
         let config = self.node.config();
         let (interval, silence) = (config.heartbeat.interval(), config.heartbeat.timeout());
         let write_delay = config.socket.write_delay();
@@ -177,13 +179,30 @@ impl Connection {
                 msg = socket.recv() => {
                     clock.last_seen = Instant::now();
                     match msg {
-                        None => return Exit::Gone,
-                        Some(Err(err)) => return read_error(&err),
-                        Some(Ok(Message::Close(_))) => {
-                            // tungstenite queued the close reply; push it out before dropping.
+                        None | Some(Err(RecvError::Io(_))) => return Exit::Gone,
+                        Some(Err(RecvError::Frame(err))) => {
+                            tracing::debug!(%err, "bad frame");
+                            return Exit::Close(err.close_code());
+                        }
+                        Some(Ok(Incoming::Close(code))) => {
+                            // The close handshake: echo the client's code (none if it gave none).
+                            let reply = code.map_or_else(
+                                || frame::control(frame::CLOSE, &[]),
+                                |code| frame::close(code, ""),
+                            );
+                            socket.discard_unstarted();
+                            socket.queue_control(reply);
                             let _ = Box::pin(timeout(CLOSE_TIMEOUT, socket.flush())).await;
                             return Exit::Gone;
                         }
+                        Some(Ok(Incoming::Ping(payload))) => {
+                            socket.queue_control(frame::control(frame::PONG, &payload));
+                            if let Err(exit) = self.guarded(Box::pin(socket.flush())).await {
+                                return exit;
+                            }
+                        }
+                        // A pong only proves liveness, which `last_seen` has noted.
+                        Some(Ok(Incoming::Pong)) => {}
                         Some(Ok(msg)) => {
                             if let Some(exit) = Box::pin(self.on_message(msg)).await {
                                 return exit;
@@ -199,7 +218,7 @@ impl Connection {
     /// expiry or heartbeat silence, pings when due. Returns when the timer should fire next.
     async fn on_timer(
         &self,
-        socket: &mut WebSocket,
+        socket: &mut Socket,
         outbox: &mut Outbox,
         clock: &mut Clock,
         interval: Duration,
@@ -219,8 +238,8 @@ impl Connection {
             if now - clock.last_seen >= silence {
                 return Err(Exit::Close(CloseCode::HeartbeatTimeout));
             }
-            self.guarded(socket.send(Message::Ping(Default::default())))
-                .await?;
+            socket.queue_control(PING);
+            self.guarded(socket.flush()).await?;
             clock.next_ping = now + interval;
         }
         let wake = clock.next_ping.min(expiry);
@@ -250,12 +269,11 @@ impl Connection {
         }
     }
 
-    async fn on_message(&mut self, msg: Message) -> Option<Exit> {
+    /// A text or binary message from the client (control frames are answered in `run`).
+    async fn on_message(&mut self, msg: Incoming) -> Option<Exit> {
         let text = match msg {
-            Message::Text(text) => Some(text),
-            Message::Binary(_) => None,
-            // Control frames only prove liveness; tungstenite answers pings itself.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return None,
+            Incoming::Text(text) => Some(text),
+            _ => None,
         };
         metrics::counter!("roomcast_frames_in_total").increment(1);
         match self.limiter.check(Instant::now()) {
@@ -428,17 +446,9 @@ fn not_member(room: &str) -> ProtocolError {
     ProtocolError::new(ErrorCode::NotMember, format!("not a member of {room}"))
 }
 
-/// Writes a batch taken from the queue, flushing every [`MAX_BATCH_BYTES`] and at the end.
-async fn write_batch(socket: &mut WebSocket, batch: Batch) -> Result<(), axum::Error> {
-    let mut bytes = 0;
-    for frame in batch {
-        bytes += frame.len();
-        socket.feed(Message::Text(frame)).await?;
-        if bytes >= MAX_BATCH_BYTES {
-            socket.flush().await?;
-            bytes = 0;
-        }
-    }
+/// Writes a batch taken from the queue.
+async fn write_batch(socket: &mut Socket, batch: Batch) -> std::io::Result<()> {
+    socket.queue_text(batch);
     socket.flush().await
 }
 
@@ -446,36 +456,26 @@ async fn write_batch(socket: &mut WebSocket, batch: Batch) -> Result<(), axum::E
 /// reconnect. The delay is drawn per client so a draining node's clients do not all land on the
 /// remaining nodes in the same instant.
 async fn drain(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     outbox: &mut Outbox,
     reconnect_after_ms: u64,
-) -> Result<(), axum::Error> {
-    write_batch(socket, outbox.take()).await?;
-    let goaway = encode(&ServerFrame::Goaway { reconnect_after_ms });
-    socket.send(Message::Text(goaway)).await
+) -> std::io::Result<()> {
+    socket.queue_text(outbox.take());
+    socket.queue_text([encode(&ServerFrame::Goaway { reconnect_after_ms })]);
+    socket.flush().await
 }
 
-/// Sends the close frame, then waits for the client's reply so the TCP close is clean.
-async fn close(socket: &mut WebSocket, code: CloseCode, reason: Utf8Bytes) {
-    let frame = CloseFrame {
-        code: code.code(),
-        reason,
-    };
-    if socket.send(Message::Close(Some(frame))).await.is_err() {
+/// Sends the close frame, then waits for the client's reply so the TCP close is clean. Frames
+/// not yet started are dropped: the client is not going to read them.
+async fn close(socket: &mut Socket, code: CloseCode, reason: &str) {
+    socket.discard_unstarted();
+    socket.queue_control(frame::close(code.code(), reason));
+    if socket.flush().await.is_err() {
         return;
     }
-    while let Some(Ok(_)) = socket.recv().await {}
-}
-
-/// Maps a failed read to how the socket ends: the client's fault gets a close code saying
-/// which rule it broke; I/O failures mean it is gone.
-fn read_error(err: &axum::Error) -> Exit {
-    use std::error::Error as _;
-    use tungstenite::Error as WsError;
-    match err.source().and_then(|e| e.downcast_ref::<WsError>()) {
-        Some(WsError::Capacity(_)) => Exit::Close(CloseCode::TooBig),
-        Some(WsError::Utf8(_)) => Exit::Close(CloseCode::InvalidPayload),
-        Some(WsError::Protocol(_)) => Exit::Close(CloseCode::ProtocolViolation),
-        _ => Exit::Gone,
+    while let Some(Ok(item)) = socket.recv().await {
+        if matches!(item, Incoming::Close(_)) {
+            return;
+        }
     }
 }

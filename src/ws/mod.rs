@@ -3,23 +3,28 @@
 
 mod admission;
 mod connection;
+mod frame;
+mod handshake;
 mod limiter;
+mod socket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{ConnectInfo, Query, State, rejection::QueryRejection};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 pub use admission::{Admission, IpPermit, Refused};
+pub use handshake::{Handshake, NotWebSocket};
+pub use socket::MAX_READ_CHUNK;
 
 use crate::auth::{AuthError, Identity, RoomPatterns};
 use crate::http::json_error;
 use crate::node::{Node, SessionClaim};
 use crate::protocol::valid_name;
+use socket::Socket;
 
 /// The subprotocol a browser offers next to its token; the server selects it.
 pub const SUBPROTOCOL: &str = "roomcast.v1";
@@ -49,7 +54,7 @@ pub async fn upgrade(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     params: Result<Query<ConnectParams>, QueryRejection>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Handshake, NotWebSocket>,
 ) -> Response {
     if node.is_draining() {
         return json_error(
@@ -60,9 +65,7 @@ pub async fn upgrade(
     }
     let ws = match ws {
         Ok(ws) => ws,
-        Err(rejection) => {
-            return json_error(rejection.status(), "not_websocket", &rejection.body_text());
-        }
+        Err(rejection) => return rejection.into_response(),
     };
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     if !node.verifier().origin_allowed(origin) {
@@ -111,23 +114,15 @@ pub async fn upgrade(
         _ip: ip_permit,
         _user: user_claim,
     };
-    let config = node.config();
-    let max = config.limits.max_message_bytes;
+    let socket = &node.config().socket;
+    let (read, write) = (socket.read_buffer_bytes, socket.write_buffer_bytes);
+    let max = node.config().limits.max_message_bytes;
     let tasks = node.tasks().clone();
     // Dropping the callback unrun (a failed upgrade) drops the permits with it.
-    ws.protocols([SUBPROTOCOL])
-        .read_buffer_size(config.socket.read_buffer_bytes)
-        .write_buffer_size(config.socket.write_buffer_bytes)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| {
-            // A task of its own rather than axum's upgrade task: that one keeps its captures
-            // (this closure, the handshake's config) for as long as it runs, which would be
-            // every idle socket's lifetime.
-            tasks.spawn(connection::serve(socket, node, identity, permits));
-            std::future::ready(())
-        })
-        .into_response()
+    ws.accept(SUBPROTOCOL, &tasks, move |upgraded| {
+        let socket = Socket::new(upgraded, read, write, max);
+        connection::serve(socket, node, identity, permits)
+    })
 }
 
 /// Why `identify` refused a connection.

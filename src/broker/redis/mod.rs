@@ -34,12 +34,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
+use tungstenite::Utf8Bytes;
 
 use super::memory::HistoryLimits;
 use super::{Broker, BrokerError, Deliver, History, new_epoch, unix_ms};

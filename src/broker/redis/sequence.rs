@@ -12,9 +12,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use futures_util::future::join_all;
 use parking_lot::Mutex;
+use tungstenite::Utf8Bytes;
 
 use super::keys::Channel;
 use super::{BrokerError, Shared};

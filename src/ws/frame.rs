@@ -1,0 +1,465 @@
+//! WebSocket framing (RFC 6455 §5) for the server's side of a connection, without I/O: the
+//! decoder for what clients send and the headers of what the server sends.
+//!
+//! The server sends its frames unmasked, so a frame's payload is the same bytes for every
+//! recipient: a socket adds only the 2–10 header bytes built here, and the encoded message
+//! itself is never copied per connection (see [`super::socket`]).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use thiserror::Error;
+
+use crate::protocol::CloseCode;
+
+const CONTINUATION: u8 = 0x0;
+pub const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+pub const CLOSE: u8 = 0x8;
+pub const PING: u8 = 0x9;
+pub const PONG: u8 = 0xA;
+
+/// Control frames carry at most this much (§5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+/// The longest header a server frame needs: 2 bytes, then a 64-bit length.
+const MAX_HEADER: usize = 10;
+
+/// The header of one unmasked, final server frame.
+#[derive(Clone, Copy)]
+pub struct Header {
+    bytes: [u8; MAX_HEADER],
+    len: u8,
+}
+
+impl Header {
+    /// The header of a frame of `opcode` carrying `payload_len` bytes.
+    pub fn new(opcode: u8, payload_len: usize) -> Self {
+        let mut bytes = [0; MAX_HEADER];
+        bytes[0] = 0x80 | opcode;
+        let len = if payload_len < 126 {
+            bytes[1] = payload_len as u8;
+            2
+        } else if let Ok(short) = u16::try_from(payload_len) {
+            bytes[1] = 126;
+            bytes[2..4].copy_from_slice(&short.to_be_bytes());
+            4
+        } else {
+            bytes[1] = 127;
+            bytes[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+            10
+        };
+        Self { bytes, len }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// A whole control frame (ping, pong or close) with at most 125 payload bytes; longer payloads
+/// are cut, which only a close reason could reach.
+pub fn control(opcode: u8, payload: &[u8]) -> Bytes {
+    let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
+    let mut frame = BytesMut::with_capacity(2 + payload.len());
+    frame.put_slice(Header::new(opcode, payload.len()).as_bytes());
+    frame.put_slice(payload);
+    frame.freeze()
+}
+
+/// A close frame with `code` and as much of `reason` as fits, cut at a character boundary.
+pub fn close(code: u16, reason: &str) -> Bytes {
+    let mut end = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    control(CLOSE, &payload)
+}
+
+/// One complete thing a client sent: a message (its fragments joined) or a control frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    Text(String),
+    /// Binary messages are not part of the protocol; their bytes are not kept.
+    Binary,
+    Ping(Vec<u8>),
+    Pong,
+    /// The client's close frame: its code, if it gave one.
+    Close(Option<u16>),
+}
+
+/// How a client broke the framing rules. Each ends the connection with its close code.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("frame or message larger than the limit")]
+    TooBig,
+    #[error("text that is not UTF-8")]
+    InvalidUtf8,
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+}
+
+impl FrameError {
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            Self::TooBig => CloseCode::TooBig,
+            Self::InvalidUtf8 => CloseCode::InvalidPayload,
+            Self::Protocol(_) => CloseCode::ProtocolViolation,
+        }
+    }
+}
+
+/// Reassembles client frames into [`Incoming`] items, enforcing the size limits as soon as a
+/// header announces a length, before any of the payload is buffered.
+#[derive(Debug)]
+pub struct Decoder {
+    max_frame: usize,
+    max_message: usize,
+    /// A fragmented message in progress: whether it is text, and its bytes so far.
+    partial: Option<(bool, Vec<u8>)>,
+}
+
+/// A parsed client frame header.
+struct FrameHead {
+    fin: bool,
+    opcode: u8,
+    mask: [u8; 4],
+    /// Header bytes, then `payload_len` payload bytes.
+    header_len: usize,
+    payload_len: usize,
+}
+
+impl Decoder {
+    pub fn new(max_frame: usize, max_message: usize) -> Self {
+        Self {
+            max_frame,
+            max_message,
+            partial: None,
+        }
+    }
+
+    /// Takes the next complete item from the front of `buf`, removing the bytes it used.
+    /// `Ok(None)`: `buf` holds no complete frame yet (nothing is removed). A fragment of a
+    /// longer message is consumed and kept, and decoding goes on with the next frame.
+    pub fn decode(&mut self, buf: &mut Vec<u8>) -> Result<Option<Incoming>, FrameError> {
+        loop {
+            let Some(head) = self.parse_head(buf)? else {
+                return Ok(None);
+            };
+            let end = head.header_len + head.payload_len;
+            if buf.len() < end {
+                return Ok(None);
+            }
+            let mut payload: Vec<u8> = buf[head.header_len..end].to_vec();
+            buf.drain(..end);
+            unmask(&mut payload, head.mask);
+            if let Some(item) = self.take(head.fin, head.opcode, payload)? {
+                return Ok(Some(item));
+            }
+        }
+    }
+
+    /// Parses and checks the header at the front of `buf`; `None` while it is incomplete.
+    fn parse_head(&self, buf: &[u8]) -> Result<Option<FrameHead>, FrameError> {
+        let [first, second, ..] = *buf else {
+            return Ok(None);
+        };
+        if first & 0x70 != 0 {
+            // No extension was negotiated, so no reserved bit may be set.
+            return Err(FrameError::Protocol("reserved bits set"));
+        }
+        if second & 0x80 == 0 {
+            return Err(FrameError::Protocol("client frames must be masked"));
+        }
+        let (fin, opcode) = (first & 0x80 != 0, first & 0x0F);
+        let (len_bytes, short) = match second & 0x7F {
+            126 => (2, 0),
+            127 => (8, 0),
+            n => (0, usize::from(n)),
+        };
+        let header_len = 2 + len_bytes + 4;
+        if buf.len() < header_len {
+            return Ok(None);
+        }
+        let payload_len = match len_bytes {
+            0 => short,
+            2 => usize::from(u16::from_be_bytes([buf[2], buf[3]])),
+            _ => {
+                let long = u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes"));
+                if long >> 63 != 0 {
+                    return Err(FrameError::Protocol("length with the top bit set"));
+                }
+                usize::try_from(long).unwrap_or(usize::MAX)
+            }
+        };
+        let mask = buf[header_len - 4..header_len].try_into().expect("4 bytes");
+        self.check(fin, opcode, payload_len)?;
+        Ok(Some(FrameHead {
+            fin,
+            opcode,
+            mask,
+            header_len,
+            payload_len,
+        }))
+    }
+
+    /// The rules that a header alone can break.
+    fn check(&self, fin: bool, opcode: u8, payload_len: usize) -> Result<(), FrameError> {
+        match opcode {
+            CLOSE | PING | PONG => {
+                if !fin {
+                    return Err(FrameError::Protocol("fragmented control frame"));
+                }
+                if payload_len > MAX_CONTROL_PAYLOAD {
+                    return Err(FrameError::Protocol("control frame over 125 bytes"));
+                }
+                Ok(())
+            }
+            TEXT | BINARY | CONTINUATION => {
+                match (opcode, &self.partial) {
+                    (CONTINUATION, None) => {
+                        return Err(FrameError::Protocol("continuation outside a message"));
+                    }
+                    (TEXT | BINARY, Some(_)) => {
+                        return Err(FrameError::Protocol("new message inside a fragmented one"));
+                    }
+                    _ => {}
+                }
+                let so_far = self.partial.as_ref().map_or(0, |(_, data)| data.len());
+                if payload_len > self.max_frame
+                    || so_far.saturating_add(payload_len) > self.max_message
+                {
+                    return Err(FrameError::TooBig);
+                }
+                Ok(())
+            }
+            _ => Err(FrameError::Protocol("unknown opcode")),
+        }
+    }
+
+    /// One frame's payload: an item when it completes one, else kept as a fragment.
+    fn take(
+        &mut self,
+        fin: bool,
+        opcode: u8,
+        payload: Vec<u8>,
+    ) -> Result<Option<Incoming>, FrameError> {
+        let (text, data) = match opcode {
+            PING => return Ok(Some(Incoming::Ping(payload))),
+            PONG => return Ok(Some(Incoming::Pong)),
+            CLOSE => return close_code(&payload).map(|code| Some(Incoming::Close(code))),
+            CONTINUATION => {
+                let (text, mut data) = self.partial.take().expect("checked in `check`");
+                data.extend_from_slice(&payload);
+                (text, data)
+            }
+            _ => (opcode == TEXT, payload),
+        };
+        if !fin {
+            self.partial = Some((text, data));
+            return Ok(None);
+        }
+        if !text {
+            return Ok(Some(Incoming::Binary));
+        }
+        String::from_utf8(data)
+            .map(|text| Some(Incoming::Text(text)))
+            .map_err(|_| FrameError::InvalidUtf8)
+    }
+}
+
+/// The code of a client's close frame (§5.5.1, §7.4): none, or a code a peer may send, then an
+/// optional UTF-8 reason.
+fn close_code(payload: &[u8]) -> Result<Option<u16>, FrameError> {
+    let (code, reason) = match payload {
+        [] => return Ok(None),
+        [_] => return Err(FrameError::Protocol("close payload of one byte")),
+        [hi, lo, reason @ ..] => (u16::from_be_bytes([*hi, *lo]), reason),
+    };
+    // 1004-1006 and 1015 are never sent; 1016-2999 are reserved for the RFC's future use.
+    let allowed = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+    if !allowed {
+        return Err(FrameError::Protocol("close code a peer may not send"));
+    }
+    std::str::from_utf8(reason).map_err(|_| FrameError::InvalidUtf8)?;
+    Ok(Some(code))
+}
+
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    for (i, byte) in payload.iter_mut().enumerate() {
+        *byte ^= mask[i & 3];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    /// A client frame as a browser would send it: masked.
+    fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mut frame = Header::new(first & 0x0F, payload.len()).as_bytes().to_vec();
+        frame[0] = first;
+        frame[1] |= 0x80;
+        frame.extend_from_slice(&MASK);
+        let mut masked = payload.to_vec();
+        unmask(&mut masked, MASK);
+        frame.extend_from_slice(&masked);
+        frame
+    }
+
+    fn decode_all(decoder: &mut Decoder, mut buf: Vec<u8>) -> Result<Vec<Incoming>, FrameError> {
+        let mut items = Vec::new();
+        while let Some(item) = decoder.decode(&mut buf)? {
+            items.push(item);
+        }
+        assert!(buf.is_empty(), "left over: {buf:?}");
+        Ok(items)
+    }
+
+    #[test]
+    fn headers_use_the_shortest_length_form() {
+        assert_eq!(Header::new(TEXT, 0).as_bytes(), [0x81, 0]);
+        assert_eq!(Header::new(TEXT, 125).as_bytes(), [0x81, 125]);
+        assert_eq!(Header::new(TEXT, 126).as_bytes(), [0x81, 126, 0, 126]);
+        assert_eq!(Header::new(PING, 65535).as_bytes(), [0x89, 126, 255, 255]);
+        assert_eq!(
+            Header::new(TEXT, 65536).as_bytes(),
+            [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]
+        );
+    }
+
+    #[test]
+    fn close_frames_cut_long_reasons_at_a_character_boundary() {
+        assert_eq!(&close(1000, "")[..], [0x88, 2, 0x03, 0xE8]);
+        let long = "é".repeat(100);
+        let frame = close(4000, &long);
+        assert_eq!(
+            frame.len(),
+            2 + 2 + 122,
+            "122 bytes of reason: 61 whole characters"
+        );
+        assert!(std::str::from_utf8(&frame[4..]).is_ok());
+    }
+
+    #[test]
+    fn a_frame_split_across_reads_decodes_once_complete() {
+        let mut decoder = Decoder::new(1 << 20, 1 << 20);
+        let text = "x".repeat(300);
+        let frame = client_frame(0x81, text.as_bytes());
+        let mut buf = Vec::new();
+        for chunk in frame.chunks(7) {
+            assert_eq!(decoder.decode(&mut buf), Ok(None));
+            buf.extend_from_slice(chunk);
+        }
+        assert_eq!(decoder.decode(&mut buf), Ok(Some(Incoming::Text(text))));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn fragments_join_and_control_frames_may_come_between_them() {
+        let mut decoder = Decoder::new(1 << 20, 1 << 20);
+        let mut buf = client_frame(0x01, b"hel");
+        buf.extend(client_frame(0x89, b"hb"));
+        buf.extend(client_frame(0x00, b"lo "));
+        buf.extend(client_frame(0x80, "wörld".as_bytes()));
+        buf.extend(client_frame(0x82, &[0, 1, 2]));
+        buf.extend(client_frame(0x8A, b""));
+        buf.extend(client_frame(0x88, &[0x03, 0xE8, b'b', b'y', b'e']));
+        let items = decode_all(&mut decoder, buf).unwrap();
+        assert_eq!(
+            items,
+            [
+                Incoming::Ping(b"hb".to_vec()),
+                Incoming::Text("hello wörld".into()),
+                Incoming::Binary,
+                Incoming::Pong,
+                Incoming::Close(Some(1000)),
+            ]
+        );
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_from_their_header_alone() {
+        let mut decoder = Decoder::new(100, 150);
+        // Only the header of a 101-byte frame: refused before its payload arrives.
+        let mut buf = client_frame(0x81, &[b'a'; 101])[..6].to_vec();
+        assert_eq!(decoder.decode(&mut buf), Err(FrameError::TooBig));
+        // Two fragments under the frame limit that together pass the message limit.
+        let mut decoder = Decoder::new(100, 150);
+        let mut buf = client_frame(0x01, &[b'a'; 100]);
+        buf.extend(client_frame(0x80, &[b'a'; 51]));
+        assert_eq!(decoder.decode(&mut buf), Err(FrameError::TooBig));
+        // A 64-bit length beyond any buffer.
+        let mut buf = vec![
+            0x81, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4,
+        ];
+        assert_eq!(
+            Decoder::new(100, 100).decode(&mut buf),
+            Err(FrameError::TooBig)
+        );
+    }
+
+    #[test]
+    fn framing_violations_name_their_close_code() {
+        let cases: [(Vec<u8>, FrameError); 10] = [
+            (
+                vec![0x81, 0x00],
+                FrameError::Protocol("client frames must be masked"),
+            ),
+            (
+                client_frame(0xC1, b"x"),
+                FrameError::Protocol("reserved bits set"),
+            ),
+            (
+                client_frame(0x83, b"x"),
+                FrameError::Protocol("unknown opcode"),
+            ),
+            (
+                client_frame(0x80, b"x"),
+                FrameError::Protocol("continuation outside a message"),
+            ),
+            (
+                client_frame(0x09, b""),
+                FrameError::Protocol("fragmented control frame"),
+            ),
+            (
+                client_frame(0x89, &[0; 126]),
+                FrameError::Protocol("control frame over 125 bytes"),
+            ),
+            (
+                client_frame(0x88, &[3]),
+                FrameError::Protocol("close payload of one byte"),
+            ),
+            (
+                client_frame(0x88, &[0x03, 0xED]),
+                FrameError::Protocol("close code a peer may not send"),
+            ),
+            (
+                client_frame(0x88, &[0x03, 0xE8, 0xFF]),
+                FrameError::InvalidUtf8,
+            ),
+            (client_frame(0x81, &[0xC3, 0x28]), FrameError::InvalidUtf8),
+        ];
+        for (mut buf, expected) in cases {
+            let got = Decoder::new(1000, 1000).decode(&mut buf);
+            assert_eq!(got, Err(expected));
+        }
+        let mut buf = client_frame(0x01, b"a");
+        buf.extend(client_frame(0x81, b"b"));
+        assert_eq!(
+            decode_all(&mut Decoder::new(1000, 1000), buf),
+            Err(FrameError::Protocol("new message inside a fragmented one"))
+        );
+        assert_eq!(FrameError::TooBig.close_code(), CloseCode::TooBig);
+        assert_eq!(
+            FrameError::InvalidUtf8.close_code(),
+            CloseCode::InvalidPayload
+        );
+        assert_eq!(
+            FrameError::Protocol("x").close_code(),
+            CloseCode::ProtocolViolation
+        );
+    }
+}

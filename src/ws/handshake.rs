@@ -1,0 +1,146 @@
+//! The HTTP side of opening a WebSocket (RFC 6455 §4.2): checks the request, answers 101, and
+//! hands the raw connection to a [`Socket`] once hyper lets go of it.
+//!
+//! roomcast does this itself rather than through axum's `WebSocketUpgrade`, because that one
+//! yields only a tungstenite stream, whose per-socket write buffer is what [`Socket`] avoids.
+//! The checks and their status codes are the same as axum's.
+
+use std::future::Future;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use thiserror::Error;
+use tokio_util::task::TaskTracker;
+
+use crate::http::json_error;
+
+/// A valid WebSocket handshake request, not yet answered.
+pub struct Handshake {
+    key: HeaderValue,
+    on_upgrade: OnUpgrade,
+    offered: Vec<String>,
+}
+
+/// Why a request to the WebSocket endpoint is not a handshake; answered `not_websocket`.
+#[derive(Debug, Error)]
+pub enum NotWebSocket {
+    #[error("the handshake must use GET")]
+    MethodNotGet,
+    #[error("`Connection` header did not include `upgrade`")]
+    ConnectionHeader,
+    #[error("`Upgrade` header did not include `websocket`")]
+    UpgradeHeader,
+    #[error("`Sec-WebSocket-Version` header did not include `13`")]
+    Version,
+    #[error("`Sec-WebSocket-Key` header missing")]
+    Key,
+    #[error("this connection cannot be upgraded")]
+    NotUpgradable,
+}
+
+impl IntoResponse for NotWebSocket {
+    fn into_response(self) -> Response {
+        let status = match self {
+            Self::MethodNotGet => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NotUpgradable => StatusCode::UPGRADE_REQUIRED,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        json_error(status, "not_websocket", &self.to_string())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Handshake {
+    type Rejection = NotWebSocket;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if parts.method != Method::GET {
+            return Err(NotWebSocket::MethodNotGet);
+        }
+        let headers = &parts.headers;
+        if !has_token(headers, header::CONNECTION, "upgrade") {
+            return Err(NotWebSocket::ConnectionHeader);
+        }
+        if !has_token(headers, header::UPGRADE, "websocket") {
+            return Err(NotWebSocket::UpgradeHeader);
+        }
+        if !has_token(headers, header::SEC_WEBSOCKET_VERSION, "13") {
+            return Err(NotWebSocket::Version);
+        }
+        let key = headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .ok_or(NotWebSocket::Key)?
+            .clone();
+        let offered = headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|p| p.trim().to_owned())
+            .collect();
+        let on_upgrade = parts
+            .extensions
+            .remove::<OnUpgrade>()
+            .ok_or(NotWebSocket::NotUpgradable)?;
+        Ok(Self {
+            key,
+            on_upgrade,
+            offered,
+        })
+    }
+}
+
+impl Handshake {
+    /// Answers 101, selecting `subprotocol` if the client offered it. Once hyper hands over
+    /// the connection, `serve` runs on it as a task of `tasks`; if the upgrade fails, `serve`
+    /// is dropped unrun (with whatever it holds).
+    pub fn accept<F, Fut>(self, subprotocol: &str, tasks: &TaskTracker, serve: F) -> Response
+    where
+        F: FnOnce(Upgraded) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());
+        let mut response = (
+            StatusCode::SWITCHING_PROTOCOLS,
+            [
+                (header::CONNECTION, HeaderValue::from_static("upgrade")),
+                (header::UPGRADE, HeaderValue::from_static("websocket")),
+            ],
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::SEC_WEBSOCKET_ACCEPT,
+            HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+        );
+        if self.offered.iter().any(|p| p == subprotocol) {
+            let value = HeaderValue::from_str(subprotocol).expect("a valid header value");
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+        }
+        let on_upgrade = self.on_upgrade;
+        let spawner = tasks.clone();
+        // The connection's own task is spawned apart from this one: a task that awaited the
+        // upgrade first would keep the upgrade's state for the socket's whole life.
+        tasks.spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    spawner.spawn(serve(upgraded));
+                }
+                Err(err) => tracing::debug!(%err, "upgrade failed"),
+            }
+        });
+        response
+    }
+}
+
+/// Whether a comma-separated header has `token`, in any case.
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}

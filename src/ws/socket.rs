@@ -1,0 +1,332 @@
+//! One upgraded connection's bytes: client frames in through the [`Decoder`], server frames
+//! out with vectored writes straight from the encoded messages.
+//!
+//! Why not tungstenite's stream: it copies every outgoing frame into a write buffer per socket,
+//! and that buffer keeps the largest size it ever reached. Under load those buffers were the
+//! largest part of the node's memory (48 of 125 MB at saturation, docs/BENCHMARKS.md), and the
+//! copy is paid once per delivery. Here a queued frame is a reference to the bytes every
+//! recipient shares plus a header of at most 10 bytes, and one `writev` sends a batch. An idle
+//! socket holds no buffer at all: reads go through a buffer on the stack and only a partial
+//! frame is kept.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tungstenite::Utf8Bytes;
+
+use super::frame::{self, Decoder, FrameError, Header, Incoming};
+
+/// Most bytes read in one system call; the buffer lives on the stack during the read only.
+pub const MAX_READ_CHUNK: usize = 64 * 1024;
+/// Most frames handed to one `writev`: two slices each, well under the kernel's 1,024.
+const MAX_FRAMES_PER_WRITE: usize = 64;
+
+/// Why reading ended.
+#[derive(Debug, Error)]
+pub enum RecvError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// A frame waiting to be written.
+enum Out {
+    /// A text message: its header is built when it is written.
+    Text(Utf8Bytes),
+    /// A control frame, header included.
+    Control(Bytes),
+}
+
+impl Out {
+    fn header(&self) -> Option<Header> {
+        match self {
+            Self::Text(text) => Some(Header::new(frame::TEXT, text.len())),
+            Self::Control(_) => None,
+        }
+    }
+
+    fn body(&self) -> &[u8] {
+        match self {
+            Self::Text(text) => text.as_bytes(),
+            Self::Control(bytes) => bytes,
+        }
+    }
+
+    fn wire_len(&self) -> usize {
+        self.header().map_or(0, |h| h.as_bytes().len()) + self.body().len()
+    }
+}
+
+/// The server's end of one WebSocket connection. Reading and writing are separate calls on
+/// the same value, so the socket's task can wait for either under one `select!`; both are
+/// cancel safe, since all progress is kept here. `Io` is the upgraded connection, or in unit
+/// tests a pipe.
+pub struct Socket<Io = TokioIo<Upgraded>> {
+    io: Io,
+    decoder: Decoder,
+    /// Bytes read but not yet decoded (a partial frame); unallocated between frames.
+    unread: Vec<u8>,
+    read_chunk: usize,
+    /// Frames to write, oldest first; the first may be partly written.
+    pending: VecDeque<Out>,
+    /// Bytes of the first pending frame already written.
+    written: usize,
+    write_chunk: usize,
+}
+
+impl Socket {
+    /// `read_chunk`: most bytes per read (at most [`MAX_READ_CHUNK`]); `write_chunk`: most
+    /// bytes per write, at least one whole frame; `max_message`: the frame and message limit.
+    pub fn new(io: Upgraded, read_chunk: usize, write_chunk: usize, max_message: usize) -> Self {
+        Self::over(TokioIo::new(io), read_chunk, write_chunk, max_message)
+    }
+}
+
+impl<Io: AsyncRead + AsyncWrite + Unpin> Socket<Io> {
+    fn over(io: Io, read_chunk: usize, write_chunk: usize, max_message: usize) -> Self {
+        Self {
+            io,
+            decoder: Decoder::new(max_message, max_message),
+            unread: Vec::new(),
+            read_chunk: read_chunk.clamp(1, MAX_READ_CHUNK),
+            pending: VecDeque::new(),
+            written: 0,
+            write_chunk,
+        }
+    }
+
+    /// The next message or control frame; `None` once the client closed the TCP connection.
+    /// Cancel safe.
+    pub async fn recv(&mut self) -> Option<Result<Incoming, RecvError>> {
+        loop {
+            match self.decoder.decode(&mut self.unread) {
+                Ok(Some(item)) => {
+                    if self.unread.is_empty() {
+                        self.unread = Vec::new();
+                    }
+                    return Some(Ok(item));
+                }
+                Ok(None) => {}
+                Err(err) => return Some(Err(err.into())),
+            }
+            match poll_fn(|cx| self.poll_fill(cx)).await {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(err) => return Some(Err(err.into())),
+            }
+        }
+    }
+
+    /// Reads once into a stack buffer and keeps what came; the count, 0 at end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut chunk = [MaybeUninit::<u8>::uninit(); MAX_READ_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut chunk[..self.read_chunk]);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+        self.unread.extend_from_slice(buf.filled());
+        Poll::Ready(Ok(buf.filled().len()))
+    }
+
+    /// Queues text frames to write, after anything queued before.
+    pub fn queue_text(&mut self, frames: impl IntoIterator<Item = Utf8Bytes>) {
+        self.pending.extend(frames.into_iter().map(Out::Text));
+    }
+
+    /// Queues a whole control frame (see [`frame::control`], [`frame::close`]).
+    pub fn queue_control(&mut self, frame: Bytes) {
+        self.pending.push_back(Out::Control(frame));
+    }
+
+    /// Drops the queued frames that no byte of has been written yet: the connection is about
+    /// to close without them. A partly written frame stays, so the stream remains well formed.
+    pub fn discard_unstarted(&mut self) {
+        let keep = usize::from(self.written > 0);
+        self.pending.truncate(keep);
+    }
+
+    /// Writes everything queued. Cancel safe: what was written stays written, and the next
+    /// call goes on from there.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.pending.is_empty() {
+            let n = ready!(self.poll_write_some(cx))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.advance(n);
+        }
+        // A burst may have grown the queue; an idle socket should not keep it.
+        if self.pending.capacity() > MAX_FRAMES_PER_WRITE {
+            self.pending = VecDeque::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// One `writev` of up to [`MAX_FRAMES_PER_WRITE`] frames and about `write_chunk` bytes.
+    fn poll_write_some(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut headers = [None; MAX_FRAMES_PER_WRITE];
+        for (slot, out) in headers.iter_mut().zip(&self.pending) {
+            *slot = out.header();
+        }
+        let mut slices = [IoSlice::new(&[]); 2 * MAX_FRAMES_PER_WRITE];
+        let (mut count, mut bytes, mut skip) = (0, 0, self.written);
+        for (out, header) in self.pending.iter().zip(&headers) {
+            if bytes >= self.write_chunk {
+                break;
+            }
+            let head = header.as_ref().map_or(&[][..], Header::as_bytes);
+            // `skip` is what of the first frame is already written; later frames start whole.
+            for part in [head, out.body()] {
+                let from = skip.min(part.len());
+                skip -= from;
+                let part = &part[from..];
+                if !part.is_empty() {
+                    slices[count] = IoSlice::new(part);
+                    count += 1;
+                    bytes += part.len();
+                }
+            }
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
+    }
+
+    /// Counts `n` more bytes as written, dropping the frames that are now complete.
+    fn advance(&mut self, n: usize) {
+        let mut done = self.written + n;
+        while let Some(out) = self.pending.front() {
+            let len = out.wire_len();
+            if done < len {
+                break;
+            }
+            done -= len;
+            self.pending.pop_front();
+        }
+        self.written = done;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    use super::*;
+
+    /// Splits what a server wrote into (opcode, payload) frames.
+    fn server_frames(mut wire: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut frames = Vec::new();
+        while let [first, second, rest @ ..] = wire {
+            assert_eq!(second & 0x80, 0, "server frames are not masked");
+            let (len, rest) = match second & 0x7F {
+                126 => (
+                    usize::from(u16::from_be_bytes([rest[0], rest[1]])),
+                    &rest[2..],
+                ),
+                127 => (
+                    usize::try_from(u64::from_be_bytes(rest[..8].try_into().unwrap())).unwrap(),
+                    &rest[8..],
+                ),
+                n => (usize::from(n), rest),
+            };
+            assert_eq!(first & 0xF0, 0x80, "final, no reserved bits");
+            frames.push((first & 0x0F, rest[..len].to_vec()));
+            wire = &rest[len..];
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn partial_writes_resume_mid_frame_and_keep_the_stream_well_formed() {
+        // A pipe that takes at most 7 bytes at a time: every frame is split across writes,
+        // some inside their header.
+        let (server, mut client) = duplex(7);
+        let mut socket = Socket::over(server, 1024, 100, 1 << 20);
+        let texts: Vec<Utf8Bytes> = [1, 125, 126, 300, 70_000]
+            .iter()
+            .map(|&n| Utf8Bytes::from("é".repeat(n / 2) + &"x".repeat(n % 2)))
+            .collect();
+        socket.queue_text(texts.clone());
+        socket.queue_control(frame::control(frame::PING, b"hb"));
+        socket.queue_text([Utf8Bytes::from_static("last")]);
+        let reader = tokio::spawn(async move {
+            let mut wire = Vec::new();
+            client.read_to_end(&mut wire).await.unwrap();
+            wire
+        });
+        socket.flush().await.unwrap();
+        assert!(socket.pending.is_empty() && socket.written == 0);
+        drop(socket);
+        let frames = server_frames(&reader.await.unwrap());
+        let mut expected: Vec<(u8, Vec<u8>)> = texts
+            .iter()
+            .map(|t| (frame::TEXT, t.as_bytes().to_vec()))
+            .collect();
+        expected.push((frame::PING, b"hb".to_vec()));
+        expected.push((frame::TEXT, b"last".to_vec()));
+        assert_eq!(frames, expected);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_flush_goes_on_where_it_stopped_and_a_close_drops_only_unstarted_frames() {
+        let (server, mut client) = duplex(64);
+        let mut socket = Socket::over(server, 1024, 1 << 20, 1 << 20);
+        let big = Utf8Bytes::from("a".repeat(200));
+        socket.queue_text([big.clone(), big.clone(), big.clone()]);
+        // The pipe fills after 64 bytes: the flush cannot finish, and is abandoned.
+        let stalled = tokio::time::timeout(std::time::Duration::from_millis(50), socket.flush());
+        assert!(stalled.await.is_err());
+        assert_eq!(socket.written, 64, "the first frame is partly written");
+        socket.discard_unstarted();
+        assert_eq!(socket.pending.len(), 1, "only the started frame is kept");
+        socket.queue_control(frame::close(4000, "slow"));
+        let reader = tokio::spawn(async move {
+            let mut wire = Vec::new();
+            client.read_to_end(&mut wire).await.unwrap();
+            wire
+        });
+        socket.flush().await.unwrap();
+        drop(socket);
+        let frames = server_frames(&reader.await.unwrap());
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0], (frame::TEXT, big.as_bytes().to_vec()));
+        assert_eq!(frames[1].0, frame::CLOSE);
+        assert_eq!(&frames[1].1[..2], 4000u16.to_be_bytes());
+    }
+
+    #[tokio::test]
+    async fn reads_decode_frames_across_chunks_and_end_at_eof() {
+        let (server, mut client) = duplex(1024);
+        // Reads of 3 bytes at most: every frame arrives in pieces.
+        let mut socket = Socket::over(server, 3, 1024, 1 << 20);
+        // "hi" masked with a zero mask, then a ping, then the end of the stream.
+        client
+            .write_all(&[0x81, 0x82, 0, 0, 0, 0, b'h', b'i', 0x89, 0x80, 0, 0, 0, 0])
+            .await
+            .unwrap();
+        drop(client);
+        assert_eq!(
+            socket.recv().await.unwrap().unwrap(),
+            Incoming::Text("hi".into())
+        );
+        assert_eq!(
+            socket.recv().await.unwrap().unwrap(),
+            Incoming::Ping(Vec::new())
+        );
+        assert!(
+            socket.unread.capacity() == 0,
+            "no buffer kept between frames"
+        );
+        assert!(socket.recv().await.is_none());
+    }
+}
