@@ -125,16 +125,15 @@ pub struct Socket {
     /// reads.
     pub read_buffer_bytes: usize,
     /// Most bytes the writer hands to one socket write (a vectored write of the queued frames'
-    /// shared bytes, so nothing is copied or kept per socket). Default 4 KiB: about 16 chat
-    /// frames share a `send()`. With `write_delay_ms`, whose batches are larger, 16 KiB saves
-    /// about a tenth of the CPU (docs/operations.md).
+    /// shared bytes, so nothing is copied or kept per socket, whatever this is). Default
+    /// 16 KiB: with `write_delay_ms`, a delayed batch goes out in one write, where 4 KiB split
+    /// it and cost a fifth more CPU (docs/BENCHMARKS.md).
     pub write_buffer_bytes: usize,
     /// How long the writer waits after the first queued frame before writing, to gather the
     /// frames that follow into the same `send()`. Default 0: write at once. A few milliseconds
     /// trade that much latency for fewer system calls when members receive many messages a
-    /// second (a busy broadcast room), best with `write_buffer_bytes` at 16 KiB so that a
-    /// delayed batch goes out in one write; see docs/BENCHMARKS.md. Reads and pings go on during the
-    /// wait; a close is acted on when it ends. At most 1000.
+    /// second (a busy broadcast room); see docs/BENCHMARKS.md. Reads and pings go on during
+    /// the wait; a close is acted on when it ends. At most 1000.
     pub write_delay_ms: u64,
 }
 
@@ -320,7 +319,7 @@ impl Default for Socket {
     fn default() -> Self {
         Self {
             read_buffer_bytes: 1024,
-            write_buffer_bytes: 4 * 1024,
+            write_buffer_bytes: 16 * 1024,
             write_delay_ms: 0,
         }
     }
