@@ -184,10 +184,16 @@ impl Node {
         self.0.broker.available()
     }
 
-    /// Registers a new session of `user` and returns its handle and queue.
-    pub async fn open_session(&self, user: Arc<str>) -> (SessionHandle, Outbox) {
-        let (handle, rx) = SessionHandle::new(user, self.0.config.limits.outbound_queue);
-        let first = self.0.hub.add_user_session(&handle);
+    /// A new session of `user`, not yet registered: its handle and queue, the queue sized by
+    /// `limits.outbound_queue`.
+    pub fn new_session(&self, user: Arc<str>) -> (SessionHandle, Outbox) {
+        SessionHandle::new(user, self.0.config.limits.outbound_queue)
+    }
+
+    /// Registers a session made by [`Self::new_session`], so that direct messages and a
+    /// shutdown reach it.
+    pub async fn open_session(&self, handle: &SessionHandle) {
+        let first = self.0.hub.add_user_session(handle);
         if self.is_draining() {
             handle.drain();
         }
@@ -197,7 +203,6 @@ impl Node {
                 tracing::warn!(%err, "direct messages to this user are delayed");
             }
         }
-        (handle, rx)
     }
 
     /// Removes a session from its rooms and the user table. Call exactly once, at its end.
