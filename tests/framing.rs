@@ -6,6 +6,7 @@
 mod common;
 
 use common::{RECV_TIMEOUT, TestServer};
+use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -224,4 +225,43 @@ async fn framing_violations_close_with_1002_and_a_bystander_is_served() {
         .publish("room", serde_json::json!("still here"))
         .await;
     assert_eq!(bystander.recv_message().await["offset"], offset);
+}
+
+#[tokio::test]
+async fn random_bytes_after_the_handshake_end_each_connection_and_nobody_else_notices() {
+    let server = TestServer::with(|c| c.limits.max_message_bytes = 4096).await;
+    let mut bystander = server.connect("bystander").await;
+    bystander.join("room").await;
+    let mut publisher = server.connect("publisher").await;
+    publisher.join("room").await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut closes = Vec::new();
+    for i in 0..150 {
+        let (mut client, _) = RawClient::open(&server, &format!("junk{i}"), None).await;
+        assert_eq!(client.json().await["type"], "welcome");
+        let junk: Vec<u8> = (0..rng.random_range(1..400))
+            .map(|_| rng.random())
+            .collect();
+        client.stream.write_all(&junk).await.unwrap();
+        // Junk that announces a frame longer than what follows would leave the node waiting
+        // for the rest; ending the stream settles that.
+        client.stream.shutdown().await.unwrap();
+        // Whatever the node makes of it (a close code, error replies, or the end of a stream
+        // that ended), the connection ends within the receive timeout.
+        while let Some((first, payload)) = client.frame().await {
+            if first == 0x88 {
+                closes.push(u16::from_be_bytes([payload[0], payload[1]]));
+            }
+        }
+        let offset = publisher.publish("room", serde_json::json!(i)).await;
+        assert_eq!(bystander.recv_message().await["offset"], offset);
+    }
+    assert!(
+        closes.iter().all(|c| [1002, 1007, 1009].contains(c)),
+        "{closes:?}"
+    );
+    assert!(
+        closes.len() > 100,
+        "most junk breaks a framing rule: {closes:?}"
+    );
 }

@@ -319,6 +319,46 @@ mod tests {
     }
 
     #[test]
+    fn any_split_of_a_stream_decodes_the_same_and_junk_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        // A stream of fragmented texts, pings and pongs, with lengths across all three forms.
+        let mut stream = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..200 {
+            let text = "é".repeat(rng.random_range(0..40_000)) + &i.to_string();
+            let (a, b) = text.as_bytes().split_at(text.len() / 2);
+            stream.extend(client_frame(0x01, a));
+            if i % 3 == 0 {
+                stream.extend(client_frame(0x89, &[i as u8; 3]));
+                expected.push(Incoming::Ping(vec![i as u8; 3]));
+            }
+            stream.extend(client_frame(0x80, b));
+            expected.push(Incoming::Text(text));
+            stream.extend(client_frame(0x8A, b""));
+            expected.push(Incoming::Pong);
+        }
+        let mut decoder = Decoder::new(1 << 20, 1 << 20);
+        let (mut buf, mut items, mut at) = (Vec::new(), Vec::new(), 0);
+        while at < stream.len() {
+            let n = rng.random_range(1..5_000).min(stream.len() - at);
+            buf.extend_from_slice(&stream[at..at + n]);
+            at += n;
+            while let Some(item) = decoder.decode(&mut buf).unwrap() {
+                items.push(item);
+            }
+        }
+        assert!(buf.is_empty());
+        assert_eq!(items, expected);
+        // Random bytes: items, an error or a wait for more, never a panic.
+        for _ in 0..2_000 {
+            let mut junk: Vec<u8> = (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
+            let mut decoder = Decoder::new(1024, 1024);
+            while let Ok(Some(_)) = decoder.decode(&mut junk) {}
+        }
+    }
+
+    #[test]
     fn headers_use_the_shortest_length_form() {
         assert_eq!(Header::new(TEXT, 0).as_bytes(), [0x81, 0]);
         assert_eq!(Header::new(TEXT, 125).as_bytes(), [0x81, 125]);
