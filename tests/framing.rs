@@ -23,6 +23,17 @@ const MASK: [u8; 4] = [0xa1, 0x07, 0x3c, 0x5e];
 impl RawClient {
     /// Opens a socket and completes the handshake; returns the client and the response head.
     async fn open(server: &TestServer, user: &str, protocols: Option<&str>) -> (Self, String) {
+        Self::open_sending(server, user, protocols, &[]).await
+    }
+
+    /// Like `open`, with `early` written in the same write as the handshake request, before
+    /// the server has answered it.
+    async fn open_sending(
+        server: &TestServer,
+        user: &str,
+        protocols: Option<&str>,
+        early: &[u8],
+    ) -> (Self, String) {
         let mut stream = TcpStream::connect(server.addr).await.unwrap();
         let protocols = protocols.map_or(String::new(), |p| {
             format!("Sec-WebSocket-Protocol: {p}\r\n")
@@ -33,7 +44,9 @@ impl RawClient {
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{protocols}\r\n",
             server.addr
         );
-        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(early);
+        stream.write_all(&bytes).await.unwrap();
         let mut client = Self {
             stream,
             read: Vec::new(),
@@ -149,6 +162,23 @@ async fn the_handshake_accepts_case_and_token_lists_and_selects_only_our_subprot
     let (_, head) = RawClient::open(&server, "other", Some("chat.v2")).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(!head.to_ascii_lowercase().contains("sec-websocket-protocol"));
+}
+
+#[tokio::test]
+async fn a_frame_sent_together_with_the_handshake_is_not_lost() {
+    let server = TestServer::start().await;
+    let mut frame = vec![0x81, 0x80 | 23];
+    frame.extend_from_slice(&MASK);
+    let text = br#"{"type":"ping","id":42}"#;
+    frame.extend(text.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    let (mut client, head) = RawClient::open_sending(&server, "eager", None, &frame).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(client.json().await["type"], "welcome");
+    let reply = client.json().await;
+    assert_eq!(
+        (reply["type"].as_str(), reply["id"].as_u64()),
+        (Some("pong"), Some(42))
+    );
 }
 
 #[tokio::test]
