@@ -170,19 +170,11 @@ impl Client {
             .expect("connect timed out")
         {
             Ok((ws, response)) => {
-                let mut client = Self {
-                    ws,
-                    welcome: Value::Null,
-                    backlog: VecDeque::new(),
-                    next_id: 1,
-                    protocol: None,
-                };
-                client.protocol = response
+                let protocol = response
                     .headers()
                     .get("sec-websocket-protocol")
                     .map(|v| v.to_str().unwrap().to_owned());
-                client.welcome = client.recv_type("welcome").await;
-                Ok(client)
+                Ok(Self::welcomed(ws, protocol).await)
             }
             Err(Error::Http(response)) => {
                 let body = response.body().as_deref().unwrap_or_default();
@@ -195,20 +187,25 @@ impl Client {
         }
     }
 
-    pub async fn connect(url: &str) -> Self {
-        let (ws, _) = tokio::time::timeout(RECV_TIMEOUT, connect_async(url))
-            .await
-            .expect("connect timed out")
-            .unwrap_or_else(|e| panic!("connecting to {url}: {}", describe(&e)));
+    /// Wraps an open socket and reads the server's `welcome`.
+    async fn welcomed(ws: Ws, protocol: Option<String>) -> Self {
         let mut client = Self {
             ws,
             welcome: Value::Null,
             backlog: VecDeque::new(),
             next_id: 1,
-            protocol: None,
+            protocol,
         };
         client.welcome = client.recv_type("welcome").await;
         client
+    }
+
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio::time::timeout(RECV_TIMEOUT, connect_async(url))
+            .await
+            .expect("connect timed out")
+            .unwrap_or_else(|e| panic!("connecting to {url}: {}", describe(&e)));
+        Self::welcomed(ws, None).await
     }
 
     /// Connects with a 4 KiB kernel receive buffer (no autotuning), so a client that stops
@@ -231,15 +228,7 @@ impl Client {
         .await
         .expect("handshake timed out")
         .unwrap();
-        let mut client = Self {
-            ws,
-            welcome: Value::Null,
-            backlog: VecDeque::new(),
-            next_id: 1,
-            protocol: None,
-        };
-        client.welcome = client.recv_type("welcome").await;
-        client
+        Self::welcomed(ws, None).await
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {
