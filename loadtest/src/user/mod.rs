@@ -322,7 +322,14 @@ impl User {
             .into_iter()
             .flatten()
             .filter(|t| *t < publish_end);
-        publishing.chain(self.churn_at).min()
+        publishing.chain(self.churn_due_at()).min()
+    }
+
+    /// When to churn: never while a request waits for its answer. A connection dropped then
+    /// leaves that request unanswered (counted abandoned), and every publish acknowledged is
+    /// how a run shows that none went unanswered. The churn comes with the next answer.
+    fn churn_due_at(&self) -> Option<Instant> {
+        self.churn_at.filter(|_| self.pending.is_empty())
     }
 
     async fn session(&mut self, shared: &Shared, mut ws: Ws) -> End {
@@ -348,7 +355,7 @@ impl User {
                 // and would otherwise publish late (or skip ahead) at high delivery rates.
                 () = async { timer.as_mut().expect("guarded").await }, if timer.is_some() => {
                     let now = Instant::now();
-                    if self.churn_at.is_some_and(|t| t <= now) {
+                    if self.churn_due_at().is_some_and(|t| t <= now) {
                         self.churn_at = None;
                         self.disconnected(shared);
                         return End::Churn;
