@@ -109,11 +109,11 @@ impl FrameError {
     }
 }
 
-/// Reassembles client frames into [`Incoming`] items, enforcing the size limits as soon as a
-/// header announces a length, before any of the payload is buffered.
+/// Reassembles client frames into [`Incoming`] items, enforcing the size limit on a message
+/// (one frame, or its fragments together) as soon as a header announces a length, before any
+/// of the payload is buffered.
 #[derive(Debug)]
 pub struct Decoder {
-    max_frame: usize,
     max_message: usize,
     /// A fragmented message in progress: whether it is text, and its bytes so far.
     partial: Option<(bool, Vec<u8>)>,
@@ -130,9 +130,8 @@ struct FrameHead {
 }
 
 impl Decoder {
-    pub fn new(max_frame: usize, max_message: usize) -> Self {
+    pub fn new(max_message: usize) -> Self {
         Self {
-            max_frame,
             max_message,
             partial: None,
         }
@@ -226,9 +225,7 @@ impl Decoder {
                     _ => {}
                 }
                 let so_far = self.partial.as_ref().map_or(0, |(_, data)| data.len());
-                if payload_len > self.max_frame
-                    || so_far.saturating_add(payload_len) > self.max_message
-                {
+                if so_far.saturating_add(payload_len) > self.max_message {
                     return Err(FrameError::TooBig);
                 }
                 Ok(())
@@ -338,7 +335,7 @@ mod tests {
             stream.extend(client_frame(0x8A, b""));
             expected.push(Incoming::Pong);
         }
-        let mut decoder = Decoder::new(1 << 20, 1 << 20);
+        let mut decoder = Decoder::new(1 << 20);
         let (mut buf, mut items, mut at) = (Vec::new(), Vec::new(), 0);
         while at < stream.len() {
             let n = rng.random_range(1..5_000).min(stream.len() - at);
@@ -353,7 +350,7 @@ mod tests {
         // Random bytes: items, an error or a wait for more, never a panic.
         for _ in 0..2_000 {
             let mut junk: Vec<u8> = (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
-            let mut decoder = Decoder::new(1024, 1024);
+            let mut decoder = Decoder::new(1024);
             while let Ok(Some(_)) = decoder.decode(&mut junk) {}
         }
     }
@@ -385,7 +382,7 @@ mod tests {
 
     #[test]
     fn a_frame_split_across_reads_decodes_once_complete() {
-        let mut decoder = Decoder::new(1 << 20, 1 << 20);
+        let mut decoder = Decoder::new(1 << 20);
         let text = "x".repeat(300);
         let frame = client_frame(0x81, text.as_bytes());
         let mut buf = Vec::new();
@@ -399,7 +396,7 @@ mod tests {
 
     #[test]
     fn fragments_join_and_control_frames_may_come_between_them() {
-        let mut decoder = Decoder::new(1 << 20, 1 << 20);
+        let mut decoder = Decoder::new(1 << 20);
         let mut buf = client_frame(0x01, b"hel");
         buf.extend(client_frame(0x89, b"hb"));
         buf.extend(client_frame(0x00, b"lo "));
@@ -422,12 +419,12 @@ mod tests {
 
     #[test]
     fn oversized_frames_are_refused_from_their_header_alone() {
-        let mut decoder = Decoder::new(100, 150);
+        let mut decoder = Decoder::new(100);
         // Only the header of a 101-byte frame: refused before its payload arrives.
         let mut buf = client_frame(0x81, &[b'a'; 101])[..6].to_vec();
         assert_eq!(decoder.decode(&mut buf), Err(FrameError::TooBig));
-        // Two fragments under the frame limit that together pass the message limit.
-        let mut decoder = Decoder::new(100, 150);
+        // Two fragments under the limit that together pass it.
+        let mut decoder = Decoder::new(150);
         let mut buf = client_frame(0x01, &[b'a'; 100]);
         buf.extend(client_frame(0x80, &[b'a'; 51]));
         assert_eq!(decoder.decode(&mut buf), Err(FrameError::TooBig));
@@ -435,10 +432,7 @@ mod tests {
         let mut buf = vec![
             0x81, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4,
         ];
-        assert_eq!(
-            Decoder::new(100, 100).decode(&mut buf),
-            Err(FrameError::TooBig)
-        );
+        assert_eq!(Decoder::new(100).decode(&mut buf), Err(FrameError::TooBig));
     }
 
     #[test]
@@ -483,13 +477,13 @@ mod tests {
             (client_frame(0x81, &[0xC3, 0x28]), FrameError::InvalidUtf8),
         ];
         for (mut buf, expected) in cases {
-            let got = Decoder::new(1000, 1000).decode(&mut buf);
+            let got = Decoder::new(1000).decode(&mut buf);
             assert_eq!(got, Err(expected));
         }
         let mut buf = client_frame(0x01, b"a");
         buf.extend(client_frame(0x81, b"b"));
         assert_eq!(
-            decode_all(&mut Decoder::new(1000, 1000), buf),
+            decode_all(&mut Decoder::new(1000), buf),
             Err(FrameError::Protocol("new message inside a fragmented one"))
         );
         assert_eq!(FrameError::TooBig.close_code(), CloseCode::TooBig);

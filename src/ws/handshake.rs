@@ -15,13 +15,15 @@ use hyper::upgrade::{OnUpgrade, Upgraded};
 use thiserror::Error;
 use tokio_util::task::TaskTracker;
 
+use super::SUBPROTOCOL;
 use crate::http::json_error;
 
 /// A valid WebSocket handshake request, not yet answered.
 pub struct Handshake {
     key: HeaderValue,
     on_upgrade: OnUpgrade,
-    offered: Vec<String>,
+    /// Whether the client offered [`SUBPROTOCOL`], which the answer then selects.
+    offers_subprotocol: bool,
 }
 
 /// Why a request to the WebSocket endpoint is not a handshake; answered `not_websocket`.
@@ -73,13 +75,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
             .get(header::SEC_WEBSOCKET_KEY)
             .ok_or(NotWebSocket::Key)?
             .clone();
-        let offered = headers
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|p| p.trim().to_owned())
-            .collect();
+        // Subprotocol names compare exactly, unlike the header tokens above.
+        let offers_subprotocol =
+            tokens(headers, header::SEC_WEBSOCKET_PROTOCOL).any(|p| p == SUBPROTOCOL);
         let on_upgrade = parts
             .extensions
             .remove::<OnUpgrade>()
@@ -87,16 +85,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
         Ok(Self {
             key,
             on_upgrade,
-            offered,
+            offers_subprotocol,
         })
     }
 }
 
 impl Handshake {
-    /// Answers 101, selecting `subprotocol` if the client offered it. Once hyper hands over
+    /// Answers 101, selecting [`SUBPROTOCOL`] if the client offered it. Once hyper hands over
     /// the connection, `serve` runs on it as a task of `tasks`; if the upgrade fails, `serve`
     /// is dropped unrun (with whatever it holds).
-    pub fn accept<F, Fut>(self, subprotocol: &str, tasks: &TaskTracker, serve: F) -> Response
+    pub fn accept<F, Fut>(self, tasks: &TaskTracker, serve: F) -> Response
     where
         F: FnOnce(Upgraded) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -115,8 +113,8 @@ impl Handshake {
             header::SEC_WEBSOCKET_ACCEPT,
             HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
         );
-        if self.offered.iter().any(|p| p == subprotocol) {
-            let value = HeaderValue::from_str(subprotocol).expect("a valid header value");
+        if self.offers_subprotocol {
+            let value = HeaderValue::from_static(SUBPROTOCOL);
             headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
         }
         let on_upgrade = self.on_upgrade;
@@ -137,10 +135,15 @@ impl Handshake {
 
 /// Whether a comma-separated header has `token`, in any case.
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token))
+}
+
+/// The entries of a comma-separated header, over all its lines, trimmed.
+pub(super) fn tokens(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &str> {
     headers
         .get_all(name)
-        .iter()
+        .into_iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .map(str::trim)
 }

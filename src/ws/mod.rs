@@ -119,7 +119,7 @@ pub async fn upgrade(
     let max = node.config().limits.max_message_bytes;
     let tasks = node.tasks().clone();
     // Dropping the callback unrun (a failed upgrade) drops the permits with it.
-    ws.accept(SUBPROTOCOL, &tasks, move |upgraded| {
+    ws.accept(&tasks, move |upgraded| {
         let socket = Socket::new(upgraded, read, write, max);
         connection::serve(socket, node, identity, permits)
     })
@@ -198,11 +198,7 @@ fn token_from_headers(headers: &HeaderMap) -> Option<String> {
     if let Some(token) = bearer {
         return Some(token.trim().to_owned());
     }
-    headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .find_map(|p| p.trim().strip_prefix(TOKEN_PROTOCOL_PREFIX))
+    handshake::tokens(headers, header::SEC_WEBSOCKET_PROTOCOL)
+        .find_map(|p| p.strip_prefix(TOKEN_PROTOCOL_PREFIX))
         .map(str::to_owned)
 }

@@ -86,7 +86,7 @@ pub struct Socket<Io = TokioIo<Upgraded>> {
 
 impl Socket {
     /// `read_chunk`: most bytes per read (at most [`MAX_READ_CHUNK`]); `write_chunk`: most
-    /// bytes per write, at least one whole frame; `max_message`: the frame and message limit.
+    /// bytes per write, at least one whole frame; `max_message`: the size limit of a message, whole or in fragments.
     pub fn new(io: Upgraded, read_chunk: usize, write_chunk: usize, max_message: usize) -> Self {
         Self::over(TokioIo::new(io), read_chunk, write_chunk, max_message)
     }
@@ -96,7 +96,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Socket<Io> {
     fn over(io: Io, read_chunk: usize, write_chunk: usize, max_message: usize) -> Self {
         Self {
             io,
-            decoder: Decoder::new(max_message, max_message),
+            decoder: Decoder::new(max_message),
             unread: Vec::new(),
             read_chunk: read_chunk.clamp(1, MAX_READ_CHUNK),
             pending: VecDeque::new(),
