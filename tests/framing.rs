@@ -295,3 +295,67 @@ async fn random_bytes_after_the_handshake_end_each_connection_and_nobody_else_no
         "most junk breaks a framing rule: {closes:?}"
     );
 }
+
+/// Pings share the inbound rate limit with messages: a client flooding them gets pongs for its
+/// burst, none past it, and is closed with 4029 once it keeps on, whether or not it reads, while
+/// the room is served. Before, every ping was answered, so a flood that was never read held the
+/// connection's task in a write.
+#[tokio::test]
+async fn a_ping_flood_gets_pongs_up_to_the_limit_then_4029_and_others_are_served() {
+    let server = TestServer::with(|c| {
+        c.limits.inbound_rate_per_sec = 10;
+        c.limits.inbound_burst = 20;
+        c.limits.rate_limit_close_after = 30;
+    })
+    .await;
+    let mut bystander = server.connect("bystander").await;
+    bystander.join("room").await;
+    let mut publisher = server.connect("publisher").await;
+    publisher.join("room").await;
+    let (mut flooder, _) = RawClient::open(&server, "flooder", None).await;
+    assert_eq!(flooder.json().await["type"], "welcome");
+    // 5,000 pings of the largest control payload in one go, far more than the limits allow,
+    // written from a task of its own and never read meanwhile: the node stops reading once
+    // it closes, and the rest may never leave the client's buffer.
+    let mut ping = vec![0x89, 0x80 | 125];
+    ping.extend_from_slice(&MASK);
+    ping.extend((0..125).map(|i| b'p' ^ MASK[i % 4]));
+    let flood = ping.repeat(5_000);
+    let (mut reader, mut writer) = flooder.stream.into_split();
+    let flooding = tokio::spawn(async move {
+        let _ = writer.write_all(&flood).await;
+        writer
+    });
+    for i in 0..5 {
+        let offset = publisher.publish("room", serde_json::json!(i)).await;
+        assert_eq!(bystander.recv_message().await["offset"], offset);
+    }
+    // Then read everything the node sent: the pongs of the burst (plus what refilled while it
+    // read the flood), then the close.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut bytes = flooder.read;
+    timeout(RECV_TIMEOUT, reader.read_to_end(&mut bytes))
+        .await
+        .expect("the node ends the connection")
+        .ok();
+    let mut pongs = 0;
+    let mut close = None;
+    while let [first, len, ref rest @ ..] = bytes[..] {
+        let len = usize::from(len);
+        assert!(rest.len() >= len, "a frame cut short");
+        match first {
+            0x8a => pongs += 1,
+            0x88 => close = Some(u16::from_be_bytes([rest[0], rest[1]])),
+            other => panic!("unexpected frame {other:#x}"),
+        }
+        bytes.drain(..2 + len);
+    }
+    assert_eq!(close, Some(4029), "the flood is closed as rate-limit abuse");
+    assert!(
+        (20..30).contains(&pongs),
+        "pongs for the burst of 20 and what refilled at 10/s, got {pongs}"
+    );
+    flooding.abort();
+    let offset = publisher.publish("room", serde_json::json!("after")).await;
+    assert_eq!(bystander.recv_message().await["offset"], offset);
+}

@@ -198,14 +198,22 @@ impl Connection {
                             let _ = Box::pin(timeout(CLOSE_TIMEOUT, socket.flush())).await;
                             return Exit::Gone;
                         }
-                        Some(Ok(Incoming::Ping(payload))) => {
-                            socket.queue_control(frame::control(frame::PONG, &payload));
-                            if let Err(exit) = self.guarded(Box::pin(socket.flush())).await {
+                        Some(Ok(Incoming::Ping(payload))) => match self.admit_control() {
+                            Ok(true) => {
+                                socket.queue_control(frame::control(frame::PONG, &payload));
+                                if let Err(exit) = self.guarded(Box::pin(socket.flush())).await {
+                                    return exit;
+                                }
+                            }
+                            Ok(false) => {}
+                            Err(exit) => return exit,
+                        },
+                        // A pong only proves liveness, which `last_seen` has noted.
+                        Some(Ok(Incoming::Pong)) => {
+                            if let Err(exit) = self.admit_control() {
                                 return exit;
                             }
                         }
-                        // A pong only proves liveness, which `last_seen` has noted.
-                        Some(Ok(Incoming::Pong)) => {}
                         Some(Ok(msg)) => {
                             if let Some(exit) = Box::pin(self.on_message(msg)).await {
                                 return exit;
@@ -269,6 +277,23 @@ impl Connection {
             () = self.session.closed() => {
                 Err(Exit::Close(self.session.close_code().unwrap_or(CloseCode::Internal)))
             }
+        }
+    }
+
+    /// Whether a ping or pong from the client is within the inbound rate, which control frames
+    /// share with messages: each costs a wake-up and a ping a write, so a flood of them must be
+    /// bounded like any other. A ping over the limit gets no pong (a client that pings a few
+    /// times a minute never meets it); persisting closes the socket with 4029 as for messages.
+    /// Without this, a client flooding pings and never reading would hold its task in a pong's
+    /// write, since pongs must be sent in order and its socket is full.
+    fn admit_control(&mut self) -> Result<bool, Exit> {
+        match self.limiter.check(Instant::now()) {
+            Verdict::Allow => Ok(true),
+            Verdict::Limited => {
+                metrics::counter!("roomcast_rate_limited_total", "kind" => "control").increment(1);
+                Ok(false)
+            }
+            Verdict::Abuse => Err(Exit::Close(CloseCode::RateLimitAbuse)),
         }
     }
 
