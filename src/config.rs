@@ -75,7 +75,8 @@ pub struct Limits {
     /// Frames queued for one client before it is closed as a slow consumer (4000). Default 1024:
     /// absorbs bursts without letting one stalled reader hold unbounded memory.
     pub outbound_queue: usize,
-    /// Sustained inbound frames per second per connection (token bucket refill). Default 50.
+    /// Sustained inbound frames per second per connection (token bucket refill): messages, pings
+    /// and pongs alike; a close is never limited. Default 50.
     pub inbound_rate_per_sec: u32,
     /// Inbound burst allowance (token bucket size). Default 100.
     pub inbound_burst: u32,
