@@ -95,19 +95,8 @@ impl RawClient {
     /// The next frame from the server: (first byte, payload). `None` at end of stream.
     async fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
         loop {
-            if let [first, second, ref rest @ ..] = self.read[..] {
-                assert_eq!(second & 0x80, 0, "the server must not mask");
-                let (len, at) = match second & 0x7f {
-                    126 if rest.len() >= 2 => (u16::from_be_bytes([rest[0], rest[1]]) as usize, 4),
-                    126 => (usize::MAX, 0),
-                    127 => panic!("no frame in these tests is that long"),
-                    n => (n as usize, 2),
-                };
-                if len != usize::MAX && self.read.len() >= at + len {
-                    let payload = self.read[at..at + len].to_vec();
-                    self.read.drain(..at + len);
-                    return Some((first, payload));
-                }
+            if let Some(frame) = take_frame(&mut self.read) {
+                return Some(frame);
             }
             if self.fill().await == 0 {
                 return None;
@@ -137,6 +126,27 @@ impl RawClient {
             }
         }
     }
+}
+
+/// Takes one whole server frame off the front of `read`: (first byte, payload); `None` while
+/// the frame is incomplete.
+fn take_frame(read: &mut Vec<u8>) -> Option<(u8, Vec<u8>)> {
+    let [first, second, ref rest @ ..] = read[..] else {
+        return None;
+    };
+    assert_eq!(second & 0x80, 0, "the server must not mask");
+    let (len, at) = match second & 0x7f {
+        126 if rest.len() >= 2 => (u16::from_be_bytes([rest[0], rest[1]]) as usize, 4),
+        126 => return None,
+        127 => panic!("no frame in these tests is that long"),
+        n => (n as usize, 2),
+    };
+    if read.len() < at + len {
+        return None;
+    }
+    let payload = read[at..at + len].to_vec();
+    read.drain(..at + len);
+    Some((first, payload))
 }
 
 #[tokio::test]
@@ -340,16 +350,14 @@ async fn a_ping_flood_gets_pongs_up_to_the_limit_then_4029_and_others_are_served
         .ok();
     let mut pongs = 0;
     let mut close = None;
-    while let [first, len, ref rest @ ..] = bytes[..] {
-        let len = usize::from(len);
-        assert!(rest.len() >= len, "a frame cut short");
+    while let Some((first, payload)) = take_frame(&mut bytes) {
         match first {
             0x8a => pongs += 1,
-            0x88 => close = Some(u16::from_be_bytes([rest[0], rest[1]])),
+            0x88 => close = Some(u16::from_be_bytes([payload[0], payload[1]])),
             other => panic!("unexpected frame {other:#x}"),
         }
-        bytes.drain(..2 + len);
     }
+    assert!(bytes.is_empty(), "a frame cut short");
     assert_eq!(close, Some(4029), "the flood is closed as rate-limit abuse");
     assert!(
         (20..30).contains(&pongs),
