@@ -147,10 +147,7 @@ async fn run() {
             url: url.clone(),
             prefix: prefix.clone(),
             node_id: format!("n{n}"),
-            history: HistoryLimits {
-                size: 100,
-                ttl: Duration::from_secs(300),
-            },
+            history: HistoryLimits::new(100, Duration::from_secs(300)),
             presence_lease: Duration::from_secs(15),
             unsubscribe_delay: Duration::from_secs(1),
             command_timeout: Duration::from_secs(2),

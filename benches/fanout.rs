@@ -4,16 +4,21 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use roomcast::hub::Hub;
-use roomcast::session::{Outbox, SessionHandle};
+use roomcast::session::{Outbox, QueueLimits, SessionHandle};
 
 use tungstenite::Utf8Bytes;
+
+const LIMITS: QueueLimits = QueueLimits {
+    frames: 1024,
+    bytes: 1 << 20,
+};
 
 /// A room of `members` live sessions; the receivers are kept so the queues stay open.
 fn room(members: usize) -> (Hub, Vec<Outbox>) {
     let hub = Hub::new();
     let mut receivers = Vec::with_capacity(members);
     for i in 0..members {
-        let (session, rx) = SessionHandle::new(format!("u{i}").into(), 1024);
+        let (session, rx) = SessionHandle::new(format!("u{i}").into(), LIMITS);
         hub.add_pending("big", &session, false, 1024);
         hub.activate("big", session.id(), "joined".into(), Vec::new(), 0);
         receivers.push(rx);
@@ -38,6 +43,7 @@ fn fanout(c: &mut Criterion) {
                 || {
                     for outbox in receivers.iter_mut() {
                         outbox.take();
+                        outbox.written();
                     }
                     offset += 1;
                     offset

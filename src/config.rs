@@ -75,6 +75,19 @@ pub struct Limits {
     /// Frames queued for one client before it is closed as a slow consumer (4000). Default 1024:
     /// absorbs bursts without letting one stalled reader hold unbounded memory.
     pub outbound_queue: usize,
+    /// Bytes one client may hold (queued frames plus the write in progress) before it is closed
+    /// as a slow consumer (4000). Default 1 MiB: a frame count alone let a stalled reader pin
+    /// 1,024 unique 64 KiB direct messages, 64 MiB; shared room frames count in full too, since
+    /// a stalled reader keeps them alive after everyone else has let go.
+    pub outbound_queue_bytes: usize,
+    /// A socket write that makes no progress this long closes the session with 4000. Default
+    /// 10 s: a client whose TCP window stayed shut that long is gone or hostile, and its task
+    /// keeps serving pings, reads and timers meanwhile.
+    pub write_timeout_ms: u64,
+    /// A message sent in fragments must be complete within this long, or the socket is closed
+    /// with 1008. Default 10 s: a trickle of fragments would otherwise keep a half message
+    /// buffered and the connection alive forever.
+    pub message_timeout_ms: u64,
     /// Sustained inbound frames per second per connection (token bucket refill): messages, pings
     /// and pongs alike; a close is never limited. Default 50.
     pub inbound_rate_per_sec: u32,
@@ -94,6 +107,20 @@ pub struct Limits {
     /// Open connections of one user across the whole cluster (429 `too_many_sessions`
     /// beyond). Default 20: several tabs and devices, not a bot farm.
     pub max_connections_per_user: usize,
+    /// TCP connections from one IP that have not (yet) upgraded to a WebSocket: HTTP requests
+    /// being read, API calls, idle keep-alives. Beyond it a new connection is answered 429 and
+    /// closed at once. Default 128: a slowloris crowd from one address cannot hold the node's
+    /// file descriptors, and a backend's keep-alive pool fits.
+    pub max_pending_connections_per_ip: usize,
+    /// How long a client may take to send a request's head (line and headers); the connection
+    /// is closed after it. Default 10 s (hyper's own default of 30 s is off without a timer).
+    pub header_timeout_ms: u64,
+    /// Direct messages (`send`) per second per connection, sustained; past it `send` answers
+    /// `rate_limited`. Default 10, with a burst of `direct_burst`: a chat user types far
+    /// slower, and one connection cannot flood another user off.
+    pub direct_rate_per_sec: u32,
+    /// Direct-message burst per connection. Default 20.
+    pub direct_burst: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +142,14 @@ pub struct History {
     /// How long a message stays in history, in seconds. Default 300: covers a phone switching
     /// networks or a laptop waking up.
     pub ttl_secs: u64,
+    /// Bytes of history per room; the oldest messages go first past it. Default 512 KiB: 100
+    /// chat lines are ~20 KiB, while 100 messages of 64 KiB would be 6.4 MiB per room. Both
+    /// engines keep it (Redis in the room's log).
+    pub max_room_bytes: usize,
+    /// Bytes of history the whole node keeps (memory engine). Past it, the rooms published to
+    /// least recently lose their history first, so their resumes answer `recovered: false`
+    /// rather than the node growing. Default 256 MiB.
+    pub max_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +213,9 @@ pub struct Api {
     pub keys: Vec<String>,
     /// Largest request body, bytes (413 beyond). Default 1 MiB.
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive (408 beyond). Default 10 s: a body sent a
+    /// byte at a time must not hold a connection forever.
+    pub body_timeout_ms: u64,
 }
 
 impl Default for Auth {
@@ -205,6 +243,7 @@ impl Default for Api {
         Self {
             keys: Vec::new(),
             max_body_bytes: 1024 * 1024,
+            body_timeout_ms: 10_000,
         }
     }
 }
@@ -272,6 +311,9 @@ impl Default for Limits {
             max_message_bytes: 64 * 1024,
             max_rooms_per_connection: 100,
             outbound_queue: 1024,
+            outbound_queue_bytes: 1024 * 1024,
+            write_timeout_ms: 10_000,
+            message_timeout_ms: 10_000,
             inbound_rate_per_sec: 50,
             inbound_burst: 100,
             rate_limit_close_after: 100,
@@ -279,6 +321,10 @@ impl Default for Limits {
             connect_rate_per_ip: 50,
             connect_burst_per_ip: 100,
             max_connections_per_user: 20,
+            max_pending_connections_per_ip: 128,
+            header_timeout_ms: 10_000,
+            direct_rate_per_sec: 10,
+            direct_burst: 20,
         }
     }
 }
@@ -297,6 +343,8 @@ impl Default for History {
         Self {
             size: 100,
             ttl_secs: 300,
+            max_room_bytes: 512 * 1024,
+            max_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -411,6 +459,37 @@ impl Config {
             "limits.max_connections_per_user",
             l.max_connections_per_user as u64,
         )?;
+        positive("limits.write_timeout_ms", l.write_timeout_ms)?;
+        positive("limits.message_timeout_ms", l.message_timeout_ms)?;
+        positive(
+            "limits.max_pending_connections_per_ip",
+            l.max_pending_connections_per_ip as u64,
+        )?;
+        positive("limits.header_timeout_ms", l.header_timeout_ms)?;
+        positive("limits.direct_rate_per_sec", l.direct_rate_per_sec.into())?;
+        positive("limits.direct_burst", l.direct_burst.into())?;
+        positive("api.body_timeout_ms", self.api.body_timeout_ms)?;
+        positive("history.max_room_bytes", self.history.max_room_bytes as u64)?;
+        if self.history.max_bytes < self.history.max_room_bytes {
+            return Err(ConfigError::Invalid {
+                key: "history.max_bytes",
+                reason: format!(
+                    "must be at least history.max_room_bytes ({})",
+                    self.history.max_room_bytes
+                ),
+            });
+        }
+        // A resume replays up to a room's whole history while a live message may be queued.
+        let needed = self.history.max_room_bytes + 2 * l.max_message_bytes;
+        if l.outbound_queue_bytes < needed {
+            return Err(ConfigError::Invalid {
+                key: "limits.outbound_queue_bytes",
+                reason: format!(
+                    "must be at least history.max_room_bytes + 2 x limits.max_message_bytes \
+                     ({needed}) so a full resume replay fits"
+                ),
+            });
+        }
         positive("auth.max_token_bytes", self.auth.max_token_bytes as u64)?;
         positive("api.max_body_bytes", self.api.max_body_bytes as u64)?;
         if self.api.keys.iter().any(|k| k.len() < 16) {
@@ -483,6 +562,26 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+impl Limits {
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+
+    pub fn message_timeout(&self) -> Duration {
+        Duration::from_millis(self.message_timeout_ms)
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+}
+
+impl Api {
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
     }
 }
 

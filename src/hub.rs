@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use tungstenite::Utf8Bytes;
 
-use crate::session::{SessionHandle, SessionId};
+use crate::session::{Held, SessionHandle, SessionId};
 
 /// Cheap, cloneable handle to the node's membership tables.
 #[derive(Clone, Default)]
@@ -265,19 +265,16 @@ impl Hub {
         }
     }
 
-    /// Frames waiting in every local session's queue (for metrics).
-    pub fn queued_frames(&self) -> usize {
-        self.0
-            .users
-            .iter()
-            .map(|sessions| {
-                sessions
-                    .value()
-                    .iter()
-                    .map(SessionHandle::queued)
-                    .sum::<usize>()
-            })
-            .sum()
+    /// What every local session holds, queued or being written (for metrics).
+    pub fn held(&self) -> Held {
+        let mut total = Held::default();
+        for sessions in self.0.users.iter() {
+            for held in sessions.value().iter().map(SessionHandle::held) {
+                total.frames += held.frames;
+                total.bytes += held.bytes;
+            }
+        }
+        total
     }
 
     /// Shrinks the room and user tables once most of their entries are gone (after a crowd
@@ -308,14 +305,20 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::protocol::CloseCode;
-    use crate::session::Outbox;
+    use crate::session::{Outbox, QueueLimits};
 
     fn session(user: &str, cap: usize) -> (SessionHandle, Outbox) {
-        SessionHandle::new(user.into(), cap)
+        let limits = QueueLimits {
+            frames: cap,
+            bytes: usize::MAX,
+        };
+        SessionHandle::new(user.into(), limits)
     }
 
     fn drain(outbox: &mut Outbox) -> Vec<String> {
-        outbox.take().iter().map(|f| f.to_string()).collect()
+        let frames = outbox.take().iter().map(|f| f.to_string()).collect();
+        outbox.written();
+        frames
     }
 
     #[test]

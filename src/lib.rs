@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+mod accept;
 pub mod api;
 pub mod auth;
 pub mod broker;

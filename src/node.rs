@@ -14,7 +14,7 @@ use crate::broker::{Broker, BrokerError, Deliver};
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::protocol::{ErrorCode, ProtocolError, RequestId, Resume, ServerFrame, encode};
-use crate::session::{Outbox, SessionHandle};
+use crate::session::{Outbox, QueueLimits, SessionHandle};
 use crate::ws::Admission;
 
 /// Cheap, cloneable handle to everything a connection needs.
@@ -184,10 +184,15 @@ impl Node {
         self.0.broker.available()
     }
 
-    /// A new session of `user`, not yet registered: its handle and queue, the queue sized by
-    /// `limits.outbound_queue`.
+    /// A new session of `user`, not yet registered: its handle and queue, the queue bounded
+    /// by `limits.outbound_queue` frames and `limits.outbound_queue_bytes`.
     pub fn new_session(&self, user: Arc<str>) -> (SessionHandle, Outbox) {
-        SessionHandle::new(user, self.0.config.limits.outbound_queue)
+        let limits = &self.0.config.limits;
+        let bounds = QueueLimits {
+            frames: limits.outbound_queue,
+            bytes: limits.outbound_queue_bytes,
+        };
+        SessionHandle::new(user, bounds)
     }
 
     /// Registers a session made by [`Self::new_session`], so that direct messages and a

@@ -1,14 +1,12 @@
 //! Assembles a node from its configuration and serves it until shutdown. The only module that
 //! knows the concrete broker engine.
 
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +17,7 @@ use crate::broker::{Broker, BrokerError};
 use crate::config::{BrokerKind, Config};
 use crate::hub::Hub;
 use crate::node::{HubDelivery, Node};
-use crate::{api, demo, http, telemetry, ws};
+use crate::{accept, api, demo, http, telemetry, ws};
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +63,8 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
     let limits = HistoryLimits {
         size: config.history.size,
         ttl: config.history.ttl(),
+        max_room_bytes: config.history.max_room_bytes,
+        max_bytes: config.history.max_bytes,
     };
     let broker: Arc<dyn Broker> = match config.broker {
         BrokerKind::Memory => {
@@ -156,26 +156,20 @@ pub async fn run(
     let stop = CancellationToken::new();
     let grace = config.shutdown_grace();
     let node = build(config, &stop)?;
-    // Peer addresses feed the per-IP connection limits.
-    let service = app(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    // No Nagle: a lone small frame (an ack, a chat message) must leave at once, not wait up to
-    // 40 ms for the client's delayed ACK. Batching is the writer's job (one flush per batch).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(%err, "TCP_NODELAY not set");
-        }
-    });
-    let serve = axum::serve(listener, service)
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .into_future();
-    let mut server = tokio::spawn(serve);
+    let router = app(node.clone());
+    let accepting = {
+        let (node, stop) = (node.clone(), stop.clone());
+        async move { accept::serve(listener, router, &node, stop).await }
+    };
+    let mut server = tokio::spawn(accepting);
     tokio::select! {
         () = shutdown => {}
         result = &mut server => {
-            // The accept loop ended on its own: an I/O failure. Shut sessions down anyway.
+            // The accept loop never ends on its own; it did, so it panicked. Shut sessions
+            // down anyway.
             node.begin_shutdown();
             stop.cancel();
-            return flatten(result);
+            return result.map_err(|join| ServerError::Io(std::io::Error::other(join)));
         }
     }
     tracing::info!(
@@ -197,14 +191,7 @@ pub async fn run(
     stop.cancel();
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     match timeout(left.max(Duration::from_millis(100)), server).await {
-        Ok(result) => flatten(result),
-        Err(_) => Ok(()),
-    }
-}
-
-fn flatten(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), ServerError> {
-    match result {
-        Ok(inner) => Ok(inner?),
-        Err(join) => Err(ServerError::Io(std::io::Error::other(join))),
+        Ok(Err(join)) => Err(ServerError::Io(std::io::Error::other(join))),
+        Ok(Ok(())) | Err(_) => Ok(()),
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Anyone may queue a frame; nobody waits. A full queue means the client reads slower than
 //! messages arrive, and the policy is to close it with 4000 rather than slow the sender or grow
-//! memory (centrifuge and sockudo do the same).
+//! memory (centrifuge and sockudo do the same). "Full" counts frames and bytes, and counts the
+//! batch the socket task is still writing: a stalled reader holds its queue plus that batch,
+//! never more.
 //!
 //! The queue is a plain `VecDeque` under a short lock rather than a tokio mpsc channel, for two
 //! measured reasons (docs/BENCHMARKS.md): an idle session holds no buffer at all (tokio's
@@ -45,7 +47,7 @@ pub struct Outbox(Arc<Shared>);
 struct Shared {
     id: SessionId,
     user: Arc<str>,
-    capacity: usize,
+    limits: QueueLimits,
     queue: Mutex<Queue>,
     /// The socket task, woken when a frame lands in an empty queue and on close.
     waker: AtomicWaker,
@@ -55,11 +57,38 @@ struct Shared {
     draining: AtomicBool,
 }
 
+/// How much one session may hold before it is closed as a slow consumer.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub frames: usize,
+    pub bytes: usize,
+}
+
 #[derive(Debug, Default)]
 struct Queue {
     frames: Batch,
+    /// Bytes of `frames`.
+    bytes: usize,
+    /// The batch taken by the socket task and not yet reported written.
+    writing: Held,
     /// The outbox was dropped: the socket task is gone.
     gone: bool,
+}
+
+/// Frames and bytes, counted together.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub frames: usize,
+    pub bytes: usize,
+}
+
+impl Queue {
+    fn held(&self) -> Held {
+        Held {
+            frames: self.frames.len() + self.writing.frames,
+            bytes: self.bytes + self.writing.bytes,
+        }
+    }
 }
 
 /// What `SessionHandle::send` did with a frame.
@@ -84,12 +113,12 @@ pub enum Outgoing {
 }
 
 impl SessionHandle {
-    /// Creates a handle and the socket task's end of its queue of `capacity` frames.
-    pub fn new(user: Arc<str>, capacity: usize) -> (Self, Outbox) {
+    /// Creates a handle and the socket task's end of its queue, bounded by `limits`.
+    pub fn new(user: Arc<str>, limits: QueueLimits) -> (Self, Outbox) {
         let shared = Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             user,
-            capacity,
+            limits,
             queue: Mutex::default(),
             waker: AtomicWaker::new(),
             close_code: AtomicU16::new(0),
@@ -106,13 +135,16 @@ impl SessionHandle {
         &self.0.user
     }
 
-    /// Queues a frame without waiting. Overflow closes the session with 4000.
+    /// Queues a frame without waiting. Overflow (of frames or bytes) closes the session with
+    /// 4000.
     pub fn send(&self, frame: Utf8Bytes) -> Sent {
         let mut queue = self.0.queue.lock();
         if queue.gone {
             return Sent::Closed;
         }
-        if queue.frames.len() >= self.0.capacity {
+        let held = queue.held();
+        let limits = self.0.limits;
+        if held.frames >= limits.frames || held.bytes + frame.len() > limits.bytes {
             drop(queue);
             if self.0.close_code.load(Ordering::Acquire) == 0 {
                 metrics::counter!("roomcast_slow_consumer_closes_total").increment(1);
@@ -121,6 +153,7 @@ impl SessionHandle {
             return Sent::Overflow;
         }
         let was_empty = queue.frames.is_empty();
+        queue.bytes += frame.len();
         queue.frames.push_back(frame);
         drop(queue);
         // The task empties the whole queue when it wakes, so a non-empty queue means a wake-up
@@ -131,9 +164,9 @@ impl SessionHandle {
         Sent::Queued
     }
 
-    /// Frames waiting in the queue.
-    pub fn queued(&self) -> usize {
-        self.0.queue.lock().frames.len()
+    /// What the session holds: frames waiting in the queue and the batch being written.
+    pub fn held(&self) -> Held {
+        self.0.queue.lock().held()
     }
 
     /// Asks the session's task to close the socket with `code`. The first reason given wins.
@@ -181,13 +214,15 @@ impl Shared {
 }
 
 impl Outbox {
-    /// Waits for queued frames (all of them, taken at once), a close or a drain. A close wins
-    /// over a drain, and both over frames still queued. Cancel safe: nothing is taken unless it is returned.
-    pub async fn next(&mut self) -> Outgoing {
-        poll_fn(|cx| self.poll_next(cx)).await
+    /// Waits for queued frames (all of them, taken at once; only when `frames`, so a writer
+    /// still busy with the last batch hears of closes and drains alone), a close or a drain. A
+    /// close wins over a drain, and both over frames still queued. Cancel safe: nothing is
+    /// taken unless it is returned.
+    pub async fn next(&mut self, frames: bool) -> Outgoing {
+        poll_fn(|cx| self.poll_next(cx, frames)).await
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Outgoing> {
+    fn poll_next(&mut self, cx: &mut Context<'_>, frames: bool) -> Poll<Outgoing> {
         // Register before looking, so a frame or close arriving in between still wakes us.
         self.0.waker.register(cx.waker());
         if let Some(code) = self.0.close_code() {
@@ -195,6 +230,9 @@ impl Outbox {
         }
         if self.0.draining.load(Ordering::Acquire) {
             return Poll::Ready(Outgoing::Drain);
+        }
+        if !frames {
+            return Poll::Pending;
         }
         match self.take() {
             batch if batch.is_empty() => Poll::Pending,
@@ -206,13 +244,25 @@ impl Outbox {
     /// queued since, to be taken again later (a write delay holds them there).
     pub fn restore(&mut self, mut batch: Batch) {
         let mut queue = self.0.queue.lock();
+        queue.bytes += queue.writing.bytes;
+        queue.writing = Held::default();
         batch.append(&mut queue.frames);
         queue.frames = batch;
     }
 
-    /// Takes whatever is queued now, without waiting.
+    /// Takes whatever is queued now, without waiting. The frames still count against the
+    /// session's limits until [`Self::written`].
     pub fn take(&mut self) -> Batch {
-        std::mem::take(&mut self.0.queue.lock().frames)
+        let mut queue = self.0.queue.lock();
+        let frames = std::mem::take(&mut queue.frames);
+        queue.writing.frames += frames.len();
+        queue.writing.bytes += std::mem::take(&mut queue.bytes);
+        frames
+    }
+
+    /// Everything taken so far has been written (or dropped): it no longer counts.
+    pub fn written(&mut self) {
+        self.0.queue.lock().writing = Held::default();
     }
 }
 
@@ -221,6 +271,8 @@ impl Drop for Outbox {
         let mut queue = self.0.queue.lock();
         queue.gone = true;
         queue.frames = Batch::new();
+        queue.bytes = 0;
+        queue.writing = Held::default();
     }
 }
 
@@ -228,9 +280,32 @@ impl Drop for Outbox {
 mod tests {
     use super::*;
 
+    fn limits(frames: usize, bytes: usize) -> QueueLimits {
+        QueueLimits { frames, bytes }
+    }
+
+    #[tokio::test]
+    async fn bytes_held_count_the_batch_being_written_and_overflow_closes_as_slow_consumer() {
+        let (handle, mut outbox) = SessionHandle::new("u".into(), limits(100, 10));
+        assert_eq!(handle.send("aaaa".into()), Sent::Queued);
+        let batch = outbox.take();
+        assert_eq!(batch, ["aaaa"]);
+        assert_eq!(handle.send("bbbb".into()), Sent::Queued);
+        assert_eq!(
+            handle.held(),
+            Held {
+                frames: 2,
+                bytes: 8
+            }
+        );
+        // 8 held + 4 > 10: the write in progress still counts.
+        assert_eq!(handle.send("cccc".into()), Sent::Overflow);
+        assert_eq!(handle.close_code(), Some(CloseCode::SlowConsumer));
+    }
+
     #[tokio::test]
     async fn overflow_closes_as_slow_consumer_and_first_reason_wins() {
-        let (handle, mut outbox) = SessionHandle::new("u".into(), 2);
+        let (handle, mut outbox) = SessionHandle::new("u".into(), limits(2, 1024));
         assert_eq!(handle.send("a".into()), Sent::Queued);
         assert_eq!(handle.send("b".into()), Sent::Queued);
         assert_eq!(handle.close_code(), None);
@@ -239,7 +314,7 @@ mod tests {
         handle.close(CloseCode::GoingAway);
         assert_eq!(handle.close_code(), Some(CloseCode::SlowConsumer));
         assert!(matches!(
-            outbox.next().await,
+            outbox.next(true).await,
             Outgoing::Close(CloseCode::SlowConsumer)
         ));
         assert_eq!(outbox.take(), ["a", "b"]);
@@ -249,9 +324,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_writer_is_woken_for_the_first_frame_and_takes_the_whole_batch() {
-        let (handle, mut outbox) = SessionHandle::new("u".into(), 8);
+        let (handle, mut outbox) = SessionHandle::new("u".into(), limits(8, 1024));
         let writer = tokio::spawn(async move {
-            match outbox.next().await {
+            match outbox.next(true).await {
                 Outgoing::Frames(batch) => batch,
                 other => panic!("expected frames, got {other:?}"),
             }
@@ -264,23 +339,44 @@ mod tests {
 
     #[tokio::test]
     async fn frames_queued_while_nobody_waits_come_out_in_order() {
-        let (handle, mut outbox) = SessionHandle::new("u".into(), 8);
+        let (handle, mut outbox) = SessionHandle::new("u".into(), limits(8, 1024));
         for frame in ["a", "b", "c"] {
             handle.send(frame.into());
         }
-        assert_eq!(handle.queued(), 3);
-        match outbox.next().await {
+        assert_eq!(
+            handle.held(),
+            Held {
+                frames: 3,
+                bytes: 3
+            }
+        );
+        match outbox.next(true).await {
             Outgoing::Frames(batch) => assert_eq!(batch, ["a", "b", "c"]),
             other => panic!("expected frames, got {other:?}"),
         }
-        assert_eq!(handle.queued(), 0);
+        assert_eq!(
+            handle.held(),
+            Held {
+                frames: 3,
+                bytes: 3
+            },
+            "until written"
+        );
+        outbox.written();
+        assert_eq!(handle.held(), Held::default());
         handle.send("d".into());
         let taken = outbox.take();
         handle.send("e".into());
         outbox.restore(taken);
-        assert_eq!(handle.queued(), 2);
+        assert_eq!(
+            handle.held(),
+            Held {
+                frames: 2,
+                bytes: 2
+            }
+        );
         handle.drain();
-        assert!(matches!(outbox.next().await, Outgoing::Drain));
+        assert!(matches!(outbox.next(true).await, Outgoing::Drain));
         assert_eq!(outbox.take(), ["d", "e"], "restored frames come first");
     }
 }

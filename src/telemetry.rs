@@ -4,7 +4,8 @@
 //! read from the node when scraped.
 //!
 //! Names (all prefixed `roomcast_`):
-//! - gauges, labelled `node`: `connections`, `rooms`, `users`, `queued_frames`, `broker_up`,
+//! - gauges, labelled `node`: `connections`, `rooms`, `users`, `queued_frames` and
+//!   `queued_bytes` (what sessions hold, queued or being written), `broker_up`,
 //!   `draining`, `worker_threads` (the runtime's, to confirm the `worker_threads` setting);
 //! - counters: `frames_in_total`, `messages_published_total`, `deliveries_total`,
 //!   `direct_messages_total`, `slow_consumer_closes_total`, `closes_total{code}`,
@@ -92,8 +93,9 @@ pub async fn handler(State(node): State<Node>) -> Response {
     metrics::gauge!("roomcast_connections", "node" => id.clone()).set(stats.sessions as f64);
     metrics::gauge!("roomcast_rooms", "node" => id.clone()).set(stats.rooms as f64);
     metrics::gauge!("roomcast_users", "node" => id.clone()).set(stats.users as f64);
-    metrics::gauge!("roomcast_queued_frames", "node" => id.clone())
-        .set(node.hub().queued_frames() as f64);
+    let held = node.hub().held();
+    metrics::gauge!("roomcast_queued_frames", "node" => id.clone()).set(held.frames as f64);
+    metrics::gauge!("roomcast_queued_bytes", "node" => id.clone()).set(held.bytes as f64);
     metrics::gauge!("roomcast_broker_up", "node" => id.clone())
         .set(f64::from(u8::from(stats.broker_available)));
     metrics::gauge!("roomcast_draining", "node" => id.clone())

@@ -134,10 +134,7 @@ fn data(json: &str) -> Box<RawValue> {
     RawValue::from_string(json.to_owned()).unwrap()
 }
 
-const LIMITS: HistoryLimits = HistoryLimits {
-    size: 10,
-    ttl: Duration::from_secs(300),
-};
+const LIMITS: HistoryLimits = HistoryLimits::new(10, Duration::from_secs(300));
 
 fn memory_node(limits: HistoryLimits) -> (Arc<MemoryBroker>, Node) {
     let seen = Arc::new(Recorder::default());
@@ -569,7 +566,7 @@ async fn wait_available(broker: &dyn Broker) {
 #[tokio::test]
 async fn memory_engine_frees_idle_rooms_after_ttl() {
     let ttl = Duration::from_secs(60);
-    let (memory, node) = memory_node(HistoryLimits { size: 10, ttl });
+    let (memory, node) = memory_node(HistoryLimits::new(10, ttl));
     for r in 0..1000 {
         node.broker
             .publish(&format!("churn:{r}"), "u", &data("1"))
@@ -704,4 +701,85 @@ async fn redis_engine_rides_out_a_redis_restart() {
         assert_eq!(offsets, vec![1, 2, 3, 1, 2, 3]);
     }
     stop.cancel();
+}
+
+/// Memory-engine specifics: history is bounded in bytes per room (oldest messages go first) and
+/// for the whole node, where the rooms published to least recently lose their history first,
+/// so their resumes answer `recovered: false` while recent rooms still recover.
+#[tokio::test]
+async fn memory_engine_keeps_history_under_its_byte_budgets() {
+    let limits = HistoryLimits {
+        max_room_bytes: 64 * 1024,
+        max_bytes: 1024 * 1024,
+        ..HistoryLimits::new(100, Duration::from_secs(300))
+    };
+    let (memory, node) = memory_node(limits);
+    let big = data(&format!("\"{}\"", "x".repeat(16 * 1024)));
+    let resume_from_start = |epoch: &str| Resume {
+        since: 0,
+        epoch: epoch.to_owned(),
+    };
+    // One room: 10 messages of 16 KiB, only the last 3 fit in 64 KiB with their envelopes.
+    for _ in 0..10 {
+        node.broker.publish("one", "u", &big).await.unwrap();
+    }
+    let one = node.broker.history("one", None).await.unwrap();
+    let kept = node
+        .broker
+        .history(
+            "one",
+            Some(&Resume {
+                since: 7,
+                ..resume_from_start(&one.epoch)
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(
+        kept.recovered && kept.replay.len() == 3,
+        "{}",
+        kept.replay.len()
+    );
+    let older = node
+        .broker
+        .history(
+            "one",
+            Some(&Resume {
+                since: 6,
+                ..resume_from_start(&one.epoch)
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(!older.recovered, "the fourth newest was dropped for bytes");
+
+    // Many rooms: 200 x 16 KiB is 3.2 MiB against a 1 MiB budget.
+    for r in 0..200 {
+        node.broker
+            .publish(&format!("cycle:{r}"), "u", &big)
+            .await
+            .unwrap();
+        assert!(
+            memory.history_bytes() <= 1024 * 1024,
+            "{}",
+            memory.history_bytes()
+        );
+    }
+    let early = node.broker.history("cycle:0", None).await.unwrap();
+    let early = node
+        .broker
+        .history("cycle:0", Some(&resume_from_start(&early.epoch)))
+        .await
+        .unwrap();
+    assert!(
+        !early.recovered,
+        "the least recently published room lost its history"
+    );
+    let late = node.broker.history("cycle:199", None).await.unwrap();
+    let late = node
+        .broker
+        .history("cycle:199", Some(&resume_from_start(&late.epoch)))
+        .await
+        .unwrap();
+    assert!(late.recovered && late.replay.len() == 1);
 }

@@ -20,22 +20,12 @@ impl FromRequestParts<Node> for ApiKey {
         let presented = parts
             .headers
             .get(AUTHORIZATION)
-            .and_then(|value| bearer(value.as_bytes()));
+            .and_then(|value| crate::auth::bearer(value.as_bytes()));
         match presented {
             Some(key) if key_matches(&node.config().api.keys, key) => Ok(ApiKey),
             _ => Err(ApiError::Unauthorized),
         }
     }
-}
-
-/// The token of a `Bearer` credential; the scheme is case-insensitive (RFC 7235).
-fn bearer(header: &[u8]) -> Option<&[u8]> {
-    let (scheme, rest) = header.split_at_checked(6)?;
-    if !scheme.eq_ignore_ascii_case(b"Bearer") || !rest.starts_with(b" ") {
-        return None;
-    }
-    let token = rest.trim_ascii();
-    (!token.is_empty()).then_some(token)
 }
 
 /// Compares `presented` with every key, without stopping at the first match, so the time
@@ -59,16 +49,6 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_bearer_tokens() {
-        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
-        assert_eq!(bearer(b"bearer   abc "), Some(&b"abc"[..]));
-        assert_eq!(bearer(b"Bearer "), None);
-        assert_eq!(bearer(b"Bearerabc"), None);
-        assert_eq!(bearer(b"Basic abc"), None);
-        assert_eq!(bearer(b"Bear"), None);
-    }
 
     #[test]
     fn matches_only_a_configured_key() {

@@ -84,6 +84,10 @@ fn shared_responses() -> Vec<(&'static str, Response)> {
                 ErrorCode::InvalidUser,
                 "from must be 1-128 characters of [A-Za-z0-9_.:@-]",
             ),
+            (
+                ErrorCode::DataTooComplex,
+                "data nests arrays and objects deeper than 64 levels",
+            ),
         ],
     );
     let unauthorized = error_response(
@@ -119,10 +123,27 @@ fn shared_responses() -> Vec<(&'static str, Response)> {
         (
             "PayloadTooLarge",
             error_response(
-                "The body is larger than `api.max_body_bytes`",
+                "The body is larger than `api.max_body_bytes`, or `data` larger than \
+                 `limits.max_message_bytes`",
+                &[
+                    (
+                        ErrorCode::PayloadTooLarge,
+                        "body is larger than 1048576 bytes",
+                    ),
+                    (
+                        ErrorCode::MessageTooLarge,
+                        "data is larger than 65536 bytes (limits.max_message_bytes)",
+                    ),
+                ],
+            ),
+        ),
+        (
+            "RequestTimeout",
+            error_response(
+                "The body did not arrive within `api.body_timeout_ms`",
                 &[(
-                    ErrorCode::PayloadTooLarge,
-                    "body is larger than 1048576 bytes",
+                    ErrorCode::RequestTimeout,
+                    "the body did not arrive within 10000 ms",
                 )],
             ),
         ),
@@ -238,6 +259,7 @@ impl IntoResponses for BatchErrors {
             ("400", "BadRequest"),
             ("401", "Unauthorized"),
             ("404", "NotFound"),
+            ("408", "RequestTimeout"),
             ("413", "PayloadTooLarge"),
             ("415", "UnsupportedMediaType"),
         ])

@@ -28,6 +28,13 @@ pub enum ErrorCode {
     InvalidUser,
     /// The body is larger than `api.max_body_bytes` (413).
     PayloadTooLarge,
+    /// `data` is larger than `limits.max_message_bytes`, what clients are told they may
+    /// receive (413).
+    MessageTooLarge,
+    /// `data` nests deeper than 64 levels or has a number longer than 64 characters (400).
+    DataTooComplex,
+    /// The body did not arrive within `api.body_timeout_ms` (408).
+    RequestTimeout,
     /// The body is not declared `application/json` (415).
     UnsupportedMediaType,
     /// No API endpoint at this path (404).
@@ -50,6 +57,9 @@ impl ErrorCode {
             Self::InvalidRoom => "invalid_room",
             Self::InvalidUser => "invalid_user",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::MessageTooLarge => "message_too_large",
+            Self::DataTooComplex => "data_too_complex",
+            Self::RequestTimeout => "request_timeout",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -85,6 +95,12 @@ pub enum ApiError {
     InvalidUser { field: &'static str },
     #[error("body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("data is larger than {limit} bytes (limits.max_message_bytes)")]
+    MessageTooLarge { limit: usize },
+    #[error(transparent)]
+    DataTooComplex(#[from] crate::protocol::DataError),
+    #[error("the body did not arrive within {0} ms")]
+    RequestTimeout(u64),
     #[error("body must be application/json")]
     UnsupportedMediaType,
     #[error("no such API endpoint")]
@@ -107,6 +123,9 @@ impl ApiError {
             Self::InvalidRoom { .. } => ErrorCode::InvalidRoom,
             Self::InvalidUser { .. } => ErrorCode::InvalidUser,
             Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
+            Self::DataTooComplex(_) => ErrorCode::DataTooComplex,
+            Self::RequestTimeout(_) => ErrorCode::RequestTimeout,
             Self::UnsupportedMediaType => ErrorCode::UnsupportedMediaType,
             Self::NotFound => ErrorCode::NotFound,
             Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
@@ -122,8 +141,12 @@ impl ApiError {
             | ErrorCode::BadRequest
             | ErrorCode::BadQuery
             | ErrorCode::InvalidRoom
-            | ErrorCode::InvalidUser => StatusCode::BAD_REQUEST,
-            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            | ErrorCode::InvalidUser
+            | ErrorCode::DataTooComplex => StatusCode::BAD_REQUEST,
+            ErrorCode::PayloadTooLarge | ErrorCode::MessageTooLarge => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

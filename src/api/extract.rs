@@ -43,8 +43,12 @@ impl<T: DeserializeOwned + Send> FromRequest<Node> for ApiJson<T> {
         if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limit = node.config().api.max_body_bytes;
-        let bytes = read_body(req, limit).await?;
+        let api = &node.config().api;
+        let read = read_body(req, api.max_body_bytes);
+        // A body trickled in a byte at a time must not hold the connection forever.
+        let bytes = tokio::time::timeout(api.body_timeout(), read)
+            .await
+            .map_err(|_| ApiError::RequestTimeout(api.body_timeout_ms))??;
         parse(&bytes).map(ApiJson)
     }
 }

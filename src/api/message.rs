@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::extract::{name_schema, user_name};
+use crate::node::Node;
 
 /// What members see as `from` when the request names no sender.
 pub const DEFAULT_FROM: &str = "server";
@@ -30,6 +31,25 @@ pub struct MessageRequest {
 /// as absent, as the document says.
 pub fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     String::deserialize(d).map(Some)
+}
+
+impl MessageRequest {
+    /// `data`, if members may receive it: no larger than `limits.max_message_bytes` (what
+    /// their `welcome` promised; a client may not send more either) and within the shape rule
+    /// of [`crate::protocol::check_data`].
+    pub fn data(&self, node: &Node) -> Result<&RawValue, ApiError> {
+        checked_data(&self.data, node)
+    }
+}
+
+/// See [`MessageRequest::data`]; for bodies that carry `data` next to other fields.
+pub fn checked_data<'a>(data: &'a RawValue, node: &Node) -> Result<&'a RawValue, ApiError> {
+    let limit = node.config().limits.max_message_bytes;
+    if data.get().len() > limit {
+        return Err(ApiError::MessageTooLarge { limit });
+    }
+    crate::protocol::check_data(data.get())?;
+    Ok(data)
 }
 
 /// The sender of a message: `from`, checked against the naming rule, or [`DEFAULT_FROM`].

@@ -12,7 +12,7 @@ use super::auth::ApiKey;
 use super::doc::{BatchErrors, BodyErrors, HistoryErrors, PathErrors};
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, ApiQuery, RoomPath, name_schema, room_name};
-use super::message::{MessageRequest, present, sender};
+use super::message::{MessageRequest, checked_data, present, sender};
 use crate::node::Node;
 use crate::protocol::{Resume, valid_name};
 
@@ -54,8 +54,9 @@ pub async fn publish(
     RoomPath { room }: RoomPath,
     ApiJson(body): ApiJson<MessageRequest>,
 ) -> Result<Json<PublishResponse>, ApiError> {
-    let from = sender(body.from)?;
-    let offset = node.publish(&room, &from, &body.data).await?;
+    let data = body.data(&node)?;
+    let from = sender(body.from.clone())?;
+    let offset = node.publish(&room, &from, data).await?;
     Ok(Json(PublishResponse { room, offset }))
 }
 
@@ -133,6 +134,7 @@ pub async fn publish_many(
     State(node): State<Node>,
     ApiJson(body): ApiJson<PublishManyRequest>,
 ) -> Result<Json<PublishManyResponse>, ApiError> {
+    checked_data(&body.data, &node)?;
     let from = sender(body.from)?;
     let rooms = check_rooms(body.rooms)?;
     let (node, from, data) = (&node, from.as_str(), &*body.data);

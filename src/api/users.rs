@@ -42,8 +42,9 @@ pub async fn send(
     UserPath { user }: UserPath,
     ApiJson(body): ApiJson<MessageRequest>,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
-    let from = sender(body.from)?;
-    node.send_direct(&user, &from, &body.data).await?;
+    let data = body.data(&node)?;
+    let from = sender(body.from.clone())?;
+    node.send_direct(&user, &from, data).await?;
     Ok((StatusCode::ACCEPTED, Json(UserResponse { user })))
 }
 

@@ -1,5 +1,6 @@
 //! Who is connecting: JWT verification (HS256 with a shared secret, RS256/ES256 with a public
-//! key), the room permissions a token carries, and the origin allow-list.
+//! key), the permissions a token carries (rooms, direct messages), the origin allow-list, and
+//! the one parser of `Authorization: Bearer` that the WebSocket and the API share.
 //!
 //! Every refusal maps to one stable [`AuthError`] code; the reason behind `token_invalid`
 //! (bad signature, wrong algorithm, `alg: none`, malformed, missing `sub`) is logged at debug
@@ -15,7 +16,7 @@ use serde::Deserialize;
 
 use crate::config::{Auth, ConfigError, JwtAlgorithm};
 use crate::protocol::valid_name;
-pub use pattern::RoomPatterns;
+pub use pattern::Permissions;
 
 /// Why a connection or a `refresh` was refused. The string codes are part of the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -51,7 +52,7 @@ impl AuthError {
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub user: Arc<str>,
-    pub rooms: Arc<RoomPatterns>,
+    pub permissions: Arc<Permissions>,
     /// Unix seconds after which the session must have refreshed (`exp` + leeway).
     pub expires_at: Option<u64>,
 }
@@ -64,6 +65,11 @@ struct Claims {
     /// `{"join": [patterns], "publish": [patterns]}`; absent: every room.
     #[serde(default)]
     rooms: Option<RoomClaims>,
+    /// Users this one may send direct messages to (patterns). Absent: anyone, unless the token
+    /// restricts rooms, and then nobody: an issuer who limits where a user may speak has not
+    /// thought of direct messages, and a token that allows nothing must not reach everyone.
+    #[serde(default)]
+    direct: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +78,27 @@ struct RoomClaims {
     join: Vec<String>,
     #[serde(default)]
     publish: Vec<String>,
+}
+
+impl Claims {
+    fn permissions(&self) -> Permissions {
+        let Some(rooms) = &self.rooms else {
+            return Permissions::new(None, None, self.direct.as_deref());
+        };
+        let direct = self.direct.as_deref().unwrap_or_default();
+        Permissions::new(Some(&rooms.join), Some(&rooms.publish), Some(direct))
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive (RFC
+/// 7235); surrounding white space is dropped; an empty token is none.
+pub fn bearer(header: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = header.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"Bearer") || !rest.starts_with(b" ") {
+        return None;
+    }
+    let token = rest.trim_ascii();
+    (!token.is_empty()).then_some(token)
 }
 
 /// Verifies tokens as configured; `None` inside means authentication is off.
@@ -126,6 +153,12 @@ impl Verifier {
         if token.len() > self.max_token_bytes {
             return Err(AuthError::TooLarge);
         }
+        // RFC 7515 §4.1.11: a `crit` header names extensions the verifier must understand, and
+        // roomcast understands none.
+        if jsonwebtoken::decode_header(token).is_ok_and(|h| h.crit.is_some()) {
+            tracing::debug!("token refused: crit header");
+            return Err(AuthError::Invalid);
+        }
         let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|err| {
             let refused = match err.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -140,13 +173,9 @@ impl Verifier {
             tracing::debug!("token refused: sub is not a valid user name");
             return Err(AuthError::Invalid);
         }
-        let rooms = match claims.rooms {
-            None => RoomPatterns::any(),
-            Some(r) => RoomPatterns::new(&r.join, &r.publish),
-        };
         Ok(Identity {
+            permissions: Arc::new(claims.permissions()),
             user: Arc::from(claims.sub),
-            rooms: Arc::new(rooms),
             expires_at: Some(claims.exp.saturating_add(self.leeway)),
         })
     }
@@ -185,5 +214,43 @@ fn decoding_key(config: &Auth) -> Result<(DecodingKey, Algorithm), ConfigError> 
                 .map_err(|e| invalid("auth.public_key_file", format!("{}: {e}", path.display())))?;
             Ok((key, algorithm))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_bearer_tokens_in_any_case() {
+        assert_eq!(bearer(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"bearer   abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"BEARER abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Bearer "), None);
+        assert_eq!(bearer(b"Bearerabc"), None);
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"Bear"), None);
+    }
+
+    fn claims(json: serde_json::Value) -> Permissions {
+        serde_json::from_value::<Claims>(json)
+            .unwrap()
+            .permissions()
+    }
+
+    #[test]
+    fn direct_messages_follow_the_direct_claim_and_a_rooms_claim_closes_them_by_default() {
+        let open = claims(serde_json::json!({"sub": "a", "exp": 1}));
+        assert!(open.may_send_to("anyone") && open.may_join("any"));
+        let listed =
+            claims(serde_json::json!({"sub": "a", "exp": 1, "direct": ["bob", "support:*"]}));
+        assert!(listed.may_send_to("bob") && listed.may_send_to("support:7"));
+        assert!(!listed.may_send_to("carol"));
+        assert!(listed.may_join("any"), "no rooms claim: every room");
+        let rooms_only =
+            claims(serde_json::json!({"sub": "a", "exp": 1, "rooms": {"join": [], "publish": []}}));
+        assert!(!rooms_only.may_send_to("bob") && !rooms_only.may_join("lobby"));
+        let none = claims(serde_json::json!({"sub": "a", "exp": 1, "direct": []}));
+        assert!(!none.may_send_to("bob"));
     }
 }

@@ -1,28 +1,36 @@
-//! Room permission patterns from a token's `rooms` claim: exact names, or `*` wildcards
-//! matching any run of characters (`team:*`, `*:public`).
+//! What a token allows, as patterns from its `rooms` and `direct` claims: exact names, or `*`
+//! wildcards matching any run of characters (`team:*`, `*:public`).
 
-/// What rooms a session may join and publish to.
+/// What rooms a session may join and publish to, and whom it may send direct messages.
 #[derive(Debug, Clone)]
-pub struct RoomPatterns {
+pub struct Permissions {
     /// `None`: every room.
     join: Option<Vec<String>>,
     publish: Option<Vec<String>>,
+    /// `None`: every user.
+    direct: Option<Vec<String>>,
 }
 
-impl RoomPatterns {
-    /// No restriction (no `rooms` claim, or authentication off).
+impl Permissions {
+    /// No restriction (a token with neither claim, or authentication off).
     pub fn any() -> Self {
         Self {
             join: None,
             publish: None,
+            direct: None,
         }
     }
 
-    /// Restricted to these patterns; an empty list allows nothing.
-    pub fn new(join: &[String], publish: &[String]) -> Self {
+    /// Restricted to these patterns; `None` allows everything, an empty list nothing.
+    pub fn new(
+        join: Option<&[String]>,
+        publish: Option<&[String]>,
+        direct: Option<&[String]>,
+    ) -> Self {
         Self {
-            join: Some(join.to_vec()),
-            publish: Some(publish.to_vec()),
+            join: join.map(<[String]>::to_vec),
+            publish: publish.map(<[String]>::to_vec),
+            direct: direct.map(<[String]>::to_vec),
         }
     }
 
@@ -33,10 +41,14 @@ impl RoomPatterns {
     pub fn may_publish(&self, room: &str) -> bool {
         allowed(self.publish.as_deref(), room)
     }
+
+    pub fn may_send_to(&self, user: &str) -> bool {
+        allowed(self.direct.as_deref(), user)
+    }
 }
 
-fn allowed(patterns: Option<&[String]>, room: &str) -> bool {
-    patterns.is_none_or(|patterns| patterns.iter().any(|p| matches(p, room)))
+fn allowed(patterns: Option<&[String]>, name: &str) -> bool {
+    patterns.is_none_or(|patterns| patterns.iter().any(|p| matches(p, name)))
 }
 
 /// Glob match with `*` only. Iterative with one backtrack point, so it is linear-ish and a
@@ -82,11 +94,12 @@ mod tests {
 
     #[test]
     fn absent_claim_allows_all_and_empty_list_allows_none() {
-        let any = RoomPatterns::any();
-        assert!(any.may_join("x") && any.may_publish("x"));
-        let some = RoomPatterns::new(&["team:*".into()], &[]);
+        let any = Permissions::any();
+        assert!(any.may_join("x") && any.may_publish("x") && any.may_send_to("x"));
+        let some = Permissions::new(Some(&["team:*".into()]), Some(&[]), Some(&["bob".into()]));
         assert!(some.may_join("team:a"));
         assert!(!some.may_join("lobby"));
         assert!(!some.may_publish("team:a"));
+        assert!(some.may_send_to("bob") && !some.may_send_to("bobby"));
     }
 }

@@ -3,9 +3,15 @@
 //! order is offset order by construction.
 //!
 //! Logs of rooms nobody is in are freed once their history has expired (see [`MemoryBroker::sweep`]).
+//!
+//! History is bounded three ways: messages per room, bytes per room, and bytes for the whole
+//! node. Past the node's budget the rooms published to least recently lose their history
+//! first; their next resume answers `recovered: false` (the client is told), where without
+//! the budget a crowd cycling through fresh rooms grew the node by gigabytes.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -18,11 +24,28 @@ use super::{Broker, BrokerError, Deliver, History, new_epoch, unix_ms};
 use crate::protocol::Resume;
 use crate::protocol::{ServerFrame, encode, encode_direct, encode_message};
 
-/// History limits for every room.
+/// History limits for every room, and (memory engine) for the node.
 #[derive(Debug, Clone, Copy)]
 pub struct HistoryLimits {
+    /// Messages per room.
     pub size: usize,
     pub ttl: Duration,
+    /// Bytes of frames per room.
+    pub max_room_bytes: usize,
+    /// Bytes of frames in every room's history together (memory engine only).
+    pub max_bytes: usize,
+}
+
+impl HistoryLimits {
+    /// `size` messages per room kept for `ttl`, with no byte limit.
+    pub const fn new(size: usize, ttl: Duration) -> Self {
+        Self {
+            size,
+            ttl,
+            max_room_bytes: usize::MAX,
+            max_bytes: usize::MAX,
+        }
+    }
 }
 
 pub struct MemoryBroker {
@@ -32,12 +55,18 @@ pub struct MemoryBroker {
     presence: DashMap<Arc<str>, BTreeSet<Arc<str>>>,
     deliver: Arc<dyn Deliver>,
     limits: HistoryLimits,
+    /// Bytes of frames in every log's history.
+    held: AtomicUsize,
+    /// Held while one publisher evicts, so others go on publishing instead of queuing to.
+    evicting: Mutex<()>,
 }
 
 struct Log {
     epoch: Arc<str>,
     top: u64,
     entries: VecDeque<Entry>,
+    /// Bytes of the frames in `entries`.
+    bytes: usize,
     /// Local subscriptions; a subscribed log is never freed, or live members would see offsets
     /// restart under a new epoch.
     subscribers: u32,
@@ -58,6 +87,45 @@ impl MemoryBroker {
             presence: DashMap::new(),
             deliver,
             limits,
+            held: AtomicUsize::new(0),
+            evicting: Mutex::new(()),
+        }
+    }
+
+    /// Bytes of frames held in history across all rooms.
+    pub fn history_bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Brings the node's history back under 90 % of its budget by dropping the whole history
+    /// of the rooms published to least recently (the slack keeps this from running on every
+    /// publish once the budget is reached). One evictor at a time; the others skip.
+    fn evict(&self) {
+        let Some(_only) = self.evicting.try_lock() else {
+            return;
+        };
+        let target = self.limits.max_bytes / 10 * 9;
+        let cells: Vec<_> = self
+            .logs
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect();
+        let mut newest: Vec<(Instant, Arc<Mutex<Log>>)> = cells
+            .into_iter()
+            .filter_map(|cell| {
+                let at = cell.lock().entries.back()?.at;
+                Some((at, cell))
+            })
+            .collect();
+        newest.sort_unstable_by_key(|(at, _)| *at);
+        for (_, cell) in newest {
+            if self.held.load(Ordering::Relaxed) <= target {
+                break;
+            }
+            let mut log = cell.lock();
+            let freed = std::mem::take(&mut log.bytes);
+            log.entries = VecDeque::new();
+            self.held.fetch_sub(freed, Ordering::Relaxed);
         }
     }
 
@@ -85,7 +153,7 @@ impl MemoryBroker {
         let ttl = self.limits.ttl;
         self.logs.retain(|_, cell| {
             let mut log = cell.lock();
-            log.expire(now, ttl);
+            self.held.fetch_sub(log.expire(now, ttl), Ordering::Relaxed);
             log.removed = log.entries.is_empty() && log.subscribers == 0;
             !log.removed
         });
@@ -111,17 +179,39 @@ impl Log {
             epoch: new_epoch(),
             top: 0,
             entries: VecDeque::new(),
+            bytes: 0,
             subscribers: 0,
             removed: false,
         }
     }
 
-    fn expire(&mut self, now: Instant, ttl: Duration) {
+    /// Drops expired entries; returns the bytes freed.
+    fn expire(&mut self, now: Instant, ttl: Duration) -> usize {
+        let before = self.bytes;
         while let Some(front) = self.entries.front() {
             if now.duration_since(front.at) < ttl {
                 break;
             }
-            self.entries.pop_front();
+            self.pop_front();
+        }
+        before - self.bytes
+    }
+
+    /// Appends a frame, then drops the oldest while the log is over `limits` (messages or
+    /// bytes). Returns the change in bytes held.
+    fn push(&mut self, entry: Entry, limits: &HistoryLimits) -> isize {
+        let before = self.bytes;
+        self.bytes += entry.frame.len();
+        self.entries.push_back(entry);
+        while self.entries.len() > limits.size || self.bytes > limits.max_room_bytes {
+            self.pop_front();
+        }
+        self.bytes as isize - before as isize
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(entry) = self.entries.pop_front() {
+            self.bytes -= entry.frame.len();
         }
     }
 }
@@ -130,28 +220,37 @@ impl Log {
 impl Broker for MemoryBroker {
     async fn publish(&self, room: &str, from: &str, data: &RawValue) -> Result<u64, BrokerError> {
         let limits = self.limits;
-        Ok(self.with_log(room, |log| {
+        let offset = self.with_log(room, |log| {
             log.top += 1;
             let frame = encode_message(room, log.top, from, data, unix_ms());
             if limits.size > 0 {
-                if log.entries.len() == limits.size {
-                    log.entries.pop_front();
-                }
-                log.entries.push_back(Entry {
+                let entry = Entry {
                     offset: log.top,
                     at: Instant::now(),
                     frame: frame.clone(),
-                });
+                };
+                let grown = log.push(entry, &limits);
+                if grown >= 0 {
+                    self.held.fetch_add(grown.unsigned_abs(), Ordering::Relaxed);
+                } else {
+                    self.held.fetch_sub(grown.unsigned_abs(), Ordering::Relaxed);
+                }
             }
             self.deliver.publication(room, log.top, &frame);
             log.top
-        }))
+        });
+        // Outside the room's lock: eviction locks other rooms' logs.
+        if self.held.load(Ordering::Relaxed) > limits.max_bytes {
+            self.evict();
+        }
+        Ok(offset)
     }
 
     async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<History, BrokerError> {
         let ttl = self.limits.ttl;
         Ok(self.with_log(room, |log| {
-            log.expire(Instant::now(), ttl);
+            let freed = log.expire(Instant::now(), ttl);
+            self.held.fetch_sub(freed, Ordering::Relaxed);
             let mut history = History {
                 epoch: log.epoch.clone(),
                 top: log.top,

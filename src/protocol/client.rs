@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::codes::{ErrorCode, ProtocolError};
+use super::data::check_data;
 use super::names::valid_name;
 
 /// The `id` a client put on a request, echoed verbatim in the reply. A number or a string.
@@ -143,7 +144,7 @@ fn into_request(wire: Wire<'_>) -> Result<Request, ProtocolError> {
         },
         "publish" => Request::Publish {
             room: room_name(room)?,
-            data: data.ok_or_else(|| bad("publish needs \"data\""))?,
+            data: message_data(data, "publish needs \"data\"")?,
         },
         "send" => {
             let to = to.ok_or_else(|| bad("send needs \"to\""))?;
@@ -152,7 +153,7 @@ fn into_request(wire: Wire<'_>) -> Result<Request, ProtocolError> {
             }
             Request::Send {
                 to,
-                data: data.ok_or_else(|| bad("send needs \"data\""))?,
+                data: message_data(data, "send needs \"data\"")?,
             }
         }
         "presence" => Request::Presence {
@@ -169,6 +170,17 @@ fn into_request(wire: Wire<'_>) -> Result<Request, ProtocolError> {
             ));
         }
     })
+}
+
+/// A message's `data`: present, and within the shape rule recipients rely on.
+fn message_data(
+    data: Option<Box<RawValue>>,
+    missing: &'static str,
+) -> Result<Box<RawValue>, ProtocolError> {
+    let data = data.ok_or_else(|| bad(missing))?;
+    check_data(data.get())
+        .map_err(|err| ProtocolError::new(ErrorCode::DataTooComplex, err.to_string()))?;
+    Ok(data)
 }
 
 fn room_name(room: Option<String>) -> Result<String, ProtocolError> {

@@ -38,6 +38,8 @@ pub enum ErrorCode {
     TokenTooLarge,
     /// `refresh`: the token names another user.
     TokenWrongUser,
+    /// `data` nests deeper than 64 levels or has a number longer than 64 characters.
+    DataTooComplex,
 }
 
 impl ErrorCode {
@@ -59,6 +61,7 @@ impl ErrorCode {
             Self::TokenNotYetValid => "token_not_yet_valid",
             Self::TokenTooLarge => "token_too_large",
             Self::TokenWrongUser => "token_wrong_user",
+            Self::DataTooComplex => "data_too_complex",
         }
     }
 }
@@ -92,6 +95,8 @@ pub enum CloseCode {
     ProtocolViolation = 1002,
     /// A text frame was not valid UTF-8.
     InvalidPayload = 1007,
+    /// A message sent in fragments was not finished within `limits.message_timeout_ms`.
+    PolicyViolation = 1008,
     /// A frame was larger than `max_message_bytes`.
     TooBig = 1009,
     /// The server failed in a way that is not the client's fault.
@@ -120,6 +125,7 @@ impl CloseCode {
             1001 => Self::GoingAway,
             1002 => Self::ProtocolViolation,
             1007 => Self::InvalidPayload,
+            1008 => Self::PolicyViolation,
             1009 => Self::TooBig,
             4000 => Self::SlowConsumer,
             4001 => Self::TokenExpired,
@@ -137,6 +143,7 @@ impl CloseCode {
             Self::GoingAway => "server going away, reconnect",
             Self::ProtocolViolation => "protocol violation",
             Self::InvalidPayload => "text frame is not valid UTF-8",
+            Self::PolicyViolation => "message not finished in time",
             Self::TooBig => "frame too large",
             Self::Internal => "internal error",
             Self::SlowConsumer => "slow consumer",

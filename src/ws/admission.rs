@@ -1,5 +1,6 @@
-//! Who may open a socket right now: per-IP open-connection count and connect rate. The
-//! per-user limit is the broker's, since it holds across the cluster.
+//! Who may open a socket right now: per-IP open-connection count and connect rate, and per-IP
+//! count of TCP connections not yet upgraded (checked at accept). The per-user limit is the
+//! broker's, since it holds across the cluster.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,12 +15,15 @@ use crate::config::Limits;
 pub struct Admission {
     ips: DashMap<IpAddr, IpState>,
     max_open: usize,
+    max_pending: usize,
     rate: u32,
     burst: u32,
 }
 
 struct IpState {
     open: usize,
+    /// TCP connections accepted and not (yet) upgraded.
+    pending: usize,
     connects: TokenBucket,
 }
 
@@ -45,11 +49,18 @@ pub struct IpPermit {
     ip: IpAddr,
 }
 
+/// Counts one not yet upgraded TCP connection of an IP until dropped.
+pub struct PendingPermit {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
 impl Admission {
     pub fn new(limits: &Limits) -> Self {
         Self {
             ips: DashMap::new(),
             max_open: limits.max_connections_per_ip,
+            max_pending: limits.max_pending_connections_per_ip,
             rate: limits.connect_rate_per_ip,
             burst: limits.connect_burst_per_ip,
         }
@@ -57,10 +68,7 @@ impl Admission {
 
     /// Admits one connection from `ip`, or says why not.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<IpPermit, Refused> {
-        let mut state = self.ips.entry(ip).or_insert_with(|| IpState {
-            open: 0,
-            connects: TokenBucket::new(self.rate, self.burst, u32::MAX),
-        });
+        let mut state = self.state(ip);
         if state.open >= self.max_open {
             return Err(Refused::TooManyConnections);
         }
@@ -74,12 +82,34 @@ impl Admission {
         })
     }
 
+    /// Admits one TCP connection from `ip` that has yet to send its request (and perhaps
+    /// upgrade), unless the address already holds `limits.max_pending_connections_per_ip`.
+    pub fn admit_pending(self: &Arc<Self>, ip: IpAddr) -> Option<PendingPermit> {
+        let mut state = self.state(ip);
+        if state.pending >= self.max_pending {
+            return None;
+        }
+        state.pending += 1;
+        Some(PendingPermit {
+            admission: self.clone(),
+            ip,
+        })
+    }
+
+    fn state(&self, ip: IpAddr) -> dashmap::mapref::one::RefMut<'_, IpAddr, IpState> {
+        self.ips.entry(ip).or_insert_with(|| IpState {
+            open: 0,
+            pending: 0,
+            connects: TokenBucket::new(self.rate, self.burst, u32::MAX),
+        })
+    }
+
     /// Forgets IPs with nothing open whose connect budget has refilled, so the table tracks
     /// current clients rather than every address ever seen.
     pub fn sweep(&self) {
         let now = Instant::now();
         self.ips
-            .retain(|_, state| state.open > 0 || !state.connects.is_full(now));
+            .retain(|_, state| state.open > 0 || state.pending > 0 || !state.connects.is_full(now));
         crate::shrink::if_sparse(&self.ips);
     }
 
@@ -93,6 +123,14 @@ impl Drop for IpPermit {
     fn drop(&mut self) {
         if let Some(mut state) = self.admission.ips.get_mut(&self.ip) {
             state.open = state.open.saturating_sub(1);
+        }
+    }
+}
+
+impl Drop for PendingPermit {
+    fn drop(&mut self) {
+        if let Some(mut state) = self.admission.ips.get_mut(&self.ip) {
+            state.pending = state.pending.saturating_sub(1);
         }
     }
 }

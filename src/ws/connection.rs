@@ -18,13 +18,13 @@ use tracing::Instrument;
 use super::Permits;
 use super::frame::{self, Incoming};
 use super::limiter::{TokenBucket, Verdict};
-use super::socket::{RecvError, Socket};
+use super::socket::{Event, RecvError, Socket};
 use crate::auth::{AuthError, Identity};
 use crate::node::Node;
 use crate::protocol::{
     CloseCode, ErrorCode, ProtocolError, Request, RequestId, ServerFrame, decode_request, encode,
 };
-use crate::session::{Batch, Outbox, Outgoing, SessionHandle};
+use crate::session::{Outbox, Outgoing, SessionHandle};
 
 /// The heartbeat: a ping frame with no payload.
 const PING: Bytes = Bytes::from_static(&[0x80 | frame::PING, 0]);
@@ -69,10 +69,22 @@ pub fn serve(
             node.config().limits.inbound_burst,
             node.config().limits.rate_limit_close_after,
         ),
+        direct: TokenBucket::new(
+            node.config().limits.direct_rate_per_sec,
+            node.config().limits.direct_burst,
+            u32::MAX,
+        ),
         node,
         session,
         rooms: HashSet::new(),
         identity,
+        clock: Clock {
+            last_seen: Instant::now(),
+            next_ping: Instant::now(),
+            hold_until: None,
+            message_started: None,
+            rearm: false,
+        },
     };
     async move {
         conn.node.open_session(&conn.session).await;
@@ -111,11 +123,38 @@ pub fn serve(
 
 /// The socket task's timekeeping, all served by one timer.
 struct Clock {
-    /// When the client last sent anything (pongs included).
+    /// When the client last sent anything (pongs and fragments included).
     last_seen: Instant,
     next_ping: Instant,
     /// With a write delay: until when queued frames wait for more to join them.
     hold_until: Option<Instant>,
+    /// When the client began the message it is still sending in fragments.
+    message_started: Option<Instant>,
+    /// A deadline may have moved earlier than the timer's: compute the next wake-up again.
+    rearm: bool,
+}
+
+/// The fixed intervals the clock measures against, from the configuration.
+struct Intervals {
+    ping: Duration,
+    silence: Duration,
+    write: Duration,
+    message: Duration,
+}
+
+impl Clock {
+    /// The earliest deadline: the next ping, the token's expiry, the end of a write delay, a
+    /// stalled write's or an unfinished message's time limit.
+    fn next_wake(&self, socket: &Socket, times: &Intervals, expiry: Instant) -> Instant {
+        [
+            self.hold_until,
+            socket.stalled_since().map(|at| at + times.write),
+            self.message_started.map(|at| at + times.message),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(self.next_ping.min(expiry), Instant::min)
+    }
 }
 
 struct Connection {
@@ -124,14 +163,23 @@ struct Connection {
     /// Rooms joined or being joined; cleaned up when the session ends.
     rooms: HashSet<Arc<str>>,
     limiter: TokenBucket,
+    /// Direct messages (`send`) have a budget of their own: one connection must not be able to
+    /// flood another user off with them.
+    direct: TokenBucket,
     /// The user, what its token allows, and until when (replaced by `refresh`).
     identity: Identity,
+    clock: Clock,
 }
 
 impl Connection {
     async fn run(&mut self, socket: &mut Socket, outbox: &mut Outbox) -> Exit {
         let config = self.node.config();
-        let (interval, silence) = (config.heartbeat.interval(), config.heartbeat.timeout());
+        let times = Intervals {
+            ping: config.heartbeat.interval(),
+            silence: config.heartbeat.timeout(),
+            write: config.limits.write_timeout(),
+            message: config.limits.message_timeout(),
+        };
         let write_delay = config.socket.write_delay();
         self.session.send(encode(&ServerFrame::Welcome {
             session: &format!("s-{}-{}", self.node.id(), self.session.id()),
@@ -140,121 +188,196 @@ impl Connection {
             heartbeat_ms: config.heartbeat.interval_ms,
             max_message_bytes: config.limits.max_message_bytes,
         }));
-        let mut clock = Clock {
-            last_seen: Instant::now(),
-            next_ping: Instant::now() + interval,
-            hold_until: None,
-        };
-        // One timer for the next ping, the token's expiry and the end of a write delay: an
-        // idle socket holds one timer entry, not three.
-        let timer = tokio::time::sleep_until(clock.next_ping.min(self.expiry_instant()));
+        self.clock.next_ping = Instant::now() + times.ping;
+        // One timer for every deadline: an idle socket holds one timer entry, not several.
+        let timer = tokio::time::sleep_until(self.clock.next_ping.min(self.expiry_instant()));
         tokio::pin!(timer);
         // Unbiased on purpose: under a constant stream of outbound frames, reads and heartbeats
-        // must still get their turn.
+        // must still get their turn. No branch awaits the socket's write: a pending write goes
+        // on inside `socket.next()`, so a client that stops reading cannot stop its timers.
         loop {
-            tokio::select! {
-                out = outbox.next(), if clock.hold_until.is_none() => match out {
-                    Outgoing::Close(code) => return Exit::Close(code),
-                    Outgoing::Drain => return Exit::Drain,
-                    Outgoing::Frames(batch) if write_delay.is_zero() => {
-                        if let Err(exit) = self.guarded(Box::pin(write_batch(socket, batch))).await {
-                            return exit;
-                        }
+            // New frames are taken only once the last batch is written: until then they wait
+            // in the session's queue, where the slow-consumer limits count them.
+            let take_frames = self.clock.hold_until.is_none() && !socket.writing();
+            let step = tokio::select! {
+                out = outbox.next(take_frames) => self.on_outgoing(out, socket, outbox, write_delay),
+                () = &mut timer => match self.on_timer(socket, outbox, &times) {
+                    Ok(wake) => {
+                        timer.as_mut().reset(wake);
+                        Ok(())
                     }
-                    Outgoing::Frames(batch) => {
-                        // The frames wait in the queue, where a drain still finds them and
-                        // the slow-consumer limit still counts them; reads go on meanwhile.
-                        outbox.restore(batch);
-                        let at = Instant::now() + write_delay;
-                        clock.hold_until = Some(at);
-                        if at < timer.deadline() {
-                            timer.as_mut().reset(at);
-                        }
-                    }
+                    Err(exit) => Err(exit),
                 },
-                () = &mut timer => {
-                    let due = Box::pin(self.on_timer(socket, outbox, &mut clock, interval, silence));
-                    match due.await {
-                        Ok(wake) => timer.as_mut().reset(wake),
-                        Err(exit) => return exit,
+                event = socket.next() => match event {
+                    Event::Flushed => {
+                        outbox.written();
+                        Ok(())
                     }
-                }
-                msg = socket.recv() => {
-                    clock.last_seen = Instant::now();
-                    match msg {
-                        None | Some(Err(RecvError::Io(_))) => return Exit::Gone,
-                        Some(Err(RecvError::Frame(err))) => {
-                            tracing::debug!(%err, "bad frame");
-                            return Exit::Close(err.close_code());
-                        }
-                        Some(Ok(Incoming::Close(code))) => {
-                            // The close handshake: echo the client's code (none if it gave none).
-                            let reply = code.map_or_else(
-                                || frame::control(frame::CLOSE, &[]),
-                                |code| frame::close(code, ""),
-                            );
-                            socket.discard_unstarted();
-                            socket.queue_control(reply);
-                            let _ = Box::pin(timeout(CLOSE_TIMEOUT, socket.flush())).await;
-                            return Exit::Gone;
-                        }
-                        Some(Ok(Incoming::Ping(payload))) => match self.admit_control() {
-                            Ok(true) => {
-                                socket.queue_control(frame::control(frame::PONG, &payload));
-                                if let Err(exit) = self.guarded(Box::pin(socket.flush())).await {
-                                    return exit;
-                                }
-                            }
-                            Ok(false) => {}
-                            Err(exit) => return exit,
-                        },
-                        // A pong only proves liveness, which `last_seen` has noted.
-                        Some(Ok(Incoming::Pong)) => {
-                            if let Err(exit) = self.admit_control() {
-                                return exit;
-                            }
-                        }
-                        Some(Ok(msg)) => {
-                            if let Some(exit) = Box::pin(self.on_message(msg)).await {
-                                return exit;
-                            }
-                        }
-                    }
+                    Event::Received(msg) => Box::pin(self.on_received(msg, socket, outbox)).await,
+                },
+            };
+            if let Err(exit) = step {
+                return exit;
+            }
+            if std::mem::take(&mut self.clock.rearm) {
+                let wake = self.clock.next_wake(socket, &times, self.expiry_instant());
+                if wake < timer.deadline() {
+                    timer.as_mut().reset(wake);
                 }
             }
         }
     }
 
-    /// The connection's one timer fired: writes frames whose delay is over, closes on token
-    /// expiry or heartbeat silence, pings when due. Returns when the timer should fire next.
-    async fn on_timer(
-        &self,
+    /// What the session's queue handed over: frames to write (or to hold for the write delay),
+    /// a close, or a drain.
+    fn on_outgoing(
+        &mut self,
+        out: Outgoing,
         socket: &mut Socket,
         outbox: &mut Outbox,
-        clock: &mut Clock,
-        interval: Duration,
-        silence: Duration,
+        write_delay: Duration,
+    ) -> Result<(), Exit> {
+        match out {
+            Outgoing::Close(code) => Err(Exit::Close(code)),
+            Outgoing::Drain => Err(Exit::Drain),
+            Outgoing::Frames(batch) if write_delay.is_zero() => {
+                socket.queue_text(batch);
+                self.write_now(socket, outbox)
+            }
+            Outgoing::Frames(batch) => {
+                // The frames wait in the queue, where a drain still finds them and the
+                // slow-consumer limits still count them; reads go on meanwhile.
+                outbox.restore(batch);
+                self.clock.hold_until = Some(Instant::now() + write_delay);
+                self.clock.rearm = true;
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes what the socket takes now; the rest goes on in `socket.next()`, and a write that
+    /// has to wait arms the write deadline.
+    fn write_now(&mut self, socket: &mut Socket, outbox: &mut Outbox) -> Result<(), Exit> {
+        match socket.flush_now() {
+            Ok(true) => {
+                outbox.written();
+                Ok(())
+            }
+            Ok(false) => {
+                self.clock.rearm = true;
+                Ok(())
+            }
+            Err(_) => Err(Exit::Gone),
+        }
+    }
+
+    /// The connection's one timer fired: writes frames whose delay is over; closes on a stalled
+    /// write, an unfinished message, token expiry or heartbeat silence; pings when due. Returns
+    /// when the timer should fire next.
+    fn on_timer(
+        &mut self,
+        socket: &mut Socket,
+        outbox: &mut Outbox,
+        times: &Intervals,
     ) -> Result<Instant, Exit> {
         let now = Instant::now();
-        if clock.hold_until.is_some_and(|at| at <= now) {
-            clock.hold_until = None;
-            self.guarded(write_batch(socket, outbox.take())).await?;
+        if self.clock.hold_until.is_some_and(|at| at <= now) {
+            self.clock.hold_until = None;
+            if !socket.writing() {
+                socket.queue_text(outbox.take());
+                self.write_now(socket, outbox)?;
+            }
         }
-        // A `refresh` may have moved the expiry since this timer was set.
-        let expiry = self.expiry_instant();
-        if expiry <= Instant::now() {
+        if socket
+            .stalled_since()
+            .is_some_and(|at| now - at >= times.write)
+        {
+            metrics::counter!("roomcast_slow_consumer_closes_total").increment(1);
+            return Err(Exit::Close(CloseCode::SlowConsumer));
+        }
+        if self
+            .clock
+            .message_started
+            .is_some_and(|at| now - at >= times.message)
+        {
+            return Err(Exit::Close(CloseCode::PolicyViolation));
+        }
+        // A `refresh` may have moved the expiry since this timer was set. Read from the wall
+        // clock, which `exp` is in: the instant derived from it is never before `now`.
+        if self.token_expired() {
             return Err(Exit::Close(CloseCode::TokenExpired));
         }
-        if clock.next_ping <= now {
-            if now - clock.last_seen >= silence {
+        let expiry = self.expiry_instant();
+        if self.clock.next_ping <= now {
+            if now - self.clock.last_seen >= times.silence {
                 return Err(Exit::Close(CloseCode::HeartbeatTimeout));
             }
             socket.queue_control(PING);
-            self.guarded(socket.flush()).await?;
-            clock.next_ping = now + interval;
+            self.write_now(socket, outbox)?;
+            self.clock.next_ping = now + times.ping;
         }
-        let wake = clock.next_ping.min(expiry);
-        Ok(clock.hold_until.map_or(wake, |at| at.min(wake)))
+        Ok(self.clock.next_wake(socket, times, expiry))
+    }
+
+    /// What `socket.next()` read: a message, a control frame, a fragment, or the end.
+    async fn on_received(
+        &mut self,
+        msg: Option<Result<Incoming, RecvError>>,
+        socket: &mut Socket,
+        outbox: &mut Outbox,
+    ) -> Result<(), Exit> {
+        let now = Instant::now();
+        self.clock.last_seen = now;
+        let msg = match msg {
+            None | Some(Err(RecvError::Io(_))) => return Err(Exit::Gone),
+            Some(Err(RecvError::Frame(err))) => {
+                tracing::debug!(%err, "bad frame");
+                return Err(Exit::Close(err.close_code()));
+            }
+            Some(Ok(msg)) => msg,
+        };
+        match msg {
+            Incoming::Close(code) => {
+                // The close handshake: echo the client's code (none if it gave none).
+                let reply = code.map_or_else(
+                    || frame::control(frame::CLOSE, &[]),
+                    |code| frame::close(code, ""),
+                );
+                socket.discard_unstarted();
+                socket.queue_control(reply);
+                let _ = timeout(CLOSE_TIMEOUT, socket.flush()).await;
+                Err(Exit::Gone)
+            }
+            Incoming::Ping(payload) => {
+                if self.admit_frame("control")? {
+                    socket.queue_control(frame::control(frame::PONG, &payload));
+                    self.write_now(socket, outbox)?;
+                }
+                Ok(())
+            }
+            // A pong only proves liveness, which `last_seen` has noted.
+            Incoming::Pong => self.admit_frame("control").map(drop),
+            // Charged like any frame, so a message that never ends cannot stream for free,
+            // and timed from its first fragment.
+            Incoming::Fragment => {
+                self.admit_frame("fragment")?;
+                if self.clock.message_started.is_none() {
+                    self.clock.message_started = Some(now);
+                    self.clock.rearm = true;
+                }
+                Ok(())
+            }
+            msg => {
+                self.clock.message_started = None;
+                self.on_message(msg).await.map_or(Ok(()), Err)
+            }
+        }
+    }
+
+    fn token_expired(&self) -> bool {
+        self.identity
+            .expires_at
+            .is_some_and(|at| crate::broker::unix_ms() >= at.saturating_mul(1000))
     }
 
     /// When the session's token runs out; far away when it has none.
@@ -269,28 +392,17 @@ impl Connection {
         Instant::now() + Duration::from_millis(left)
     }
 
-    /// Runs a socket write unless the session is closed first (a stalled client must not pin
-    /// the task). Write errors mean the client is gone.
-    async fn guarded<E>(&self, write: impl Future<Output = Result<(), E>>) -> Result<(), Exit> {
-        tokio::select! {
-            result = write => result.map_err(|_| Exit::Gone),
-            () = self.session.closed() => {
-                Err(Exit::Close(self.session.close_code().unwrap_or(CloseCode::Internal)))
-            }
-        }
-    }
-
-    /// Whether a ping or pong from the client is within the inbound rate, which control frames
-    /// share with messages: each costs a wake-up and a ping a write, so a flood of them must be
-    /// bounded like any other. A ping over the limit gets no pong (a client that pings a few
-    /// times a minute never meets it); persisting closes the socket with 4029 as for messages.
-    /// Without this, a client flooding pings and never reading would hold its task in a pong's
-    /// write, since pongs must be sent in order and its socket is full.
-    fn admit_control(&mut self) -> Result<bool, Exit> {
+    /// Whether a ping, pong or fragment from the client is within the inbound rate, which
+    /// they share with messages: each costs a wake-up and a ping a write, so a flood of them
+    /// must be bounded like any other. A ping over the limit gets no pong (a client that pings
+    /// a few times a minute never meets it); persisting closes the socket with 4029 as for
+    /// messages. Without this, a client flooding pings and never reading would fill its socket
+    /// with pongs, and one streaming empty fragments would cost a core.
+    fn admit_frame(&mut self, kind: &'static str) -> Result<bool, Exit> {
         match self.limiter.check(Instant::now()) {
             Verdict::Allow => Ok(true),
             Verdict::Limited => {
-                metrics::counter!("roomcast_rate_limited_total", "kind" => "control").increment(1);
+                metrics::counter!("roomcast_rate_limited_total", "kind" => kind).increment(1);
                 Ok(false)
             }
             Verdict::Abuse => Err(Exit::Close(CloseCode::RateLimitAbuse)),
@@ -348,7 +460,7 @@ impl Connection {
                 if self.rooms.contains(room.as_str()) {
                     return Err(ProtocolError::new(ErrorCode::BadRequest, "already joined"));
                 }
-                if !self.identity.rooms.may_join(&room) {
+                if !self.identity.permissions.may_join(&room) {
                     return Err(forbidden("join", &room));
                 }
                 let max = node.config().limits.max_rooms_per_connection;
@@ -377,7 +489,7 @@ impl Connection {
                 if !self.rooms.contains(room.as_str()) {
                     return Err(not_member(&room));
                 }
-                if !self.identity.rooms.may_publish(&room) {
+                if !self.identity.permissions.may_publish(&room) {
                     return Err(forbidden("publish to", &room));
                 }
                 let offset = node.publish(&room, &user, &data).await?;
@@ -389,6 +501,19 @@ impl Connection {
                 Ok(())
             }
             Request::Send { to, data } => {
+                if !self.identity.permissions.may_send_to(&to) {
+                    return Err(forbidden("send direct messages to", &to));
+                }
+                if self.direct.check(Instant::now()) != Verdict::Allow {
+                    metrics::counter!("roomcast_rate_limited_total", "kind" => "direct")
+                        .increment(1);
+                    let limits = &node.config().limits;
+                    let msg = format!(
+                        "at most {} direct messages a second (burst {})",
+                        limits.direct_rate_per_sec, limits.direct_burst
+                    );
+                    return Err(ProtocolError::new(ErrorCode::RateLimited, msg));
+                }
                 node.send_direct(&to, &user, &data).await?;
                 self.reply(&ServerFrame::Ack {
                     id,
@@ -434,6 +559,8 @@ impl Connection {
         }
         let expires_at = identity.expires_at.unwrap_or(u64::MAX);
         self.identity = identity;
+        // The new expiry may be earlier than the one the timer waits for.
+        self.clock.rearm = true;
         self.reply(&ServerFrame::Refreshed { id, expires_at });
         Ok(())
     }
@@ -472,12 +599,6 @@ fn token_error(err: AuthError) -> ProtocolError {
 
 fn not_member(room: &str) -> ProtocolError {
     ProtocolError::new(ErrorCode::NotMember, format!("not a member of {room}"))
-}
-
-/// Writes a batch taken from the queue.
-async fn write_batch(socket: &mut Socket, batch: Batch) -> std::io::Result<()> {
-    socket.queue_text(batch);
-    socket.flush().await
 }
 
 /// Shutdown: writes out everything still queued, then a `goaway` telling the client when to

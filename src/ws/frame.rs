@@ -76,10 +76,14 @@ pub fn close(code: u16, reason: &str) -> Bytes {
     control(CLOSE, &payload)
 }
 
-/// One complete thing a client sent: a message (its fragments joined) or a control frame.
+/// One thing a client sent: a message (its fragments joined), a fragment of a message not yet
+/// finished, or a control frame.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming {
     Text(String),
+    /// A non-final frame of a message, kept by the decoder. Reported so that every frame a
+    /// client sends is charged to its rate limit, and a message that never ends can be timed.
+    Fragment,
     /// Binary messages are not part of the protocol; their bytes are not kept.
     Binary,
     Ping(Vec<u8>),
@@ -137,25 +141,21 @@ impl Decoder {
         }
     }
 
-    /// Takes the next complete item from the front of `buf`, removing the bytes it used.
+    /// Takes the next complete frame from the front of `buf`, removing the bytes it used.
     /// `Ok(None)`: `buf` holds no complete frame yet (nothing is removed). A fragment of a
-    /// longer message is consumed and kept, and decoding goes on with the next frame.
+    /// longer message is kept and reported as [`Incoming::Fragment`].
     pub fn decode(&mut self, buf: &mut Vec<u8>) -> Result<Option<Incoming>, FrameError> {
-        loop {
-            let Some(head) = self.parse_head(buf)? else {
-                return Ok(None);
-            };
-            let end = head.header_len + head.payload_len;
-            if buf.len() < end {
-                return Ok(None);
-            }
-            let mut payload: Vec<u8> = buf[head.header_len..end].to_vec();
-            buf.drain(..end);
-            unmask(&mut payload, head.mask);
-            if let Some(item) = self.take(head.fin, head.opcode, payload)? {
-                return Ok(Some(item));
-            }
+        let Some(head) = self.parse_head(buf)? else {
+            return Ok(None);
+        };
+        let end = head.header_len + head.payload_len;
+        if buf.len() < end {
+            return Ok(None);
         }
+        let mut payload: Vec<u8> = buf[head.header_len..end].to_vec();
+        buf.drain(..end);
+        unmask(&mut payload, head.mask);
+        self.take(head.fin, head.opcode, payload).map(Some)
     }
 
     /// Parses and checks the header at the front of `buf`; `None` while it is incomplete.
@@ -234,17 +234,12 @@ impl Decoder {
         }
     }
 
-    /// One frame's payload: an item when it completes one, else kept as a fragment.
-    fn take(
-        &mut self,
-        fin: bool,
-        opcode: u8,
-        payload: Vec<u8>,
-    ) -> Result<Option<Incoming>, FrameError> {
+    /// One frame's payload: the item it completes, or a fragment kept for later.
+    fn take(&mut self, fin: bool, opcode: u8, payload: Vec<u8>) -> Result<Incoming, FrameError> {
         let (text, data) = match opcode {
-            PING => return Ok(Some(Incoming::Ping(payload))),
-            PONG => return Ok(Some(Incoming::Pong)),
-            CLOSE => return close_code(&payload).map(|code| Some(Incoming::Close(code))),
+            PING => return Ok(Incoming::Ping(payload)),
+            PONG => return Ok(Incoming::Pong),
+            CLOSE => return close_code(&payload).map(Incoming::Close),
             CONTINUATION => {
                 let (text, mut data) = self.partial.take().expect("checked in `check`");
                 data.extend_from_slice(&payload);
@@ -254,13 +249,13 @@ impl Decoder {
         };
         if !fin {
             self.partial = Some((text, data));
-            return Ok(None);
+            return Ok(Incoming::Fragment);
         }
         if !text {
-            return Ok(Some(Incoming::Binary));
+            return Ok(Incoming::Binary);
         }
         String::from_utf8(data)
-            .map(|text| Some(Incoming::Text(text)))
+            .map(Incoming::Text)
             .map_err(|_| FrameError::InvalidUtf8)
     }
 }
@@ -326,6 +321,7 @@ mod tests {
             let text = "é".repeat(rng.random_range(0..40_000)) + &i.to_string();
             let (a, b) = text.as_bytes().split_at(text.len() / 2);
             stream.extend(client_frame(0x01, a));
+            expected.push(Incoming::Fragment);
             if i % 3 == 0 {
                 stream.extend(client_frame(0x89, &[i as u8; 3]));
                 expected.push(Incoming::Ping(vec![i as u8; 3]));
@@ -408,7 +404,9 @@ mod tests {
         assert_eq!(
             items,
             [
+                Incoming::Fragment,
                 Incoming::Ping(b"hb".to_vec()),
+                Incoming::Fragment,
                 Incoming::Text("hello wörld".into()),
                 Incoming::Binary,
                 Incoming::Pong,
@@ -427,6 +425,7 @@ mod tests {
         let mut decoder = Decoder::new(150);
         let mut buf = client_frame(0x01, &[b'a'; 100]);
         buf.extend(client_frame(0x80, &[b'a'; 51]));
+        assert_eq!(decoder.decode(&mut buf), Ok(Some(Incoming::Fragment)));
         assert_eq!(decoder.decode(&mut buf), Err(FrameError::TooBig));
         // A 64-bit length beyond any buffer.
         let mut buf = vec![

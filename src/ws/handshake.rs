@@ -37,20 +37,23 @@ pub enum NotWebSocket {
     UpgradeHeader,
     #[error("`Sec-WebSocket-Version` header did not include `13`")]
     Version,
-    #[error("`Sec-WebSocket-Key` header missing")]
+    #[error("`Sec-WebSocket-Key` header missing, or not 16 bytes in base64")]
     Key,
+    #[error("the `{0}` header appears more than once")]
+    Duplicate(&'static str),
     #[error("this connection cannot be upgraded")]
     NotUpgradable,
 }
 
 impl IntoResponse for NotWebSocket {
     fn into_response(self) -> Response {
-        let status = match self {
-            Self::MethodNotGet => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NotUpgradable => StatusCode::UPGRADE_REQUIRED,
-            _ => StatusCode::BAD_REQUEST,
+        let (status, code) = match self {
+            Self::MethodNotGet => (StatusCode::METHOD_NOT_ALLOWED, "not_websocket"),
+            Self::NotUpgradable => (StatusCode::UPGRADE_REQUIRED, "not_websocket"),
+            Self::Duplicate(_) => (StatusCode::BAD_REQUEST, "duplicate_header"),
+            _ => (StatusCode::BAD_REQUEST, "not_websocket"),
         };
-        json_error(status, "not_websocket", &self.to_string())
+        json_error(status, code, &self.to_string())
     }
 }
 
@@ -62,6 +65,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
             return Err(NotWebSocket::MethodNotGet);
         }
         let headers = &parts.headers;
+        // With two values, which one would a check read, and which one would a proxy or the
+        // application behind it read? Refused rather than guessed (one `Origin` allowed and one
+        // not got through before).
+        for name in SINGLE_HEADERS {
+            if headers.get_all(name).iter().nth(1).is_some() {
+                return Err(NotWebSocket::Duplicate(name));
+            }
+        }
         if !has_token(headers, header::CONNECTION, "upgrade") {
             return Err(NotWebSocket::ConnectionHeader);
         }
@@ -73,6 +84,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
         }
         let key = headers
             .get(header::SEC_WEBSOCKET_KEY)
+            .filter(|key| valid_key(key.as_bytes()))
             .ok_or(NotWebSocket::Key)?
             .clone();
         // Subprotocol names compare exactly, unlike the header tokens above.
@@ -133,6 +145,22 @@ impl Handshake {
     }
 }
 
+/// Headers that must appear at most once: the ones a security decision reads.
+const SINGLE_HEADERS: [&str; 5] = [
+    "origin",
+    "authorization",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "host",
+];
+
+/// RFC 6455 §4.2.1: the key is 16 bytes in base64, which is 22 characters of the alphabet and
+/// `==`.
+fn valid_key(key: &[u8]) -> bool {
+    let is_base64 = |c: &u8| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/';
+    key.len() == 24 && key.ends_with(b"==") && key[..22].iter().all(is_base64)
+}
+
 /// Whether a comma-separated header has `token`, in any case.
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token))
@@ -146,4 +174,26 @@ pub(super) fn tokens(headers: &HeaderMap, name: header::HeaderName) -> impl Iter
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_must_be_sixteen_bytes_of_base64() {
+        assert!(valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(valid_key(b"AAAAAAAAAAAAAAAAAAAA+/=="));
+        for bad in [
+            &b""[..],
+            b"x",
+            b"dGhlIHNhbXBsZSBub25jZQ",
+            b"dGhlIHNhbXBsZSBub25jZQ=",
+            b"dGhlIHNhbXBsZSBub25jZQ===",
+            b"dGhlIHNhbXBsZSBub25j!Q==",
+            b"dGhlIHNhbXBsZSBub25jZSE=",
+        ] {
+            assert!(!valid_key(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
 }

@@ -16,11 +16,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-pub use admission::{Admission, IpPermit, Refused};
+pub use admission::{Admission, IpPermit, PendingPermit, Refused};
 pub use handshake::{Handshake, NotWebSocket};
 pub use socket::MAX_READ_CHUNK;
 
-use crate::auth::{AuthError, Identity, RoomPatterns};
+use crate::auth::{AuthError, Identity, Permissions};
 use crate::http::json_error;
 use crate::node::{Node, SessionClaim};
 use crate::protocol::valid_name;
@@ -175,7 +175,7 @@ fn identify(
         };
         return Ok(Identity {
             user: Arc::from(user),
-            rooms: Arc::new(RoomPatterns::any()),
+            permissions: Arc::new(Permissions::any()),
             expires_at: None,
         });
     }
@@ -193,10 +193,10 @@ fn identify(
 fn token_from_headers(headers: &HeaderMap) -> Option<String> {
     let bearer = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| crate::auth::bearer(v.as_bytes()))
+        .and_then(|token| std::str::from_utf8(token).ok());
     if let Some(token) = bearer {
-        return Some(token.trim().to_owned());
+        return Some(token.to_owned());
     }
     handshake::tokens(headers, header::SEC_WEBSOCKET_PROTOCOL)
         .find_map(|p| p.strip_prefix(TOKEN_PROTOCOL_PREFIX))

@@ -8,19 +8,24 @@
 //! bytes every recipient shares plus a header of at most 10 bytes, and one `writev` sends a
 //! batch. An idle socket holds no buffer at all: reads go through a buffer on the stack and
 //! only a partial frame is kept.
+//!
+//! A write never blocks the socket's task: [`Socket::next`] goes on with a pending write while
+//! it waits for the client's next frame, and the socket notes since when a pending write has
+//! made no progress, so the task can close a client whose window stays shut.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 use tungstenite::Utf8Bytes;
 
 use super::frame::{self, Decoder, FrameError, Header, Incoming};
@@ -37,6 +42,15 @@ pub enum RecvError {
     Frame(#[from] FrameError),
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+/// What [`Socket::next`] saw.
+#[derive(Debug)]
+pub enum Event {
+    /// A message or control frame from the client, a read error, or `None` at end of stream.
+    Received(Option<Result<Incoming, RecvError>>),
+    /// Everything queued has been written.
+    Flushed,
 }
 
 /// A frame waiting to be written.
@@ -82,6 +96,8 @@ pub struct Socket<Io = TokioIo<Upgraded>> {
     /// Bytes of the first pending frame already written.
     written: usize,
     write_chunk: usize,
+    /// Since when the pending write has been waiting on a full socket with no byte written.
+    stalled_at: Option<Instant>,
 }
 
 impl Socket {
@@ -102,27 +118,51 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Socket<Io> {
             pending: VecDeque::new(),
             written: 0,
             write_chunk,
+            stalled_at: None,
         }
     }
 
     /// The next message or control frame; `None` once the client closed the TCP connection.
     /// Cancel safe.
     pub async fn recv(&mut self) -> Option<Result<Incoming, RecvError>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Goes on writing what is queued while waiting for the client's next frame: returns
+    /// [`Event::Flushed`] once the queue is written, or what arrived. A write error is returned
+    /// as a read error would be: the connection is gone either way. Cancel safe.
+    pub async fn next(&mut self) -> Event {
+        poll_fn(|cx| {
+            if !self.pending.is_empty() {
+                match self.poll_flush(cx) {
+                    Poll::Ready(Ok(())) => return Poll::Ready(Event::Flushed),
+                    Poll::Ready(Err(err)) => {
+                        return Poll::Ready(Event::Received(Some(Err(err.into()))));
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            self.poll_recv(cx).map(Event::Received)
+        })
+        .await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Incoming, RecvError>>> {
         loop {
             match self.decoder.decode(&mut self.unread) {
                 Ok(Some(item)) => {
                     if self.unread.is_empty() {
                         self.unread = Vec::new();
                     }
-                    return Some(Ok(item));
+                    return Poll::Ready(Some(Ok(item)));
                 }
                 Ok(None) => {}
-                Err(err) => return Some(Err(err.into())),
+                Err(err) => return Poll::Ready(Some(Err(err.into()))),
             }
-            match poll_fn(|cx| self.poll_fill(cx)).await {
-                Ok(0) => return None,
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) => return Poll::Ready(None),
                 Ok(_) => {}
-                Err(err) => return Some(Err(err.into())),
+                Err(err) => return Poll::Ready(Some(Err(err.into()))),
             }
         }
     }
@@ -159,12 +199,37 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Socket<Io> {
         poll_fn(|cx| self.poll_flush(cx)).await
     }
 
+    /// Writes what the socket takes now, without waiting: `Ok(true)` when everything queued is
+    /// written, `Ok(false)` when the rest must wait for [`Self::next`] or [`Self::flush`] (which
+    /// register the task's waker; this call registers none).
+    pub fn flush_now(&mut self) -> io::Result<bool> {
+        match self.poll_flush(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(result) => result.map(|()| true),
+            Poll::Pending => Ok(false),
+        }
+    }
+
+    /// Whether frames are waiting to be written.
+    pub fn writing(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Since when a pending write has made no progress, if it is stuck.
+    pub fn stalled_since(&self) -> Option<Instant> {
+        self.stalled_at.filter(|_| self.writing())
+    }
+
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.pending.is_empty() {
-            let n = ready!(self.poll_write_some(cx))?;
+            let Poll::Ready(n) = self.poll_write_some(cx)? else {
+                // The clock is read only when a write has to wait, not on every write.
+                self.stalled_at.get_or_insert_with(Instant::now);
+                return Poll::Pending;
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
+            self.stalled_at = None;
             self.advance(n);
         }
         // A burst may have grown the queue; an idle socket should not keep it.

@@ -169,7 +169,8 @@ pub(super) fn publish_one(
         .arg(new_epoch().as_ref())
         .arg(history.size)
         .arg(history.ttl.as_millis() as u64)
-        .arg(keys.room_channel(room));
+        .arg(keys.room_channel(room))
+        .arg(history.max_room_bytes);
     invocation
 }
 
@@ -193,7 +194,8 @@ fn call(context: &Context, batch: Vec<Pending>) -> impl Future<Output = ()> + 's
         invocation
             .arg(new_epoch().as_ref())
             .arg(history.size)
-            .arg(history.ttl.as_millis() as u64);
+            .arg(history.ttl.as_millis() as u64)
+            .arg(history.max_room_bytes);
         for group in &groups {
             let room = &batch[group[0]].room;
             invocation

@@ -43,8 +43,8 @@ impl Scripts {
     fn build(publish: &str) -> Self {
         let script = |body: &str| Lua::new(format!("local PUBLISH = '{publish}'\n{body}"));
         Self {
-            publish: script(&format!("{TRIM_AT}{PUBLISH}")),
-            publish_batch: script(&format!("{TRIM_AT}{PUBLISH_BATCH}")),
+            publish: script(&format!("{KEEP_WITHIN}{PUBLISH}")),
+            publish_batch: script(&format!("{KEEP_WITHIN}{PUBLISH_BATCH}")),
             history: script(&format!("{OFFSET_OF}{HISTORY}")),
             range: script(&format!("{OFFSET_OF}{RANGE}")),
             presence_add: script(PRESENCE_ADD),
@@ -125,7 +125,7 @@ impl Invocation<'_> {
 
 /// Orders, stores and announces one publication.
 /// KEYS: meta hash, history log. ARGV: frame prefix, frame suffix, fresh epoch, history size,
-/// history ttl ms, channel.
+/// history ttl ms, channel, history bytes per room.
 /// The meta hash (`epoch`, `top`) is created with a fresh epoch when missing, so offsets that
 /// restart at 1 after Redis lost its data always come with a new epoch.
 ///
@@ -143,6 +143,7 @@ impl Invocation<'_> {
 /// trimming every publication cost Redis 3 µs of its 10 (`benches/backplane.rs`). The log
 /// therefore holds between `size` and `size + size / 8` frames. Resumes are served from the
 /// last `size` only ([`HISTORY`]), as with the memory engine; a node filling a gap may use all.
+/// The log's bytes are bounded too, without slack ([`KEEP_WITHIN`]).
 const PUBLISH: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -157,10 +158,8 @@ local offset = tostring(top)
 local frame = ARGV[1] .. offset .. ARGV[2]
 local size = tonumber(ARGV[4])
 if size > 0 then
-  -- Trimmed an eighth at a time (see the note above).
-  if redis.call('RPUSH', KEYS[2], frame) > trim_at(size) then
-    redis.call('LTRIM', KEYS[2], -size, -1)
-  end
+  local len = redis.call('RPUSH', KEYS[2], frame)
+  keep_within(KEYS[1], KEYS[2], len, 1, #frame, size, tonumber(ARGV[7]))
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
@@ -176,16 +175,14 @@ return top
 /// PEXPIRE per key. Atomic, so no one can tell. The caller groups the publications by room, so
 /// the script keeps no tables of its own.
 /// KEYS: meta hash, history log, per room. ARGV: fresh epoch, history size, history ttl ms,
-/// then per room: count, channel, and count × (frame prefix, frame suffix).
+/// history bytes per room, then per room: count, channel, and count × (frame prefix, frame
+/// suffix).
 /// Returns each room's first offset; its other publications have the ones after it.
 const PUBLISH_BATCH: &str = r#"
-local size = tonumber(ARGV[2])
--- Trimmed an eighth at a time, as in PUBLISH; numbers Lua passes to Redis are formatted
--- with sprintf each time, so `keep` is text once.
-local limit, keep = trim_at(size), tostring(-size)
+local size, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[4])
 local ttl = ARGV[3]
 local firsts = {}
-local a = 4
+local a = 5
 for g = 1, #KEYS / 2 do
   local meta, hist = KEYS[2 * g - 1], KEYS[2 * g]
   local count, channel = tonumber(ARGV[a]), ARGV[a + 1]
@@ -197,19 +194,19 @@ for g = 1, #KEYS / 2 do
     redis.call('DEL', hist)
   end
   local top = redis.call('HINCRBY', meta, 'top', count)
-  local frames = {}
+  local frames, bytes = {}, 0
   for n = top - count + 1, top do
     -- The offset as text once: Lua formats a number with sprintf each time it meets one.
     local offset = tostring(n)
     local frame = ARGV[a] .. offset .. ARGV[a + 1]
     a = a + 2
     frames[#frames + 1] = frame
+    bytes = bytes + #frame
     redis.call(PUBLISH, channel, 'm ' .. offset .. ' ' .. epoch .. '\n' .. frame)
   end
   if size > 0 then
-    if redis.call('RPUSH', hist, unpack(frames)) > limit then
-      redis.call('LTRIM', hist, keep, -1)
-    end
+    local len = redis.call('RPUSH', hist, unpack(frames))
+    keep_within(meta, hist, len, count, bytes, size, max_bytes)
     redis.call('PEXPIRE', hist, ttl)
   end
   redis.call('PEXPIRE', meta, ttl)
@@ -218,11 +215,41 @@ end
 return firsts
 "#;
 
-/// Defines `trim_at(size)`: the log length past which a publish trims the log back to `size`,
-/// an eighth of slack (see [`PUBLISH`]). One definition for both publish scripts.
-const TRIM_AT: &str = r#"
-local function trim_at(size)
-  return size + math.floor(size / 8)
+/// Defines `keep_within(meta, hist, len, pushed, added, size, max_bytes)`, run after `pushed`
+/// frames of `added` bytes were appended to the log `hist`, now `len` long: drops the oldest
+/// frames while the log holds more than `size + size / 8` frames (then down to `size`, see
+/// [`PUBLISH`]) or more than `max_bytes` bytes (keeping the newest frame whatever its size).
+/// The log's bytes are counted in the meta hash's `bytes` field, which costs one HINCRBY per
+/// call; it is counted afresh whenever the push found the log empty (new, expired, or evicted
+/// by Redis under `maxmemory`), so a count left from a lost log never sticks. One definition
+/// for both publish scripts.
+const KEEP_WITHIN: &str = r#"
+local function keep_within(meta, hist, len, pushed, added, size, max_bytes)
+  local bytes
+  if len == pushed then
+    bytes = added
+    redis.call('HSET', meta, 'bytes', bytes)
+  else
+    bytes = redis.call('HINCRBY', meta, 'bytes', added)
+  end
+  local drop = 0
+  if len > size + math.floor(size / 8) then
+    drop = len - size
+  end
+  local freed = 0
+  if drop > 0 then
+    for _, frame in ipairs(redis.call('LPOP', hist, drop)) do
+      freed = freed + #frame
+    end
+    len = len - drop
+  end
+  while bytes - freed > max_bytes and len > 1 do
+    freed = freed + #redis.call('LPOP', hist)
+    len = len - 1
+  end
+  if freed > 0 then
+    redis.call('HINCRBY', meta, 'bytes', -freed)
+  end
 end
 "#;
 
