@@ -733,6 +733,26 @@ mod tests {
             err.to_string().contains("socket.write_buffer_bytes"),
             "{err}"
         );
+        for (toml, key) in [
+            (
+                "[limits]\noutbound_queue_bytes = 100000\n",
+                "limits.outbound_queue_bytes",
+            ),
+            ("[limits]\nwrite_timeout_ms = 0\n", "limits.write_timeout_ms"),
+            ("[limits]\nmessage_timeout_ms = 0\n", "limits.message_timeout_ms"),
+            (
+                "[limits]\nmax_pending_connections_per_ip = 0\n",
+                "limits.max_pending_connections_per_ip",
+            ),
+            ("[limits]\nheader_timeout_ms = 0\n", "limits.header_timeout_ms"),
+            ("[limits]\ndirect_burst = 0\n", "limits.direct_burst"),
+            ("[api]\nbody_timeout_ms = 0\n", "api.body_timeout_ms"),
+            ("[history]\nmax_bytes = 1000\n", "history.max_bytes"),
+            ("[history]\nmax_room_bytes = 0\n", "history.max_room_bytes"),
+        ] {
+            let err = load(toml).unwrap_err();
+            assert!(err.to_string().contains(key), "{toml}: {err}");
+        }
         let err = load("broker = \"carrier-pigeon\"\n").unwrap_err();
         assert!(err.to_string().contains("broker"), "{err}");
         let err = load("listen = \"nowhere\"\n").unwrap_err();

@@ -12,7 +12,8 @@
 //! - [`broker`]: the `Broker` trait (order, history, presence, cross-node delivery) and its
 //!   engines. The hub never sees it.
 //! - [`node`]: request semantics over hub + broker; lifecycle (draining, shutdown, task tracking).
-//! - [`ws`], [`http`]: the endpoints; they only call the node.
+//! - [`ws`], [`http`], [`api`]: the endpoints; they only call the node. `accept` takes TCP
+//!   connections and serves HTTP/1 on them (header timeout, per-IP cap before the upgrade).
 //! - [`server`]: wires the concrete engine and serves until shutdown: `run(config, listener, shutdown)`.
 //! - [`config`]: layered configuration.
 

@@ -154,5 +154,10 @@ pub fn redis_env(redis: &RedisServer, prefix: &str) -> Vec<(&'static str, String
         ("ROOMCAST_LIMITS__INBOUND_BURST", "100000".into()),
         ("ROOMCAST_LIMITS__CONNECT_RATE_PER_IP", "100000".into()),
         ("ROOMCAST_LIMITS__CONNECT_BURST_PER_IP", "100000".into()),
+        // Behind haproxy every client has the balancer's address.
+        (
+            "ROOMCAST_LIMITS__MAX_PENDING_CONNECTIONS_PER_IP",
+            "100000".into(),
+        ),
     ]
 }

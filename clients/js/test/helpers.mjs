@@ -126,6 +126,7 @@ export async function startNode(config = {}, { nodeId = unique("n") } = {}) {
         RUST_LOG: "warn",
         ROOMCAST_LIMITS__CONNECT_RATE_PER_IP: "100000",
         ROOMCAST_LIMITS__CONNECT_BURST_PER_IP: "100000",
+        ROOMCAST_LIMITS__MAX_PENDING_CONNECTIONS_PER_IP: "100000",
         ...config,
       },
       stdio: ["ignore", "pipe", "ignore"],

@@ -36,6 +36,9 @@ impl Server {
         config.limits.max_connections_per_ip = 100_000;
         config.limits.connect_rate_per_ip = 100_000;
         config.limits.connect_burst_per_ip = 100_000;
+        config.limits.max_pending_connections_per_ip = 100_000;
+        config.limits.direct_rate_per_sec = 100_000;
+        config.limits.direct_burst = 100_000;
         config.shutdown_grace_ms = 2_000;
         adjust(&mut config);
         config.validate().expect("test config must be valid");
