@@ -738,13 +738,22 @@ mod tests {
                 "[limits]\noutbound_queue_bytes = 100000\n",
                 "limits.outbound_queue_bytes",
             ),
-            ("[limits]\nwrite_timeout_ms = 0\n", "limits.write_timeout_ms"),
-            ("[limits]\nmessage_timeout_ms = 0\n", "limits.message_timeout_ms"),
+            (
+                "[limits]\nwrite_timeout_ms = 0\n",
+                "limits.write_timeout_ms",
+            ),
+            (
+                "[limits]\nmessage_timeout_ms = 0\n",
+                "limits.message_timeout_ms",
+            ),
             (
                 "[limits]\nmax_pending_connections_per_ip = 0\n",
                 "limits.max_pending_connections_per_ip",
             ),
-            ("[limits]\nheader_timeout_ms = 0\n", "limits.header_timeout_ms"),
+            (
+                "[limits]\nheader_timeout_ms = 0\n",
+                "limits.header_timeout_ms",
+            ),
             ("[limits]\ndirect_burst = 0\n", "limits.direct_burst"),
             ("[api]\nbody_timeout_ms = 0\n", "api.body_timeout_ms"),
             ("[history]\nmax_bytes = 1000\n", "history.max_bytes"),
