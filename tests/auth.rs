@@ -298,6 +298,33 @@ async fn refresh_extends_the_session_and_checks_the_new_token() {
     assert_eq!(erin.publish("lobby", json!("still here")).await, 1);
 }
 
+/// A refresh to a token that expires sooner than the current one moves the session's end
+/// forward at once: the session closes with 4001 at the new `expires_at`, not at the next
+/// heartbeat tick (25 s later, before the timer followed refresh).
+#[tokio::test]
+async fn a_refresh_to_an_earlier_expiry_closes_the_session_at_the_new_expiry() {
+    let server = hs256_server().await;
+    let mut ivan = connect_token(&server, &hs256(&claims("ivan", 60)))
+        .await
+        .unwrap();
+    let reply = ivan
+        .request(json!({"type": "refresh", "token": hs256(&claims("ivan", 2))}))
+        .await;
+    assert_eq!(reply["type"], "refreshed", "{reply}");
+    let expires_at = reply["expires_at"].as_u64().unwrap();
+    let (_, ended) = ivan.read_to_end(Duration::from_secs(6)).await;
+    assert_eq!(ended, Ended::Closed(4001));
+    let late_ms = roomcast_now_ms().saturating_sub(expires_at * 1000);
+    assert!(late_ms < 1500, "closed {late_ms} ms after expires_at");
+}
+
+fn roomcast_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 #[tokio::test]
 async fn origins_outside_the_allow_list_are_refused() {
     let server = TestServer::with(|c| {

@@ -192,3 +192,48 @@ async fn killed_instance_users_vanish_and_recover_elsewhere() {
         assert_eq!(back.recv_message().await["offset"], offset);
     }
 }
+
+/// Readiness is about completing commands, not only about the subscription socket: a paused
+/// Redis (SIGSTOP; its sockets stay open) and a Redis refusing writes at `maxmemory` with
+/// `noeviction` both turn `/readyz` 503 while every publish fails, and 200 again once Redis
+/// recovers. Before the write probe, `/readyz` answered 200 throughout both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_503_while_redis_is_paused_or_full_and_200_once_it_recovers() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let n0 = node(&redis, &prefix, "n0").await;
+    let mut alice = n0.connect("alice").await;
+    alice.join("r").await;
+    assert_eq!(alice.try_publish("r", json!(0)).await["type"], "ack");
+
+    redis.pause();
+    let paused = Instant::now();
+    wait_ready(&n0.url(""), 503).await;
+    let noticed = paused.elapsed();
+    println!("readiness turned 503 {noticed:?} after Redis paused");
+    // The probe runs every second under the command timeout (500 ms here).
+    assert!(
+        noticed < Duration::from_millis(1_000 + 500 + 1_000),
+        "{noticed:?}"
+    );
+    let reply = alice.try_publish("r", json!(1)).await;
+    assert_eq!(reply["code"], "unavailable", "{reply}");
+    redis.resume();
+    wait_ready(&n0.url(""), 200).await;
+
+    let _: () = redis
+        .query(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+        .await;
+    let _: () = redis.query(&["CONFIG", "SET", "maxmemory", "1"]).await;
+    let full = Instant::now();
+    wait_ready(&n0.url(""), 503).await;
+    println!(
+        "readiness turned 503 {:?} after Redis filled up",
+        full.elapsed()
+    );
+    let reply = alice.try_publish("r", json!(2)).await;
+    assert_eq!(reply["code"], "unavailable", "{reply}");
+    let _: () = redis.query(&["CONFIG", "SET", "maxmemory", "0"]).await;
+    wait_ready(&n0.url(""), 200).await;
+    assert_eq!(alice.try_publish("r", json!(3)).await["type"], "ack");
+}

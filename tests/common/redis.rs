@@ -78,6 +78,25 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP: Redis hangs with its sockets open, as under a long fork or a stuck disk.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("redis-server is running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill {signal} {}", child.id());
+    }
+
     /// Starts a fresh, empty Redis on the same port.
     pub fn restart(&mut self) {
         self.kill();

@@ -41,6 +41,11 @@ impl Keys {
         format!("{}:{kind}:{}{name}{}", self.prefix, self.open, self.close)
     }
 
+    /// This node's readiness probe key ([`super::probe`]).
+    pub fn probe(&self, node: &str) -> String {
+        format!("{}:probe:{node}", self.prefix)
+    }
+
     /// Publications and presence events of one room.
     pub fn room_channel(&self, room: &str) -> String {
         format!("{}{}{room}{}", self.room_channel, self.open, self.close)

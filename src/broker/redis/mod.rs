@@ -9,7 +9,8 @@
 //! - Presence: leases per (room, user, node) that each node renews; leases of a node that
 //!   stopped renewing are reaped with `presence_leave` ([`presence`]).
 //! - Failure: commands time out into [`BrokerError::Unavailable`] (never a false ack); the
-//!   subscription reconnects with backoff, resubscribes and backfills.
+//!   subscription reconnects with backoff, resubscribes and backfills. Readiness needs both the
+//!   subscription and a write that completes ([`probe`]).
 //! - Cluster mode ([`RedisBroker::start_cluster`]): every key of a room and its channel share
 //!   one hash slot ([`keys`]), so the same scripts run on the shard owning the room, announcing
 //!   with SPUBLISH; commands go through a cluster connection that follows redirections, and
@@ -20,6 +21,7 @@ mod batch;
 mod connection;
 mod keys;
 mod presence;
+mod probe;
 mod scripts;
 mod sequence;
 mod shards;
@@ -96,6 +98,9 @@ struct Shared {
     /// channel waiting meanwhile in one command ([`subscriptions`]).
     commands: tokio::sync::Mutex<()>,
     connected: AtomicBool,
+    /// Whether the last write through the command connection succeeded ([`probe`]); always
+    /// true in cluster mode.
+    commands_ok: AtomicBool,
     stop: CancellationToken,
 }
 
@@ -142,6 +147,7 @@ impl RedisBroker {
         let shared = Arc::new(Shared::new(opts, Conn::Single(conn), None, deliver, stop));
         tokio::spawn(subscriber::run(shared.clone(), client));
         tokio::spawn(presence::run(shared.clone()));
+        tokio::spawn(probe::run(shared.clone()));
         Ok(Self { shared })
     }
 
@@ -174,6 +180,9 @@ impl RedisBroker {
         ));
         tokio::spawn(shards::run(shared.clone()));
         tokio::spawn(presence::run(shared.clone()));
+        // No probe: one key lives on one shard, and readiness in cluster mode means "some
+        // master reachable", not "the probe key's master" (docs/architecture.md).
+        shared.commands_ok.store(true, Ordering::Release);
         Ok(Self { shared })
     }
 }
@@ -235,6 +244,7 @@ impl Shared {
             shards,
             commands: tokio::sync::Mutex::new(()),
             connected: AtomicBool::new(false),
+            commands_ok: AtomicBool::new(false),
             stop,
         }
     }
@@ -465,7 +475,9 @@ impl Broker for RedisBroker {
             .await;
     }
 
+    /// Subscribed, and able to complete a write: both, or publishes fail.
     fn available(&self) -> bool {
-        self.shared.connected.load(Ordering::Acquire)
+        let s = &self.shared;
+        s.connected.load(Ordering::Acquire) && s.commands_ok.load(Ordering::Acquire)
     }
 }
