@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use tungstenite::Utf8Bytes;
 
-use crate::session::{Held, SessionHandle, SessionId};
+use crate::session::{Held, Sent, SessionHandle, SessionId};
 
 /// Cheap, cloneable handle to the node's membership tables.
 #[derive(Clone, Default)]
@@ -242,7 +242,9 @@ impl Hub {
     pub fn deliver_direct(&self, user: &str, frame: &Utf8Bytes) {
         if let Some(sessions) = self.0.users.get(user) {
             for session in sessions.iter() {
-                session.send(frame.clone());
+                if session.send_direct(frame.clone()) == Sent::Dropped {
+                    metrics::counter!("roomcast_direct_dropped_total").increment(1);
+                }
             }
         }
     }

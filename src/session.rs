@@ -97,6 +97,8 @@ pub enum Sent {
     Queued,
     /// The queue was full: the session is being closed as a slow consumer.
     Overflow,
+    /// A direct message found the session holding half its budget: dropped, session kept.
+    Dropped,
     /// The session is already gone.
     Closed,
 }
@@ -138,13 +140,33 @@ impl SessionHandle {
     /// Queues a frame without waiting. Overflow (of frames or bytes) closes the session with
     /// 4000.
     pub fn send(&self, frame: Utf8Bytes) -> Sent {
+        self.push(frame, 1)
+    }
+
+    /// Queues a direct message, unless the session already holds half its budget (frames or
+    /// bytes): then the frame is dropped for this session and the session is kept. Direct
+    /// messages come from other users, and a few of them at their rate limits could otherwise
+    /// close a reader that keeps up with its rooms (four senders' bursts of 64 KiB messages
+    /// outran one reading 30 MB/s); room messages keep the whole budget, and the close.
+    pub fn send_direct(&self, frame: Utf8Bytes) -> Sent {
+        self.push(frame, 2)
+    }
+
+    /// Queues `frame` if the session holds under `1 / share` of its limits after it; otherwise
+    /// a room frame (`share` 1) closes the session and a direct one (2) is dropped.
+    fn push(&self, frame: Utf8Bytes, share: usize) -> Sent {
         let mut queue = self.0.queue.lock();
         if queue.gone {
             return Sent::Closed;
         }
         let held = queue.held();
         let limits = self.0.limits;
-        if held.frames >= limits.frames || held.bytes + frame.len() > limits.bytes {
+        let full =
+            held.frames >= limits.frames / share || held.bytes + frame.len() > limits.bytes / share;
+        if full && share > 1 {
+            return Sent::Dropped;
+        }
+        if full {
             drop(queue);
             if self.0.close_code.load(Ordering::Acquire) == 0 {
                 metrics::counter!("roomcast_slow_consumer_closes_total").increment(1);
@@ -301,6 +323,30 @@ mod tests {
         // 8 held + 4 > 10: the write in progress still counts.
         assert_eq!(handle.send("cccc".into()), Sent::Overflow);
         assert_eq!(handle.close_code(), Some(CloseCode::SlowConsumer));
+    }
+
+    #[tokio::test]
+    async fn a_direct_message_past_half_the_budget_is_dropped_and_the_session_kept() {
+        let (handle, _outbox) = SessionHandle::new("u".into(), limits(100, 10));
+        assert_eq!(handle.send_direct("aaaa".into()), Sent::Queued);
+        assert_eq!(
+            handle.send_direct("bb".into()),
+            Sent::Dropped,
+            "4 + 2 > 10 / 2"
+        );
+        assert_eq!(handle.close_code(), None);
+        assert_eq!(
+            handle.send("bbbbbb".into()),
+            Sent::Queued,
+            "rooms use it all"
+        );
+        assert_eq!(
+            handle.held(),
+            Held {
+                frames: 2,
+                bytes: 10
+            }
+        );
     }
 
     #[tokio::test]

@@ -8,7 +8,8 @@
 //!   `queued_bytes` (what sessions hold, queued or being written), `broker_up`,
 //!   `draining`, `worker_threads` (the runtime's, to confirm the `worker_threads` setting);
 //! - counters: `frames_in_total`, `messages_published_total`, `deliveries_total`,
-//!   `direct_messages_total`, `slow_consumer_closes_total`, `closes_total{code}`,
+//!   `direct_messages_total`, `direct_dropped_total` (for a recipient holding half its budget),
+//!   `slow_consumer_closes_total`, `closes_total{code}`,
 //!   `auth_failures_total{reason}`, `rate_limited_total{kind}`, `publish_errors_total`;
 //! - histograms, with fixed buckets (`_bucket{le}`, `_sum`, `_count`) so that they add up across
 //!   nodes (`histogram_quantile` over `sum by (le)`) and take constant memory:

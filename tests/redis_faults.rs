@@ -237,3 +237,55 @@ async fn readiness_is_503_while_redis_is_paused_or_full_and_200_once_it_recovers
     wait_ready(&n0.url(""), 200).await;
     assert_eq!(alice.try_publish("r", json!(3)).await["type"], "ack");
 }
+
+/// An idle room whose history Redis lost (SIGKILL, restarted empty) is announced to its members
+/// on every node without waiting for a publish, which may never come: an unsolicited `joined`
+/// with `recovered: false`, the same new epoch on every node. The first publish afterwards is
+/// offset 1 of that epoch everywhere, with no second notice. Before, members stayed on the
+/// stale epoch with no notice while `/readyz` already answered 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_room_lost_by_redis_is_announced_on_every_node_without_a_publish() {
+    let mut redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let n0 = node(&redis, &prefix, "n0").await;
+    let n1 = node(&redis, &prefix, "n1").await;
+    let mut a = n0.connect("a").await;
+    let mut b = n1.connect("b").await;
+    let old_epoch = a.join("quiet").await["epoch"].clone();
+    b.join("quiet").await;
+    a.publish("quiet", json!("before")).await;
+    assert_eq!(a.recv_message().await["offset"], 1);
+    assert_eq!(b.recv_message().await["offset"], 1);
+
+    redis.restart();
+    let restarted = Instant::now();
+    let (na, nb) = (a.next_event().await, b.next_event().await);
+    println!(
+        "idle room's members told {:?} after Redis restarted",
+        restarted.elapsed()
+    );
+    for notice in [&na, &nb] {
+        assert_eq!(notice["type"], "joined", "{notice}");
+        assert_eq!(notice["recovered"], false, "{notice}");
+        assert_eq!(notice["offset"], 0, "{notice}");
+        assert_ne!(notice["epoch"], old_epoch, "{notice}");
+    }
+    assert_eq!(
+        na["epoch"], nb["epoch"],
+        "one new epoch for the whole cluster"
+    );
+    assert!(restarted.elapsed() < Duration::from_secs(5));
+
+    for n in [&n0, &n1] {
+        wait_ready(&n.url(""), 200).await;
+    }
+    assert_eq!(a.publish("quiet", json!("after")).await, 1);
+    for member in [&mut a, &mut b] {
+        let m = member.next_event().await;
+        assert_eq!(m["type"], "message", "no second notice: {m}");
+        assert_eq!(
+            (m["offset"].clone(), m["data"].clone()),
+            (json!(1), json!("after"))
+        );
+    }
+}

@@ -260,6 +260,31 @@ impl Shared {
     fn conn(&self) -> Conn {
         self.conn.clone()
     }
+
+    /// The `HISTORY` script: the room's epoch and top (a fresh epoch is made if Redis has none),
+    /// whether `resume` is recovered (0/1), and the frames it missed.
+    async fn read_history(
+        &self,
+        room: &str,
+        resume: Option<&Resume>,
+    ) -> Result<(String, u64, u8, Vec<String>), BrokerError> {
+        let (since, epoch) = match resume {
+            // Past i64::MAX is past any room's top: clamping keeps it "not recoverable".
+            Some(r) => (r.since.min(i64::MAX as u64) as i64, r.epoch.as_str()),
+            None => (-1, ""),
+        };
+        let mut conn = self.conn();
+        let mut invocation = self.scripts.history.prepare_invoke();
+        invocation
+            .key(self.keys.meta(room))
+            .key(self.keys.history(room))
+            .arg(new_epoch().as_ref())
+            .arg(since)
+            .arg(epoch)
+            .arg(self.opts.history.ttl.as_millis() as u64)
+            .arg(self.opts.history.size);
+        self.call(invocation.invoke_async(&mut conn)).await
+    }
 }
 
 #[async_trait]
@@ -278,23 +303,7 @@ impl Broker for RedisBroker {
 
     async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<History, BrokerError> {
         let s = &self.shared;
-        let (since, epoch) = match resume {
-            // Past i64::MAX is past any room's top: clamping keeps it "not recoverable".
-            Some(r) => (r.since.min(i64::MAX as u64) as i64, r.epoch.as_str()),
-            None => (-1, ""),
-        };
-        let mut conn = s.conn();
-        let mut invocation = s.scripts.history.prepare_invoke();
-        invocation
-            .key(s.keys.meta(room))
-            .key(s.keys.history(room))
-            .arg(new_epoch().as_ref())
-            .arg(since)
-            .arg(epoch)
-            .arg(s.opts.history.ttl.as_millis() as u64)
-            .arg(s.opts.history.size);
-        let reply = invocation.invoke_async::<(String, u64, u8, Vec<String>)>(&mut conn);
-        let (epoch, top, recovered, frames) = s.call(reply).await?;
+        let (epoch, top, recovered, frames) = s.read_history(room, resume).await?;
         let epoch: Arc<str> = Arc::from(epoch);
         if let Some(position) = s.subs.lock().rooms.get(room) {
             let mut seq = position.lock();

@@ -189,9 +189,32 @@ async fn fill(shared: &Shared, room: &str, from: u64, to: u64) {
 }
 
 /// After a (re)subscription: delivers, for each of `rooms` with a known position, what was
-/// published while it was not subscribed. Each room is one `RANGE` script call (its keys share
-/// a slot, which a cluster requires), run `BACKFILL_CHUNK` at a time.
-pub(super) async fn backfill(shared: &Shared, rooms: &[Arc<str>]) {
+/// published while it was not subscribed, or tells its members that Redis lost the room.
+/// Rooms whose reads fail are retried in the background with backoff until done or no longer
+/// hosted: nothing waits for a next live message to heal them, which may never come.
+pub(super) async fn backfill(shared: &Arc<Shared>, rooms: &[Arc<str>]) {
+    let failed = backfill_once(shared, rooms).await;
+    if !failed.is_empty() {
+        tracing::warn!(rooms = failed.len(), "backfill incomplete; retrying");
+        tokio::spawn(retry_backfill(shared.clone(), failed));
+    }
+}
+
+async fn retry_backfill(shared: Arc<Shared>, mut rooms: Vec<Arc<str>>) {
+    let mut backoff = super::subscriber::BACKOFF_MIN;
+    while !rooms.is_empty() {
+        if !super::subscriber::pause(&shared, &mut backoff).await {
+            return;
+        }
+        rooms = backfill_once(&shared, &rooms).await;
+    }
+    tracing::info!("backfill completed");
+}
+
+/// One backfill pass; returns the hosted rooms it could not complete. Each room is one `RANGE`
+/// script call (its keys share a slot, which a cluster requires), run `BACKFILL_CHUNK` at a
+/// time.
+async fn backfill_once(shared: &Shared, rooms: &[Arc<str>]) -> Vec<Arc<str>> {
     let known: Vec<(Arc<str>, u64, Arc<str>)> = {
         let subs = shared.subs.lock();
         rooms
@@ -202,32 +225,62 @@ pub(super) async fn backfill(shared: &Shared, rooms: &[Arc<str>]) {
             })
             .collect()
     };
+    let mut failed = Vec::new();
     for chunk in known.chunks(BACKFILL_CHUNK) {
         let reads = chunk
             .iter()
             .map(|(room, next, _)| range(shared, room, *next, u64::MAX));
         let replies = join_all(reads).await;
         for ((room, _, epoch), reply) in chunk.iter().zip(replies) {
-            match reply {
+            let done = match reply {
                 Ok((Some(current), first, frames)) if *current == **epoch => {
                     deliver_range(shared, room, first, frames);
+                    Ok(())
                 }
+                // Redis restarted empty and the room was published to since: start over.
                 Ok((Some(current), _, _)) => {
-                    // Redis restarted empty and the room was published to since: start over.
-                    if let Some(position) = shared.position(room) {
-                        let mut seq = position.lock();
-                        seq.epoch = Some(Arc::from(current.as_str()));
-                        seq.next = Some(1);
-                        announce_restart(shared, room, &current);
+                    if restart(shared, room, &current) {
+                        fill(shared, room, 1, u64::MAX).await;
                     }
-                    fill(shared, room, 1, u64::MAX).await;
+                    Ok(())
                 }
-                // Nothing published in this room since Redis came back: the first live
-                // message (a new epoch) restarts the sequence.
-                Ok((None, _, _)) => {}
-                // The room keeps its position; the next live message triggers a gap fill.
-                Err(err) => tracing::warn!(%room, %err, "backfill failed"),
+                // Redis restarted empty and nothing was published here since. Members must hear
+                // now, not at a next message that may never come: the room's new epoch is made
+                // (or read, if another node or a publish made it first) and announced.
+                Ok((None, _, _)) => match shared.read_history(room, None).await {
+                    Ok((current, top, _, _)) => {
+                        // A publish may have come between the two reads: deliver it too.
+                        if restart(shared, room, &current) && top > 0 {
+                            fill(shared, room, 1, top).await;
+                        }
+                        Ok(())
+                    }
+                    Err(err) => Err(err),
+                },
+                Err(err) => Err(err),
+            };
+            if let Err(err) = done {
+                tracing::warn!(%room, %err, "backfill failed");
+                failed.push(room.clone());
             }
         }
     }
+    failed
+}
+
+/// Moves `room` to epoch `current` from offset 1 and tells its members, unless its position is
+/// already in that epoch (a live message or another pass got there first). Returns whether it
+/// moved.
+fn restart(shared: &Shared, room: &str, current: &str) -> bool {
+    let Some(position) = shared.position(room) else {
+        return false;
+    };
+    let mut seq = position.lock();
+    if seq.epoch.as_deref() == Some(current) {
+        return false;
+    }
+    seq.epoch = Some(Arc::from(current));
+    seq.next = Some(1);
+    announce_restart(shared, room, current);
+    true
 }

@@ -281,7 +281,7 @@ impl Shards {
 
     /// Subscribes every wanted channel that is not subscribed on its slot's current owner, and
     /// backfills the rooms that were. Channels whose owner's link is down wait for it.
-    async fn reroute(&self, shared: &Shared) {
+    async fn reroute(&self, shared: &Arc<Shared>) {
         let mut rehomed = Vec::new();
         {
             let _serial = shared.commands.lock().await;
