@@ -289,3 +289,70 @@ async fn an_idle_room_lost_by_redis_is_announced_on_every_node_without_a_publish
         );
     }
 }
+
+/// A live node that could not renew its presence leases in time (its process stopped for 3 s
+/// against a 1.5 s lease, as under a long GC-like stall or a Redis it could not reach) has them
+/// reaped by the other node, which announces `presence_leave` for its users although they are
+/// still connected. When it runs again it restores the leases at its next renewal and announces
+/// `presence_join`, so a member's view built from events alone ends equal to the presence list
+/// and to who is connected. Before, the restore was silent and event-driven views (the demo's
+/// included) showed connected users as gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reaped_lease_of_a_live_node_is_restored_with_presence_join() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let n0 = node(&redis, &prefix, "n0").await;
+    let env = redis_env(&redis, &prefix);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let stalled = Process::start_with_env(&["--node-id", "stalled"], &env);
+    wait_ready(&format!("http://{}", stalled.addr), 200).await;
+    let mut watcher = n0.connect("watcher").await;
+    watcher.join_with_presence("hall").await;
+    let mut bob = Client::connect(&stalled.ws_url("bob")).await;
+    bob.join_with_presence("hall").await;
+    let mut view = std::collections::BTreeSet::new();
+    let apply = |view: &mut std::collections::BTreeSet<String>, event: &serde_json::Value| {
+        let user = event["user"].as_str().map(str::to_owned);
+        match (event["type"].as_str(), user) {
+            (Some("presence_join"), Some(user)) => view.insert(user),
+            (Some("presence_leave"), Some(user)) => view.remove(&user),
+            _ => false,
+        };
+    };
+    while view.len() < 2 {
+        apply(&mut view, &watcher.recv().await);
+    }
+
+    let signal = |sig: &str| {
+        let pid = stalled.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status();
+        assert!(status.expect("running kill").success());
+    };
+    signal("-STOP");
+    let left = watcher.recv_type("presence_leave").await;
+    assert_eq!(left["user"], "bob", "the lease was reaped: {left}");
+    signal("-CONT");
+    let resumed = Instant::now();
+    view.remove("bob");
+    // The restore comes at the stalled node's next renewal (every lease / 3 = 0.5 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !view.contains("bob") {
+        let event = tokio::time::timeout_at(deadline, watcher.recv())
+            .await
+            .expect("bob's restored lease was never announced");
+        apply(&mut view, &event);
+    }
+    println!(
+        "presence_join restored bob {:?} after his node resumed",
+        resumed.elapsed()
+    );
+    let expected = json!(["bob", "watcher"]);
+    assert_eq!(json!(view), expected, "the event view");
+    let list = watcher
+        .request(json!({"type": "presence", "room": "hall"}))
+        .await;
+    assert_eq!(list["users"], expected, "the presence list");
+    assert_eq!(bob.request(json!({"type": "ping"})).await["type"], "pong");
+}

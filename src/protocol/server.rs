@@ -143,7 +143,18 @@ pub fn message_parts(room: &str, from: &str, data: &RawValue, ts: u64) -> (Strin
 /// A `presence_leave` frame for `room` cut where the JSON-encoded user name goes, for a broker
 /// that learns the user elsewhere (the Redis engine's lease reaper).
 pub fn presence_leave_parts(room: &str) -> (String, String) {
-    let frame = encode(&ServerFrame::PresenceLeave { room, user: "" });
+    user_parts(&ServerFrame::PresenceLeave { room, user: "" })
+}
+
+/// A `presence_join` frame for `room` cut as [`presence_leave_parts`] is (the Redis engine's
+/// lease renewal, announcing a lease it had to restore).
+pub fn presence_join_parts(room: &str) -> (String, String) {
+    user_parts(&ServerFrame::PresenceJoin { room, user: "" })
+}
+
+/// `frame`, whose last field is an empty `user`, cut around that field's value.
+fn user_parts(frame: &ServerFrame<'_>) -> (String, String) {
+    let frame = encode(frame);
     let text = frame.as_str();
     // `user` is the last field: the frame ends with `""}`.
     let cut = text.len() - "\"\"}".len();
@@ -175,6 +186,12 @@ mod tests {
     fn presence_leave_parts_wrap_an_encoded_user() {
         let (prefix, suffix) = presence_leave_parts("lobby");
         let whole = encode(&ServerFrame::PresenceLeave {
+            room: "lobby",
+            user: "bob",
+        });
+        assert_eq!(format!("{prefix}\"bob\"{suffix}"), whole.as_str());
+        let (prefix, suffix) = presence_join_parts("lobby");
+        let whole = encode(&ServerFrame::PresenceJoin {
             room: "lobby",
             user: "bob",
         });

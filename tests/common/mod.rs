@@ -41,6 +41,7 @@ pub fn test_config() -> Config {
     config.limits.connect_rate_per_ip = 100_000;
     config.limits.connect_burst_per_ip = 100_000;
     config.limits.max_connections_per_ip = 100_000;
+    config.limits.max_pending_connections_per_ip = 100_000;
     config.limits.max_connections_per_user = 1_000;
     config.shutdown_grace_ms = 5_000;
     config

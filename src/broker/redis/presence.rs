@@ -1,7 +1,9 @@
 //! Presence leases. Every `lease / 3` this node renews its leases (so they outlive one missed
 //! round) and, for every room it hosts, reaps leases that expired: those of a node that crashed
 //! or lost Redis. A user whose last lease is reaped gets `presence_leave`, so a crashed node's
-//! users vanish within `lease + lease / 3`. The same pass keeps hosted rooms' positions alive
+//! users vanish within `lease + lease / 3`. A live node that could not renew in time (Redis
+//! paused or full past the lease) finds its leases reaped at its next renewal, restores them and
+//! announces `presence_join`, so members' views converge within one renewal period. The same pass keeps hosted rooms' positions alive
 //! and renews the leases that count this node's sessions against per-user limits.
 
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use tokio::sync::Semaphore;
 
 use super::{BrokerError, Shared};
 use crate::broker::unix_ms;
-use crate::protocol::presence_leave_parts;
+use crate::protocol::{presence_join_parts, presence_leave_parts};
 
 /// Scripts in flight at once per pass; the multiplexed connection pipelines them.
 const CONCURRENCY: usize = 256;
@@ -150,22 +152,51 @@ async fn renew_sessions(shared: &Shared, sessions: &Members, now: u64, lease: u6
 async fn renew_leases(shared: &Shared, renew: &Members, now: u64, lease: u64) -> Failures {
     let mut failures = Failures::default();
     for chunk in renew.chunks(CONCURRENCY) {
-        let calls = chunk.iter().map(|(room, members)| {
+        let calls = chunk.iter().map(|(room, members)| async move {
+            // The script restores (and announces) a lease that is gone, so it must not renew a
+            // user who left since the pass began: checked here, in the poll that sends it
+            // (`presence_remove` forgets the user before it sends its ZREM on the same
+            // connection, which keeps order).
+            let members = still_present(shared, room, members);
+            if members.is_empty() {
+                return Ok(0);
+            }
             let mut conn = shared.conn();
+            let (prefix, suffix) = presence_join_parts(room);
             let mut invocation = shared.scripts.presence_refresh.prepare_invoke();
             invocation
                 .key(shared.keys.leases(room))
                 .key(shared.keys.lease_index(room))
                 .arg(now + lease)
                 .arg(lease * 2)
+                .arg(shared.keys.room_channel(room))
+                .arg(prefix)
+                .arg(suffix)
                 .arg(members);
-            async move { shared.call(invocation.invoke_async::<u64>(&mut conn)).await }
+            shared.call(invocation.invoke_async::<u64>(&mut conn)).await
         });
         if failures.note(shared, join_all(calls).await) {
             break;
         }
     }
     failures
+}
+
+/// The `user/node` lease members of `room` whose user this node still holds present.
+fn still_present<'a>(shared: &Shared, room: &str, members: &'a [String]) -> Vec<&'a String> {
+    let subs = shared.subs.lock();
+    let Some(users) = subs.present.get(room) else {
+        return Vec::new();
+    };
+    members
+        .iter()
+        .filter(|member| {
+            let user = member
+                .split_once('/')
+                .map_or(member.as_str(), |(user, _)| user);
+            users.contains(user)
+        })
+        .collect()
 }
 
 /// Expired leases in every hosted room, announced as `presence_leave`; also keeps the rooms'

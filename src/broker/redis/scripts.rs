@@ -349,16 +349,28 @@ end
 return removed
 "#;
 
-/// Renews this node's leases in one room. KEYS: leases, index. ARGV: expiry ms, key ttl ms,
-/// members (`user/node`)...
+/// Renews this node's leases in one room. A lease that is not there any more was reaped while
+/// this node could not renew it (Redis paused or full past the lease): its user is still
+/// connected, so it is restored, and announced with `presence_join` when the user has no other
+/// lease, since the reaper announced `presence_leave`. Members' views thus converge to the
+/// truth within one renewal period. KEYS: leases, index. ARGV: expiry ms, key ttl ms, channel,
+/// join frame prefix, join frame suffix (the user goes between, JSON-encoded), members
+/// (`user/node`)...
 const PRESENCE_REFRESH: &str = r#"
-for i = 3, #ARGV do
-  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
-  redis.call('ZADD', KEYS[2], 0, ARGV[i])
+for i = 6, #ARGV do
+  local member = ARGV[i]
+  if redis.call('ZADD', KEYS[1], ARGV[1], member) == 1 then
+    local user = string.sub(member, 1, string.find(member, '/', 1, true) - 1)
+    local others = redis.call('ZRANGEBYLEX', KEYS[2], '[' .. user .. '/', '[' .. user .. '/\255', 'LIMIT', 0, 2)
+    if #others == 0 or (#others == 1 and others[1] == member) then
+      redis.call(PUBLISH, ARGV[3], 'p\n' .. ARGV[4] .. cjson.encode(user) .. ARGV[5])
+    end
+  end
+  redis.call('ZADD', KEYS[2], 0, member)
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return #ARGV - 2
+return #ARGV - 5
 "#;
 
 /// Drops leases that expired (their node stopped refreshing: it crashed or lost Redis) and
