@@ -283,20 +283,40 @@ impl Node {
         removed.was_member
     }
 
-    /// Publishes to `room`; returns the message's offset.
+    /// Publishes to `room`; returns the message's offset. With a publish `key` already used in
+    /// the room within the key window, publishes nothing and returns the first one's offset.
     pub async fn publish(
         &self,
         room: &str,
         from: &str,
         data: &RawValue,
+        key: Option<&str>,
     ) -> Result<u64, ProtocolError> {
         let started = std::time::Instant::now();
-        let result = self.0.broker.publish(room, from, data).await;
+        let result = match key {
+            None => self
+                .0
+                .broker
+                .publish(room, from, data)
+                .await
+                .map(|o| (o, false)),
+            Some(key) => {
+                self.0
+                    .broker
+                    .publish_once(room, from, data, Some(key))
+                    .await
+            }
+        };
         metrics::histogram!("roomcast_broker_publish_seconds")
             .record(started.elapsed().as_secs_f64());
         match result {
-            Ok(offset) => {
-                metrics::counter!("roomcast_messages_published_total").increment(1);
+            Ok((offset, repeat)) => {
+                let counter = if repeat {
+                    "roomcast_publish_repeats_total"
+                } else {
+                    "roomcast_messages_published_total"
+                };
+                metrics::counter!(counter).increment(1);
                 Ok(offset)
             }
             Err(err) => {

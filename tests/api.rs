@@ -62,6 +62,51 @@ async fn publish_reaches_every_member() {
     assert_eq!(bob.recv_message().await["data"], Value::Null);
 }
 
+/// A publish key makes an API retry safe, on one room and on many: the same key answers the
+/// first offsets and publishes nothing; a malformed key is refused.
+#[tokio::test]
+async fn a_publish_retried_with_its_key_is_answered_with_the_first_offset() {
+    let server = server().await;
+    let api = Api::new(&server);
+    let mut bob = server.connect("bob").await;
+    bob.join("r1").await;
+    for _ in 0..2 {
+        let answer = api
+            .post(
+                "/rooms/r1/publish",
+                json!({"data": "once", "key": "deploy-81"}),
+            )
+            .await;
+        assert_eq!(
+            answer.body,
+            json!({"room": "r1", "offset": 1}),
+            "{}",
+            answer.body
+        );
+    }
+    for _ in 0..2 {
+        let answer = api
+            .post(
+                "/publish",
+                json!({"rooms": ["r1", "r2"], "data": "many", "key": "deploy-82"}),
+            )
+            .await;
+        let offsets: Vec<Value> = answer.body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["offset"].clone())
+            .collect();
+        assert_eq!(offsets, [json!(2), json!(1)], "{}", answer.body);
+    }
+    assert_eq!(bob.recv_message().await["data"], "once");
+    assert_eq!(bob.recv_message().await["data"], "many");
+    bob.expect_silence(Duration::from_millis(200)).await;
+    api.post("/rooms/r1/publish", json!({"data": 1, "key": "a b"}))
+        .await
+        .error(400, "bad_request");
+}
+
 #[tokio::test]
 async fn publish_to_many_rooms_answers_per_room() {
     let server = server().await;

@@ -421,8 +421,65 @@ async fn presence_announces_first_join_and_last_leave(nodes: &[Node]) {
     }
 }
 
+/// A publish key is honoured cluster-wide: the same key in the same room, from any node, is
+/// ordered once and answers the first offset; keys are per room; unkeyed publishes go on.
+async fn publish_keys_order_a_publication_once(nodes: &[Node]) {
+    let room = "c:keys";
+    for node in nodes {
+        node.broker.subscribe(room).await.unwrap();
+    }
+    let once = |n: usize, key: &str, body: &str| {
+        let broker = nodes[n % nodes.len()].broker.clone();
+        let (key, body) = (key.to_owned(), data(body));
+        async move {
+            broker
+                .publish_once(room, "kay", &body, Some(&key))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(once(0, "k1", "1").await, (1, false));
+    assert_eq!(
+        once(1, "k1", "1").await,
+        (1, true),
+        "a retry on another node"
+    );
+    assert_eq!(once(2, "k1", "1").await, (1, true));
+    assert_eq!(
+        nodes[0]
+            .broker
+            .publish(room, "kay", &data("2"))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(once(1, "k2", "3").await, (3, false));
+    let body = data("4");
+    let other = nodes[0]
+        .broker
+        .publish_once("c:keys-2", "kay", &body, Some("k1"));
+    assert_eq!(other.await.unwrap(), (1, false), "keys are per room");
+    for node in nodes {
+        node.seen
+            .wait_for(
+                3,
+                |e| matches!(e, Event::Publication { room: r, .. } if r == room),
+            )
+            .await;
+        let offsets: Vec<u64> = node
+            .seen
+            .publications(room)
+            .iter()
+            .map(|(o, _)| *o)
+            .collect();
+        assert_eq!(offsets, [1, 2, 3], "each publication delivered once");
+        node.broker.unsubscribe(room).await;
+    }
+}
+
 async fn run_contract(nodes: &[Node]) {
     offsets_are_contiguous_and_ordered(nodes).await;
+    publish_keys_order_a_publication_once(nodes).await;
     concurrent_publishers_get_distinct_offsets(nodes).await;
     resume_replays_exactly_what_was_missed(nodes).await;
     direct_reaches_every_node(nodes).await;

@@ -356,3 +356,43 @@ async fn a_reaped_lease_of_a_live_node_is_restored_with_presence_join() {
     assert_eq!(list["users"], expected, "the presence list");
     assert_eq!(bob.request(json!({"type": "ping"})).await["type"], "pong");
 }
+
+/// A publish answered `unavailable` during a Redis stall may still be applied when Redis
+/// resumes (its script was already sent). A client that retries with the same publish key gets
+/// the offset it was given, on another node too, and members see the message once. Before
+/// keys, every such retry published the message a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_retried_with_its_key_after_a_redis_stall_is_applied_once() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let n0 = node(&redis, &prefix, "n0").await;
+    let n1 = node(&redis, &prefix, "n1").await;
+    let mut alice = n0.connect("alice").await;
+    let mut again = n1.connect("alice").await;
+    let mut bob = n1.connect("bob").await;
+    alice.join("stall").await;
+    again.join("stall").await;
+    bob.join("stall").await;
+    let publish = json!({"type": "publish", "room": "stall", "data": "once", "key": "m-1"});
+
+    redis.pause();
+    let reply = alice.request(publish.clone()).await;
+    assert_eq!(reply["code"], "unavailable", "{reply}");
+    redis.resume();
+    wait_ready(&n0.url(""), 200).await;
+    // The retry goes through another node, as after a reconnect through the balancer.
+    let retry = again.request(publish.clone()).await;
+    assert_eq!(retry["type"], "ack", "{retry}");
+    assert_eq!(retry["offset"], 1, "{retry}");
+    let m = bob.recv_message().await;
+    assert_eq!(
+        (m["offset"].clone(), m["data"].clone()),
+        (json!(1), json!("once"))
+    );
+    bob.expect_silence(Duration::from_millis(300)).await;
+    assert_eq!(
+        again.request(publish).await["offset"],
+        1,
+        "and any later retry"
+    );
+}

@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use common::{Client, TestServer};
 use serde_json::{Value, json};
@@ -45,6 +46,51 @@ async fn publish_is_acked_and_delivered_to_every_member_including_the_publisher(
         assert!(m["ts"].as_u64().unwrap() > 1_700_000_000_000);
     }
     assert_eq!(alice.publish("lobby", json!("second")).await, 2);
+}
+
+/// A publish key makes a retry safe: the same key in the same room answers the first
+/// publication's offset and publishes nothing; another key, or the same key in another room,
+/// publishes. A key breaking the naming rule is refused.
+#[tokio::test]
+async fn a_publish_retried_with_its_key_is_acked_with_the_first_offset_and_delivered_once() {
+    let server = TestServer::start().await;
+    let mut alice = server.connect("alice").await;
+    let mut bob = server.connect("bob").await;
+    for room in ["r1", "r2"] {
+        alice.join(room).await;
+    }
+    bob.join("r1").await;
+    let publish = |room: &str, key: &str, n: u64| json!({"type": "publish", "room": room, "data": n, "key": key});
+    let first = alice.request(publish("r1", "k-1", 1)).await;
+    let again = alice.request(publish("r1", "k-1", 1)).await;
+    assert_eq!(
+        (first["type"].clone(), first["offset"].clone()),
+        (json!("ack"), json!(1))
+    );
+    assert_eq!(
+        again["offset"], 1,
+        "a retry is acked with the first offset: {again}"
+    );
+    assert_eq!(alice.request(publish("r1", "k-2", 2)).await["offset"], 2);
+    assert_eq!(
+        alice.request(publish("r2", "k-1", 3)).await["offset"],
+        1,
+        "keys are per room"
+    );
+    let m1 = bob.recv_message().await;
+    let m2 = bob.recv_message().await;
+    assert_eq!(
+        (m1["offset"].clone(), m1["data"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(
+        (m2["offset"].clone(), m2["data"].clone()),
+        (json!(2), json!(2)),
+        "no duplicate"
+    );
+    bob.expect_silence(Duration::from_millis(200)).await;
+    let bad = alice.request(publish("r1", "not a key", 4)).await;
+    assert_eq!(bad["code"], "bad_request", "{bad}");
 }
 
 #[tokio::test]
@@ -155,9 +201,7 @@ async fn resume_replays_exactly_what_was_missed_then_goes_live() {
     assert_eq!(read_offsets(&mut alice, 3).await, [6, 7, 8]);
     bob.publish("room", json!(9)).await;
     assert_eq!(read_offsets(&mut alice, 1).await, [9]);
-    alice
-        .expect_silence(std::time::Duration::from_millis(200))
-        .await;
+    alice.expect_silence(Duration::from_millis(200)).await;
 }
 
 #[tokio::test]
@@ -171,9 +215,7 @@ async fn resume_with_nothing_missed_recovers_with_no_replay() {
         .request(json!({"type":"join","room":"room","since":1,"epoch":epoch}))
         .await;
     assert_eq!(reply["recovered"], true, "{reply}");
-    again
-        .expect_silence(std::time::Duration::from_millis(200))
-        .await;
+    again.expect_silence(Duration::from_millis(200)).await;
 }
 
 #[tokio::test]
@@ -271,9 +313,7 @@ async fn leave_stops_delivery_and_non_members_cannot_publish_or_ask_presence() {
     assert_eq!(left, json!({"type":"left","id":left["id"],"room":"room"}));
     bob.publish("room", json!("after")).await;
     bob.recv_message().await;
-    alice
-        .expect_silence(std::time::Duration::from_millis(200))
-        .await;
+    alice.expect_silence(Duration::from_millis(200)).await;
     for request in [
         json!({"type":"leave","room":"room"}),
         json!({"type":"publish","room":"room","data":1}),
@@ -324,9 +364,7 @@ async fn presence_lists_users_and_announces_first_join_and_last_leave() {
         .await;
     assert_eq!(reply["users"], json!(["alice", "bob"]));
     bob1.request(json!({"type":"leave","room":"room"})).await;
-    alice
-        .expect_silence(std::time::Duration::from_millis(200))
-        .await;
+    alice.expect_silence(Duration::from_millis(200)).await;
 
     // bob's last session disconnects without leaving: still announced.
     bob2.close().await;
@@ -349,9 +387,7 @@ async fn presence_events_are_opt_in() {
     let mut bob = server.connect("bob").await;
     bob.join("room").await;
     bob.close().await;
-    quiet
-        .expect_silence(std::time::Duration::from_millis(200))
-        .await;
+    quiet.expect_silence(Duration::from_millis(200)).await;
 }
 
 #[tokio::test]
@@ -371,9 +407,7 @@ async fn direct_messages_reach_every_session_of_the_user() {
         assert_eq!(d["data"], json!({"text":"psst"}));
         assert!(d["ts"].is_u64());
     }
-    carol
-        .expect_silence(std::time::Duration::from_millis(200))
-        .await;
+    carol.expect_silence(Duration::from_millis(200)).await;
     // Offline users: accepted, nothing delivered, nothing breaks.
     let ack = alice
         .request(json!({"type":"send","to":"nobody","data":1}))

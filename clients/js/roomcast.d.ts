@@ -68,6 +68,16 @@ export interface RoomcastOptions {
   /** With a token function: refresh this long before `exp` (at most half the lifetime).
    * Default 30 000. */
   refreshBeforeMs?: number;
+  /** How many times a publish is sent again, with its publish key, when its answer was lost
+   * (`disconnected`) or the server could not order it (`unavailable`). Default 3. */
+  publishRetries?: number;
+}
+
+/** Options of one publish. */
+export interface PublishOptions {
+  /** The publish key (1-128 characters of `[A-Za-z0-9_.:@-]`); default a random one. A
+   * publish sent again with the same key within the server's window is applied once. */
+  key?: string;
 }
 
 /** Error codes of `error` frames (docs/protocol.md), plus the client's own. */
@@ -256,8 +266,9 @@ export class Room extends Emitter<RoomEvents> {
   /** Joins; waits through reconnects. Rejects on an error reply. */
   join(options?: JoinOptions): Promise<Joined>;
   leave(): Promise<void>;
-  /** Resolves with the offset the server gave the message. */
-  publish(data: Json): Promise<number>;
+  /** Resolves with the offset the server gave the message. Retried with its publish key after
+   * `disconnected` or `unavailable` (see `publishRetries`), so it is applied once. */
+  publish(data: Json, options?: PublishOptions): Promise<number>;
   /** The members (sorted), asked of the server. */
   fetchUsers(): Promise<string[]>;
 }
@@ -303,6 +314,7 @@ export const DEFAULTS: {
   readonly reconnect: Readonly<Required<ReconnectOptions>>;
   readonly autoRefresh: boolean;
   readonly refreshBeforeMs: number;
+  readonly publishRetries: number;
 };
 
 export default Roomcast;

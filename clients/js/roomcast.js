@@ -28,7 +28,19 @@ export const DEFAULTS = Object.freeze({
   reconnect: Object.freeze({ initialDelayMs: 500, maxDelayMs: 30_000, factor: 2, jitter: 0.5 }),
   autoRefresh: true,
   refreshBeforeMs: 30_000,
+  publishRetries: 3,
 });
+
+// A publish whose answer was lost, or that the server could not order, is sent again with the
+// same publish key after this long (doubling, with jitter), so the server applies it once.
+const PUBLISH_RETRY_DELAY_MS = 250;
+
+/** A fresh publish key: 128 random bits in hex (the server's naming rule allows hex). */
+function newPublishKey() {
+  const bytes = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
 
 // A session that lived this long was healthy: the next reconnect starts the backoff afresh.
 // Shorter-lived sessions keep climbing, so a server that accepts and drops at once is not
@@ -173,10 +185,23 @@ export class Room extends Emitter {
     }
   }
 
-  /** Publishes `data` (any JSON value); resolves with the room offset the server assigned. */
-  async publish(data) {
-    const ack = await this.client.request({ type: "publish", room: this.name, data });
-    return ack.offset;
+  /**
+   * Publishes `data` (any JSON value); resolves with the room offset the server assigned. Every
+   * publish carries a publish key (`options.key`, or a random one): when its answer is lost
+   * (`disconnected`) or the server could not order it (`unavailable`), it is sent again with
+   * the same key, up to `publishRetries` times with backoff, and the server applies it once.
+   */
+  async publish(data, { key = newPublishKey() } = {}) {
+    const frame = { type: "publish", room: this.name, data, key };
+    for (let attempt = 0, delay = PUBLISH_RETRY_DELAY_MS; ; attempt++, delay *= 2) {
+      try {
+        return (await this.client.request(frame)).offset;
+      } catch (err) {
+        const retry = err.code === "disconnected" || err.code === "unavailable";
+        if (!retry || attempt >= this.client.options.publishRetries) throw err;
+        await new Promise((resolve) => setTimeout(resolve, delay * (0.5 + Math.random())));
+      }
+    }
   }
 
   /** The room's members (sorted), asked of the server. */

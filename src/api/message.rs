@@ -1,5 +1,5 @@
-//! The body shared by everything that sends a message (room publish, multi-room publish,
-//! direct send): any JSON `data`, passed through byte for byte, and an optional `from`.
+//! What every message body shares (room publish, multi-room publish, direct send): any JSON
+//! `data`, passed through byte for byte and checked once, and an optional `from`.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -50,6 +50,16 @@ pub fn checked_data<'a>(data: &'a RawValue, node: &Node) -> Result<&'a RawValue,
     }
     crate::protocol::check_data(data.get())?;
     Ok(data)
+}
+
+/// A publish key, checked against the naming rule.
+pub fn publish_key(key: Option<String>) -> Result<Option<String>, ApiError> {
+    match key {
+        Some(key) if !crate::protocol::valid_name(&key) => Err(ApiError::BadRequest(
+            "key must be 1-128 characters of [A-Za-z0-9_.:@-]".into(),
+        )),
+        key => Ok(key),
+    }
 }
 
 /// The sender of a message: `from`, checked against the naming rule, or [`DEFAULT_FROM`].

@@ -12,7 +12,7 @@ use super::auth::ApiKey;
 use super::doc::{BatchErrors, BodyErrors, HistoryErrors, PathErrors};
 use super::error::{ApiError, ErrorCode};
 use super::extract::{ApiJson, ApiQuery, RoomPath, name_schema, room_name};
-use super::message::{MessageRequest, checked_data, present, sender};
+use super::message::{checked_data, present, publish_key, sender};
 use crate::node::Node;
 use crate::protocol::{Resume, valid_name};
 
@@ -42,7 +42,7 @@ pub struct PublishResponse {
     tag = "rooms",
     operation_id = "publish",
     params(RoomPath),
-    request_body = MessageRequest,
+    request_body = PublishRequest,
     responses(
         (status = 200, description = "Published; `offset` is the message's offset in the room", body = PublishResponse),
         BodyErrors,
@@ -52,12 +52,32 @@ pub async fn publish(
     _: ApiKey,
     State(node): State<Node>,
     RoomPath { room }: RoomPath,
-    ApiJson(body): ApiJson<MessageRequest>,
+    ApiJson(body): ApiJson<PublishRequest>,
 ) -> Result<Json<PublishResponse>, ApiError> {
-    let data = body.data(&node)?;
+    let data = checked_data(&body.data, &node)?;
     let from = sender(body.from.clone())?;
-    let offset = node.publish(&room, &from, data).await?;
+    let key = publish_key(body.key.clone())?;
+    let offset = node.publish(&room, &from, data, key.as_deref()).await?;
     Ok(Json(PublishResponse { room, offset }))
+}
+
+/// A message for one room.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"data": {"text": "maintenance at 18:00"}, "from": "ops", "key": "deploy-81"}))]
+pub struct PublishRequest {
+    /// Any JSON value; recipients get it byte for byte as the frame's `data`.
+    #[schema(value_type = Value)]
+    pub data: Box<RawValue>,
+    /// The sender recipients see as `from`, default `"server"`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = name_schema)]
+    pub from: Option<String>,
+    /// The caller's publish key: a retry with the same key within `history.ttl_secs` gets the
+    /// first publication's offset instead of publishing again.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = name_schema)]
+    pub key: Option<String>,
 }
 
 /// A message for several rooms.
@@ -75,6 +95,11 @@ pub struct PublishManyRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = name_schema)]
     pub from: Option<String>,
+    /// The caller's publish key, applied in each room on its own: a retry with the same key
+    /// within `history.ttl_secs` gets each room's first offset instead of publishing again.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = name_schema)]
+    pub key: Option<String>,
 }
 
 fn rooms_schema() -> Array {
@@ -136,12 +161,13 @@ pub async fn publish_many(
 ) -> Result<Json<PublishManyResponse>, ApiError> {
     checked_data(&body.data, &node)?;
     let from = sender(body.from)?;
+    let key = publish_key(body.key)?;
     let rooms = check_rooms(body.rooms)?;
-    let (node, from, data) = (&node, from.as_str(), &*body.data);
+    let (node, from, data, key) = (&node, from.as_str(), &*body.data, key.as_deref());
     let results = futures_util::stream::iter(rooms)
         .map(|room| async move {
             match node
-                .publish(&room, from, data)
+                .publish(&room, from, data, key)
                 .await
                 .map_err(ApiError::from)
             {

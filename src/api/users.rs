@@ -44,6 +44,7 @@ pub async fn send(
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
     let data = body.data(&node)?;
     let from = sender(body.from.clone())?;
+
     node.send_direct(&user, &from, data).await?;
     Ok((StatusCode::ACCEPTED, Json(UserResponse { user })))
 }

@@ -67,6 +67,10 @@ struct Log {
     entries: VecDeque<Entry>,
     /// Bytes of the frames in `entries`.
     bytes: usize,
+    /// Publish keys seen within the key window (the history TTL), oldest first, at most
+    /// [`MAX_KEYS`]; their bytes are in `key_bytes` (and in the node's budget).
+    keys: VecDeque<KeyEntry>,
+    key_bytes: usize,
     /// Local subscriptions; a subscribed log is never freed, or live members would see offsets
     /// restart under a new epoch.
     subscribers: u32,
@@ -78,6 +82,25 @@ struct Entry {
     at: Instant,
     frame: Utf8Bytes,
 }
+
+/// A publish key and the offset its publication got.
+struct KeyEntry {
+    key: Box<str>,
+    offset: u64,
+    at: Instant,
+}
+
+impl KeyEntry {
+    /// What one key costs, for the byte budgets: the key and its entry.
+    fn cost(&self) -> usize {
+        self.key.len() + std::mem::size_of::<Self>()
+    }
+}
+
+/// Publish keys remembered per room; past it the oldest is forgotten (a retry of its
+/// publication would then be published again). A client retries within seconds, and 1,024
+/// keyed publications a room within the window is far beyond chat.
+const MAX_KEYS: usize = 1024;
 
 impl MemoryBroker {
     pub fn new(limits: HistoryLimits, deliver: Arc<dyn Deliver>) -> Self {
@@ -92,9 +115,18 @@ impl MemoryBroker {
         }
     }
 
-    /// Bytes of frames held in history across all rooms.
+    /// Bytes of frames (and publish keys) held in history across all rooms.
     pub fn history_bytes(&self) -> usize {
         self.held.load(Ordering::Relaxed)
+    }
+
+    /// Adds a change of one log's bytes to the node's count.
+    fn grow(&self, by: isize) {
+        if by >= 0 {
+            self.held.fetch_add(by.unsigned_abs(), Ordering::Relaxed);
+        } else {
+            self.held.fetch_sub(by.unsigned_abs(), Ordering::Relaxed);
+        }
     }
 
     /// Brings the node's history back under 90 % of its budget by dropping the whole history
@@ -123,8 +155,9 @@ impl MemoryBroker {
                 break;
             }
             let mut log = cell.lock();
-            let freed = std::mem::take(&mut log.bytes);
+            let freed = std::mem::take(&mut log.bytes) + std::mem::take(&mut log.key_bytes);
             log.entries = VecDeque::new();
+            log.keys = VecDeque::new();
             self.held.fetch_sub(freed, Ordering::Relaxed);
         }
     }
@@ -154,7 +187,7 @@ impl MemoryBroker {
         self.logs.retain(|_, cell| {
             let mut log = cell.lock();
             self.held.fetch_sub(log.expire(now, ttl), Ordering::Relaxed);
-            log.removed = log.entries.is_empty() && log.subscribers == 0;
+            log.removed = log.entries.is_empty() && log.keys.is_empty() && log.subscribers == 0;
             !log.removed
         });
         crate::shrink::if_sparse(&self.logs);
@@ -180,21 +213,61 @@ impl Log {
             top: 0,
             entries: VecDeque::new(),
             bytes: 0,
+            keys: VecDeque::new(),
+            key_bytes: 0,
             subscribers: 0,
             removed: false,
         }
     }
 
-    /// Drops expired entries; returns the bytes freed.
+    /// Drops expired entries and keys; returns the bytes freed.
     fn expire(&mut self, now: Instant, ttl: Duration) -> usize {
-        let before = self.bytes;
+        let before = self.bytes + self.key_bytes;
         while let Some(front) = self.entries.front() {
             if now.duration_since(front.at) < ttl {
                 break;
             }
             self.pop_front();
         }
-        before - self.bytes
+        while self
+            .keys
+            .front()
+            .is_some_and(|k| now.duration_since(k.at) >= ttl)
+        {
+            self.pop_key();
+        }
+        before - self.bytes - self.key_bytes
+    }
+
+    /// The offset a publication with `key` got, if it is remembered.
+    fn offset_of_key(&self, key: &str) -> Option<u64> {
+        self.keys
+            .iter()
+            .rev()
+            .find(|k| &*k.key == key)
+            .map(|k| k.offset)
+    }
+
+    /// Remembers `key` for the publication at `offset`; returns the change in bytes held.
+    fn remember(&mut self, key: &str, offset: u64) -> isize {
+        let before = self.key_bytes;
+        let entry = KeyEntry {
+            key: key.into(),
+            offset,
+            at: Instant::now(),
+        };
+        self.key_bytes += entry.cost();
+        self.keys.push_back(entry);
+        if self.keys.len() > MAX_KEYS {
+            self.pop_key();
+        }
+        self.key_bytes as isize - before as isize
+    }
+
+    fn pop_key(&mut self) {
+        if let Some(entry) = self.keys.pop_front() {
+            self.key_bytes -= entry.cost();
+        }
     }
 
     /// Appends a frame, then drops the oldest while the log is over `limits` (messages or
@@ -219,9 +292,31 @@ impl Log {
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn publish(&self, room: &str, from: &str, data: &RawValue) -> Result<u64, BrokerError> {
+        self.publish_once(room, from, data, None)
+            .await
+            .map(|(offset, _)| offset)
+    }
+
+    async fn publish_once(
+        &self,
+        room: &str,
+        from: &str,
+        data: &RawValue,
+        key: Option<&str>,
+    ) -> Result<(u64, bool), BrokerError> {
         let limits = self.limits;
-        let offset = self.with_log(room, |log| {
+        let published = self.with_log(room, |log| {
+            if let Some(offset) = key.and_then(|key| {
+                let freed = log.expire(Instant::now(), limits.ttl);
+                self.held.fetch_sub(freed, Ordering::Relaxed);
+                log.offset_of_key(key)
+            }) {
+                return (offset, true);
+            }
             log.top += 1;
+            if let Some(key) = key {
+                self.grow(log.remember(key, log.top));
+            }
             let frame = encode_message(room, log.top, from, data, unix_ms());
             if limits.size > 0 {
                 let entry = Entry {
@@ -229,21 +324,16 @@ impl Broker for MemoryBroker {
                     at: Instant::now(),
                     frame: frame.clone(),
                 };
-                let grown = log.push(entry, &limits);
-                if grown >= 0 {
-                    self.held.fetch_add(grown.unsigned_abs(), Ordering::Relaxed);
-                } else {
-                    self.held.fetch_sub(grown.unsigned_abs(), Ordering::Relaxed);
-                }
+                self.grow(log.push(entry, &limits));
             }
             self.deliver.publication(room, log.top, &frame);
-            log.top
+            (log.top, false)
         });
         // Outside the room's lock: eviction locks other rooms' logs.
         if self.held.load(Ordering::Relaxed) > limits.max_bytes {
             self.evict();
         }
-        Ok(offset)
+        Ok(published)
     }
 
     async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<History, BrokerError> {

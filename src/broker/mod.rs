@@ -69,6 +69,18 @@ pub trait Broker: Send + Sync + 'static {
     /// the room. Returns its offset. An `Err` means it was not published.
     async fn publish(&self, room: &str, from: &str, data: &RawValue) -> Result<u64, BrokerError>;
 
+    /// [`Self::publish`] with the client's publish key: when the room ordered a publication
+    /// with `key` within the key window (`history.ttl`) in its current epoch, nothing is
+    /// published and that publication's offset is returned, with `true`. Lets a client retry a
+    /// publish whose answer it never got without publishing twice.
+    async fn publish_once(
+        &self,
+        room: &str,
+        from: &str,
+        data: &RawValue,
+        key: Option<&str>,
+    ) -> Result<(u64, bool), BrokerError>;
+
     /// The room's position, and with `resume` the messages after `resume.since` when the
     /// history still reaches back that far in the same epoch.
     async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<History, BrokerError>;

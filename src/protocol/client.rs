@@ -51,6 +51,9 @@ pub enum Request {
     Publish {
         room: String,
         data: Box<RawValue>,
+        /// The client's publish key: a retry with the same key gets the first one's offset
+        /// instead of publishing again.
+        key: Option<String>,
     },
     Send {
         to: String,
@@ -90,6 +93,7 @@ struct Wire<'a> {
     #[serde(default)]
     presence: bool,
     token: Option<String>,
+    key: Option<String>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
@@ -145,6 +149,12 @@ fn into_request(wire: Wire<'_>) -> Result<Request, ProtocolError> {
         "publish" => Request::Publish {
             room: room_name(room)?,
             data: message_data(data, "publish needs \"data\"")?,
+            key: match wire.key {
+                Some(key) if !valid_name(&key) => {
+                    return Err(bad("\"key\" must be 1-128 characters of [A-Za-z0-9_.:@-]"));
+                }
+                key => key,
+            },
         },
         "send" => {
             let to = to.ok_or_else(|| bad("send needs \"to\""))?;

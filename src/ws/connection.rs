@@ -485,14 +485,14 @@ impl Connection {
                 self.reply(&ServerFrame::Left { id, room: &room });
                 Ok(())
             }
-            Request::Publish { room, data } => {
+            Request::Publish { room, data, key } => {
                 if !self.rooms.contains(room.as_str()) {
                     return Err(not_member(&room));
                 }
                 if !self.identity.permissions.may_publish(&room) {
                     return Err(forbidden("publish to", &room));
                 }
-                let offset = node.publish(&room, &user, &data).await?;
+                let offset = node.publish(&room, &user, &data, key.as_deref()).await?;
                 self.reply(&ServerFrame::Ack {
                     id,
                     room: Some(&room),

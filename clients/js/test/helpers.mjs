@@ -217,8 +217,10 @@ export async function startRedis() {
 
 /**
  * A TCP proxy on a free loopback port in front of `target` ("host:port"). `freeze()` stops
- * forwarding on the open connections without closing them (a dead network path), `cut()`
- * destroys them (the client sees an abnormal close), `refuse = true` drops new ones at once.
+ * forwarding on the open connections without closing them (a dead network path),
+ * `muteReplies()` stops only what the server sends (a request arrives, its answer is lost),
+ * `cut()` destroys them (the client sees an abnormal close), `refuse = true` drops new ones at
+ * once.
  */
 export async function startProxy(target) {
   const conns = new Set();
@@ -228,6 +230,9 @@ export async function startProxy(target) {
     accepted: 0,
     freeze() {
       for (const c of conns) c.frozen = true;
+    },
+    muteReplies() {
+      for (const c of conns) c.muted = true;
     },
     cut() {
       for (const c of conns) {
@@ -249,11 +254,11 @@ export async function startProxy(target) {
     proxy.accepted++;
     const [host, port] = [proxy.target.slice(0, proxy.target.lastIndexOf(":")), Number(proxy.target.split(":").pop())];
     const upstream = net.connect(port, host);
-    const c = { client, upstream, frozen: false };
+    const c = { client, upstream, frozen: false, muted: false };
     conns.add(c);
     const forward = (from, to) => {
       from.on("data", (chunk) => {
-        if (!c.frozen) to.write(chunk);
+        if (!c.frozen && !(c.muted && from === upstream)) to.write(chunk);
       });
       // Half-close after what was written is flushed; a frozen path delivers nothing, not even that.
       from.on("end", () => {

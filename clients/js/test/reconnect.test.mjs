@@ -85,6 +85,27 @@ test("a request in flight when the connection drops fails with disconnected", { 
   assert.ok((await c.ping()) >= 0);
 });
 
+test("a publish whose ack was lost is sent again with its key and applied once", { timeout: 10_000 }, async () => {
+  const p = await proxy();
+  const name = unique("once");
+  const c = client(p.url, { reconnect: { initialDelayMs: 50 } });
+  await c.connect();
+  const room = await c.join(name);
+  const watcher = client(URL);
+  await watcher.connect();
+  const seen = collect(watcher.room(name));
+  await watcher.room(name).join();
+  // The publish reaches the server, its ack does not; the connection then drops.
+  p.muteReplies();
+  const published = room.publish("exactly once");
+  await seen.waitCount(1);
+  p.cut();
+  assert.equal(await published, 1, "the retry is answered with the first offset");
+  await room.publish("next");
+  await seen.waitCount(2);
+  assert.deepEqual(seen.offsets(), [1, 2], "no duplicate");
+});
+
 test("a silent connection is probed with ping and replaced when the ping goes unanswered", { timeout: 15_000 }, async () => {
   const p = await proxy();
   const name = unique("dead");

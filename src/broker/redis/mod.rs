@@ -301,6 +301,31 @@ impl Broker for RedisBroker {
         s.call(invocation.invoke_async::<u64>(&mut conn)).await
     }
 
+    /// Keyed publishes skip the batcher: a batch's offsets are one room's first and the ones
+    /// after it, which a repeat (publishing nothing) would break.
+    async fn publish_once(
+        &self,
+        room: &str,
+        from: &str,
+        data: &RawValue,
+        key: Option<&str>,
+    ) -> Result<(u64, bool), BrokerError> {
+        let Some(key) = key else {
+            return self
+                .publish(room, from, data)
+                .await
+                .map(|offset| (offset, false));
+        };
+        let s = &self.shared;
+        let (prefix, suffix) = message_parts(room, from, data, unix_ms());
+        let mut invocation =
+            batch::publish_one(&s.keys, s.scripts, s.opts.history, room, &prefix, &suffix);
+        invocation.key(s.keys.publish_key(room, key)).arg(key);
+        let mut conn = s.conn();
+        let offset: i64 = s.call(invocation.invoke_async(&mut conn)).await?;
+        Ok((offset.unsigned_abs(), offset < 0))
+    }
+
     async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<History, BrokerError> {
         let s = &self.shared;
         let (epoch, top, recovered, frames) = s.read_history(room, resume).await?;

@@ -124,8 +124,12 @@ impl Invocation<'_> {
 }
 
 /// Orders, stores and announces one publication.
-/// KEYS: meta hash, history log. ARGV: frame prefix, frame suffix, fresh epoch, history size,
-/// history ttl ms, channel, history bytes per room.
+/// KEYS: meta hash, history log, [publish key]. ARGV: frame prefix, frame suffix, fresh epoch,
+/// history size, history ttl ms, channel, history bytes per room, [publish key].
+/// With a publish key (the client's, for retries): when the key was used in this room within
+/// the history TTL and in the current epoch, nothing is published and the original offset is
+/// returned negated (offsets are at least 1, so a negative answer is always a repeat). The key
+/// stores `epoch offset`, so a key from before Redis lost the room counts for nothing.
 /// The meta hash (`epoch`, `top`) is created with a fresh epoch when missing, so offsets that
 /// restart at 1 after Redis lost its data always come with a new epoch.
 ///
@@ -152,6 +156,16 @@ if not epoch then
   -- Numbering starts over: frames left from the lost epoch must not pass for this one's.
   redis.call('DEL', KEYS[2])
 end
+local key = ARGV[8]
+if key then
+  local prior = redis.call('GET', KEYS[3])
+  if prior then
+    local was, at = string.match(prior, '^(%S+) (%d+)$')
+    if was == epoch then
+      return -tonumber(at)
+    end
+  end
+end
 -- The offset as text once: Lua formats a number with sprintf each time it meets one.
 local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
 local offset = tostring(top)
@@ -163,6 +177,9 @@ if size > 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if key then
+  redis.call('SET', KEYS[3], epoch .. ' ' .. offset, 'PX', ARGV[5])
+end
 redis.call(PUBLISH, ARGV[6], 'm ' .. offset .. ' ' .. epoch .. '\n' .. frame)
 return top
 "#;
