@@ -15,6 +15,32 @@ use serde::{Deserialize, Serialize};
 /// The file read when no `--config` is given, relative to the working directory. Missing is fine.
 pub const DEFAULT_FILE: &str = "config/default.toml";
 
+/// Environment variables starting with this set configuration keys.
+const ENV_PREFIX: &str = "ROOMCAST_";
+
+/// Every key and section as a dotted path (`limits`, `limits.max_message_bytes`), read off the
+/// defaults, so the list can never miss a field.
+fn known_keys() -> std::collections::HashSet<String> {
+    fn walk(prefix: &str, value: &serde_json::Value, keys: &mut std::collections::HashSet<String>) {
+        let serde_json::Value::Object(fields) = value else {
+            return;
+        };
+        for (name, value) in fields {
+            let key = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            walk(&key, value, keys);
+            keys.insert(key);
+        }
+    }
+    let mut keys = std::collections::HashSet::new();
+    let defaults = serde_json::to_value(Config::default()).expect("the defaults serialize");
+    walk("", &defaults, &mut keys);
+    keys
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -398,8 +424,34 @@ pub struct Overrides {
 
 impl Config {
     /// Loads every layer. `file` is `--config`; without it `config/default.toml` is read if present.
+    /// `ROOMCAST_*` variables that name no configuration key are left out (see
+    /// [`Self::unknown_env_vars`]): orchestrators set such variables themselves (Kubernetes
+    /// sets `ROOMCAST_PORT=tcp://…` for a Service named roomcast), and refusing to start over
+    /// them would be a crash loop. Unknown keys in a file are still an error.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
-        Self::load_with_env(file, overrides, Env::prefixed("ROOMCAST_").split("__"))
+        let known = known_keys();
+        let env = Env::prefixed(ENV_PREFIX)
+            .split("__")
+            // Keys are still in the variable's case here; figment lowercases them later.
+            .filter(move |key| known.contains(&key.as_str().to_ascii_lowercase()));
+        Self::load_with_env(file, overrides, env)
+    }
+
+    /// The `ROOMCAST_*` variables set now that name no configuration key; `load` leaves them
+    /// out, and the node logs a warning naming them.
+    pub fn unknown_env_vars() -> Vec<String> {
+        let known = known_keys();
+        let mut unknown: Vec<String> = std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .filter(|name| {
+                name.strip_prefix(ENV_PREFIX).is_some_and(|key| {
+                    let key = key.trim().to_ascii_lowercase().replace("__", ".");
+                    !known.contains(&key)
+                })
+            })
+            .collect();
+        unknown.sort_unstable();
+        unknown
     }
 
     fn load_with_env(
@@ -810,6 +862,39 @@ mod tests {
             let c = Config::load(Some(Path::new("c.toml")), &flags).map_err(|e| e.to_string())?;
             assert_eq!(c.limits.inbound_burst, 9);
             assert_eq!(c.listen.port(), 3000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_variables_that_name_no_key_are_left_out_and_reported() {
+        figment::Jail::expect_with(|jail| {
+            // What Kubernetes sets for a Service named roomcast.
+            jail.set_env("ROOMCAST_PORT", "tcp://10.0.0.7:8080");
+            jail.set_env("ROOMCAST_SERVICE_HOST", "10.0.0.7");
+            jail.set_env("ROOMCAST_PORT_8080_TCP_ADDR", "10.0.0.7");
+            jail.set_env("ROOMCAST_LIMITS__INBOUND_BURST", "9");
+            jail.set_env("ROOMCAST_NODE_ID", "n-k8s");
+            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(c.limits.inbound_burst, 9);
+            assert_eq!(
+                c.node_id.as_deref(),
+                Some("n-k8s"),
+                "an Option field is a key too"
+            );
+            let unknown = Config::unknown_env_vars();
+            for name in [
+                "ROOMCAST_PORT",
+                "ROOMCAST_PORT_8080_TCP_ADDR",
+                "ROOMCAST_SERVICE_HOST",
+            ] {
+                assert!(unknown.iter().any(|u| u == name), "{unknown:?}");
+            }
+            assert!(
+                !unknown
+                    .iter()
+                    .any(|u| u.contains("INBOUND_BURST") || u.contains("NODE_ID"))
+            );
             Ok(())
         });
     }

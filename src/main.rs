@@ -58,6 +58,13 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
+    let unknown = Config::unknown_env_vars();
+    if !unknown.is_empty() {
+        tracing::warn!(
+            variables = %unknown.join(", "),
+            "ignoring ROOMCAST_* variables that name no configuration key"
+        );
+    }
     runtime.block_on(serve(config))
 }
 

@@ -240,3 +240,52 @@ fn bad_configuration_stops_start_up_naming_the_key() {
     let err = refused(&["--listen", &addr], &[]);
     assert!(err.contains("listen"), "{err}");
 }
+
+/// Kubernetes sets `ROOMCAST_PORT=tcp://…`, `ROOMCAST_SERVICE_HOST` and the like for a Service
+/// named roomcast. The node starts anyway, serves, and warns naming the variables it ignored;
+/// before, it exited with code 2 ("unknown field `port`") and the pod crash-looped.
+#[test]
+fn kubernetes_service_variables_are_ignored_with_a_warning_naming_them() {
+    use std::io::{BufRead, BufReader};
+    let mut child = spawn_binary(
+        &["--listen", "127.0.0.1:0"],
+        &[
+            ("ROOMCAST_PORT", "tcp://10.96.0.12:8080"),
+            ("ROOMCAST_PORT_8080_TCP", "tcp://10.96.0.12:8080"),
+            ("ROOMCAST_SERVICE_HOST", "10.96.0.12"),
+            ("ROOMCAST_SERVICE_PORT", "8080"),
+            ("ROOMCAST_LIMITS__INBOUND_BURST", "7"),
+            ("RUST_LOG", "warn"),
+        ],
+    );
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().strip_prefix("roomcast listening on ");
+    let addr = addr
+        .unwrap_or_else(|| panic!("did not start: {line:?}"))
+        .to_owned();
+    let health = std::process::Command::new("curl")
+        .args(["-fsS", &format!("http://{addr}/healthz")])
+        .output()
+        .expect("running curl");
+    assert!(health.status.success(), "{health:?}");
+    child.kill().unwrap();
+    let mut warned = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        warned.push_str(&line.unwrap());
+    }
+    child.wait().unwrap();
+    for name in [
+        "ROOMCAST_PORT",
+        "ROOMCAST_SERVICE_HOST",
+        "ROOMCAST_PORT_8080_TCP",
+    ] {
+        assert!(warned.contains(name), "{name} not named: {warned}");
+    }
+    assert!(
+        !warned.contains("INBOUND_BURST"),
+        "a real key is not unknown: {warned}"
+    );
+}

@@ -323,17 +323,10 @@ async fn a_reaped_lease_of_a_live_node_is_restored_with_presence_join() {
         apply(&mut view, &watcher.recv().await);
     }
 
-    let signal = |sig: &str| {
-        let pid = stalled.child.id().to_string();
-        let status = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status();
-        assert!(status.expect("running kill").success());
-    };
-    signal("-STOP");
+    stalled.signal("-STOP");
     let left = watcher.recv_type("presence_leave").await;
     assert_eq!(left["user"], "bob", "the lease was reaped: {left}");
-    signal("-CONT");
+    stalled.signal("-CONT");
     let resumed = Instant::now();
     view.remove("bob");
     // The restore comes at the stalled node's next renewal (every lease / 3 = 0.5 s).
