@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 use tungstenite::Utf8Bytes;
 
 use crate::auth::Verifier;
-use crate::broker::{Broker, BrokerError, Deliver};
+use crate::broker::{Broker, BrokerError, Deliver, PresenceList};
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::protocol::{ErrorCode, ProtocolError, RequestId, Resume, ServerFrame, encode};
@@ -338,8 +338,8 @@ impl Node {
         Ok(())
     }
 
-    /// The users present in `room`, sorted.
-    pub async fn presence(&self, room: &str) -> Result<Vec<String>, ProtocolError> {
+    /// The users present in `room`, sorted, and the `seq` of the presence event they reflect.
+    pub async fn presence(&self, room: &str) -> Result<PresenceList, ProtocolError> {
         Ok(self.0.broker.presence(room).await?)
     }
 

@@ -358,7 +358,9 @@ async fn direct_reaches_every_node(nodes: &[Node]) {
     }
 }
 
-/// Presence: join announced once per user, leave once, the list is sorted and shared.
+/// Presence: join announced once per user, leave once, the list is sorted and shared. Events
+/// are numbered 1, 2, 3 in the room, and a list carries the number of the last event it
+/// reflects, so a client can order the two.
 async fn presence_announces_first_join_and_last_leave(nodes: &[Node]) {
     let room = "c:presence";
     for node in nodes {
@@ -372,9 +374,10 @@ async fn presence_announces_first_join_and_last_leave(nodes: &[Node]) {
         .unwrap();
     nodes[0].broker.presence_add(room, "zoe").await.unwrap(); // already present: silent
     for node in nodes {
+        let list = node.broker.presence(room).await.unwrap();
         assert_eq!(
-            node.broker.presence(room).await.unwrap(),
-            vec!["adam", "zoe"]
+            (list.users, list.seq),
+            (vec!["adam".into(), "zoe".into()], 2)
         );
     }
     nodes[0].broker.presence_remove(room, "zoe").await;
@@ -397,6 +400,14 @@ async fn presence_announces_first_join_and_last_leave(nodes: &[Node]) {
                 _ => unreachable!(),
             })
             .collect();
+        let seqs: Vec<u64> = got
+            .iter()
+            .map(|e| match e {
+                Event::Presence { frame, .. } => frame["seq"].as_u64().unwrap(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(seqs, [1, 2, 3], "numbered in order: {kinds:?}");
         let zoe: Vec<&str> = kinds
             .iter()
             .filter(|(_, u)| u == "zoe")
@@ -408,14 +419,23 @@ async fn presence_announces_first_join_and_last_leave(nodes: &[Node]) {
             "on every node, in order"
         );
         assert_eq!(kinds.len(), 3, "no repeated announcements: {kinds:?}");
-        assert_eq!(node.broker.presence(room).await.unwrap(), vec!["adam"]);
+        let list = node.broker.presence(room).await.unwrap();
+        assert_eq!((list.users, list.seq), (vec!["adam".to_owned()], 3));
     }
     // A node removes what it added: presence is held per node.
     nodes[nodes.len() - 1]
         .broker
         .presence_remove(room, "adam")
         .await;
-    assert!(nodes[0].broker.presence(room).await.unwrap().is_empty());
+    assert!(
+        nodes[0]
+            .broker
+            .presence(room)
+            .await
+            .unwrap()
+            .users
+            .is_empty()
+    );
     for node in nodes {
         node.broker.unsubscribe(room).await;
     }

@@ -353,7 +353,7 @@ async fn presence_lists_users_and_announces_first_join_and_last_leave() {
     let event = alice.recv_type("presence_join").await;
     assert_eq!(
         event,
-        json!({"type":"presence_join","room":"room","user":"bob"})
+        json!({"type":"presence_join","room":"room","seq":2,"user":"bob"})
     );
 
     // A second session of bob changes nothing for presence.
@@ -363,6 +363,7 @@ async fn presence_lists_users_and_announces_first_join_and_last_leave() {
         .request(json!({"type":"presence","room":"room"}))
         .await;
     assert_eq!(reply["users"], json!(["alice", "bob"]));
+    assert_eq!(reply["seq"], 2, "the list reflects events up to bob's join");
     bob1.request(json!({"type":"leave","room":"room"})).await;
     alice.expect_silence(Duration::from_millis(200)).await;
 
@@ -371,7 +372,7 @@ async fn presence_lists_users_and_announces_first_join_and_last_leave() {
     let event = alice.recv_type("presence_leave").await;
     assert_eq!(
         event,
-        json!({"type":"presence_leave","room":"room","user":"bob"})
+        json!({"type":"presence_leave","room":"room","seq":3,"user":"bob"})
     );
     let reply = alice
         .request(json!({"type":"presence","room":"room"}))

@@ -158,6 +158,8 @@ export interface Direct<T = Json> {
 export interface PresenceEvent {
   type: "presence_join" | "presence_leave";
   room: string;
+  /** The room's presence event number; `room.users` applies only events newer than its list. */
+  seq: number;
   user: string;
 }
 

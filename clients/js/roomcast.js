@@ -35,6 +35,10 @@ export const DEFAULTS = Object.freeze({
 // same publish key after this long (doubling, with jitter), so the server applies it once.
 const PUBLISH_RETRY_DELAY_MS = 250;
 
+// A member list the server refused (rate limited, Redis unavailable) is asked for again after
+// this long.
+const USERS_RETRY_DELAY_MS = 500;
+
 /** A fresh publish key: 128 random bits in hex (the server's naming rule allows hex). */
 function newPublishKey() {
   const bytes = new Uint8Array(16);
@@ -145,6 +149,10 @@ export class Room extends Emitter {
     /** The members, sorted, while joined with presence; null otherwise. */
     this.users = null;
     this._waiters = [];
+    // The `seq` of the last presence event `users` reflects; events at or below it are old.
+    this._presenceSeq = 0;
+    // Presence events read while the list is being loaded, applied after it by `seq`.
+    this._earlyPresence = null;
   }
 
   /**
@@ -263,19 +271,46 @@ export class Room extends Emitter {
     for (const w of waiters) (err ? w.reject(err) : w.resolve(joined));
   }
 
-  /** Asks for the member list; presence events read after the reply update it. */
+  /**
+   * Asks for the member list. Presence events read before the reply are kept and applied after
+   * it if their `seq` is higher than the list's (they happened after it was read); later
+   * events likewise, so `users` always ends as the server's list.
+   */
   _loadUsers() {
+    this._earlyPresence = [];
     this.client._call(
       { type: "presence", room: this.name },
       (reply) => {
+        const early = this._earlyPresence ?? [];
+        this._earlyPresence = null;
         if (this.state !== "joined") return;
         this.users = reply.users;
-        this.emit("presence", [...reply.users]);
+        this._presenceSeq = reply.seq ?? 0;
+        for (const frame of early) this._applyPresence(frame, false);
+        this.emit("presence", [...this.users]);
       },
-      () => {
-        // Disconnected meanwhile: the rejoin asks again.
+      (err) => {
+        this._earlyPresence = null;
+        // Disconnected meanwhile: the rejoin asks again. Refused for now (`rate_limited`,
+        // `unavailable`): ask again shortly, or `users` would stay empty for good.
+        if (err.code === "disconnected" || this.state !== "joined") return;
+        setTimeout(() => {
+          if (this.state === "joined" && this.presence && this.users === null) this._loadUsers();
+        }, USERS_RETRY_DELAY_MS);
       },
     );
+  }
+
+  /** Applies a presence event newer than the list; `announce` emits the change. */
+  _applyPresence(frame, announce = true) {
+    if (frame.seq != null && frame.seq <= this._presenceSeq) return; // already in the list
+    if (frame.seq != null) this._presenceSeq = frame.seq;
+    const set = new Set(this.users);
+    if (frame.type === "presence_join") set.add(frame.user);
+    else set.delete(frame.user);
+    this.users = [...set].sort();
+    this.emit(frame.type, frame);
+    if (announce) this.emit("presence", [...this.users]);
   }
 
   /** A frame about this room that answers no request. */
@@ -299,14 +334,9 @@ export class Room extends Emitter {
       }
       case "presence_join":
       case "presence_leave": {
-        if (this.users) {
-          const set = new Set(this.users);
-          if (frame.type === "presence_join") set.add(frame.user);
-          else set.delete(frame.user);
-          this.users = [...set].sort();
-        }
-        this.emit(frame.type, frame);
-        if (this.users) this.emit("presence", [...this.users]);
+        if (this._earlyPresence) this._earlyPresence.push(frame);
+        else if (this.users) this._applyPresence(frame);
+        else this.emit(frame.type, frame);
         break;
       }
       case "joined": {
@@ -321,6 +351,11 @@ export class Room extends Emitter {
         this.epoch = frame.epoch;
         this.offset = frame.offset;
         this.emit("lost", event);
+        // Presence numbering started over with the room: ask for the list again.
+        if (this.presence) {
+          this._presenceSeq = 0;
+          this._loadUsers();
+        }
         break;
       }
     }

@@ -228,7 +228,7 @@ pub async fn presence(
     State(node): State<Node>,
     RoomPath { room }: RoomPath,
 ) -> Result<Json<PresenceResponse>, ApiError> {
-    let users = node.presence(&room).await?;
+    let users = node.presence(&room).await?.users;
     Ok(Json(PresenceResponse { room, users }))
 }
 

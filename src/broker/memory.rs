@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use tungstenite::Utf8Bytes;
 
-use super::{Broker, BrokerError, Deliver, History, new_epoch, unix_ms};
+use super::{Broker, BrokerError, Deliver, History, PresenceList, new_epoch, unix_ms};
 use crate::protocol::Resume;
 use crate::protocol::{ServerFrame, encode, encode_direct, encode_message};
 
@@ -52,13 +52,20 @@ pub struct MemoryBroker {
     logs: DashMap<Arc<str>, Arc<Mutex<Log>>>,
     /// Open sessions per user, for the per-user connection limit.
     sessions: DashMap<Arc<str>, usize>,
-    presence: DashMap<Arc<str>, BTreeSet<Arc<str>>>,
+    presence: DashMap<Arc<str>, Present>,
     deliver: Arc<dyn Deliver>,
     limits: HistoryLimits,
     /// Bytes of frames in every log's history.
     held: AtomicUsize,
     /// Held while one publisher evicts, so others go on publishing instead of queuing to.
     evicting: Mutex<()>,
+}
+
+/// Who is present in a room, and how many presence events it has announced.
+#[derive(Default)]
+struct Present {
+    users: BTreeSet<Arc<str>>,
+    seq: u64,
 }
 
 struct Log {
@@ -410,34 +417,44 @@ impl Broker for MemoryBroker {
     }
 
     async fn presence_add(&self, room: &str, user: &str) -> Result<(), BrokerError> {
-        let mut users = self.presence.entry(Arc::from(room)).or_default();
-        if users.insert(Arc::from(user)) {
-            // Announced under the entry lock so join and leave events for a room stay ordered.
-            let frame = encode(&ServerFrame::PresenceJoin { room, user });
+        let mut present = self.presence.entry(Arc::from(room)).or_default();
+        if present.users.insert(Arc::from(user)) {
+            // Numbered and announced under the entry lock, so events stay in `seq` order.
+            present.seq += 1;
+            let seq = present.seq;
+            let frame = encode(&ServerFrame::PresenceJoin { room, seq, user });
             self.deliver.presence(room, &frame);
         }
         Ok(())
     }
 
     async fn presence_remove(&self, room: &str, user: &str) {
-        let removed = self.presence.get_mut(room).is_some_and(|mut users| {
-            let removed = users.remove(user);
+        let removed = self.presence.get_mut(room).is_some_and(|mut present| {
+            let removed = present.users.remove(user);
             if removed {
-                let frame = encode(&ServerFrame::PresenceLeave { room, user });
+                present.seq += 1;
+                let seq = present.seq;
+                let frame = encode(&ServerFrame::PresenceLeave { room, seq, user });
                 self.deliver.presence(room, &frame);
             }
             removed
         });
+        // A room nobody is present in is forgotten, its numbering too: no member holds a
+        // `seq` of it, since every member is present.
         if removed {
-            self.presence.remove_if(room, |_, users| users.is_empty());
+            self.presence
+                .remove_if(room, |_, present| present.users.is_empty());
         }
     }
 
-    async fn presence(&self, room: &str) -> Result<Vec<String>, BrokerError> {
+    async fn presence(&self, room: &str) -> Result<PresenceList, BrokerError> {
         Ok(self
             .presence
             .get(room)
-            .map(|users| users.iter().map(|u| u.to_string()).collect())
+            .map(|present| PresenceList {
+                users: present.users.iter().map(|u| u.to_string()).collect(),
+                seq: present.seq,
+            })
             .unwrap_or_default())
     }
 }

@@ -50,6 +50,16 @@ pub struct History {
     pub replay: Vec<Utf8Bytes>,
 }
 
+/// A room's members as of one of its presence events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PresenceList {
+    /// Sorted.
+    pub users: Vec<String>,
+    /// The `seq` of the last presence event the list reflects (0 before any): events with a
+    /// higher `seq` happened after it.
+    pub seq: u64,
+}
+
 /// Receives what the broker delivers to this node. Implemented over the hub by the node.
 /// Calls for one room arrive in offset order and must not block.
 pub trait Deliver: Send + Sync + 'static {
@@ -111,8 +121,9 @@ pub trait Broker: Send + Sync + 'static {
     /// Marks `user` gone from `room`; announces `presence_leave` if it was present.
     async fn presence_remove(&self, room: &str, user: &str);
 
-    /// The users present in `room`, sorted.
-    async fn presence(&self, room: &str) -> Result<Vec<String>, BrokerError>;
+    /// The users present in `room`, sorted, with the `seq` of the last presence event they
+    /// reflect.
+    async fn presence(&self, room: &str) -> Result<PresenceList, BrokerError>;
 
     /// `user` has its first session on this node: start receiving its direct messages here.
     async fn watch_user(&self, _user: &str) -> Result<(), BrokerError> {

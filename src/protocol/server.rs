@@ -54,18 +54,24 @@ pub enum ServerFrame<'a> {
         data: &'a RawValue,
         ts: u64,
     },
+    /// The members, as of the room's presence event `seq` (events up to it are reflected).
     Presence {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RequestId>,
         room: &'a str,
+        seq: u64,
         users: &'a [&'a str],
     },
+    /// `seq` numbers the room's presence events (1, 2, …), so a client can order them with a
+    /// `presence` reply. `user` stays the last field ([`presence_parts`]).
     PresenceJoin {
         room: &'a str,
+        seq: u64,
         user: &'a str,
     },
     PresenceLeave {
         room: &'a str,
+        seq: u64,
         user: &'a str,
     },
     Pong {
@@ -74,9 +80,7 @@ pub enum ServerFrame<'a> {
     },
     /// The node is shutting down: reconnect (to any node) after this many milliseconds, then
     /// resume. Close 1001 follows.
-    Goaway {
-        reconnect_after_ms: u64,
-    },
+    Goaway { reconnect_after_ms: u64 },
     /// A `refresh` was accepted: the session now lasts until `expires_at` (unix seconds).
     Refreshed {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,25 +144,38 @@ pub fn message_parts(room: &str, from: &str, data: &RawValue, ts: u64) -> (Strin
     )
 }
 
-/// A `presence_leave` frame for `room` cut where the JSON-encoded user name goes, for a broker
-/// that learns the user elsewhere (the Redis engine's lease reaper).
-pub fn presence_leave_parts(room: &str) -> (String, String) {
-    user_parts(&ServerFrame::PresenceLeave { room, user: "" })
+/// A presence event frame for `room` (`presence_join` when `join`) in three pieces, for a broker
+/// that numbers and names it where it decides it (the Redis engine's scripts): the frame is
+/// `before` + seq + `between` + the JSON-encoded user + `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceParts {
+    pub before: String,
+    pub between: String,
+    pub after: String,
 }
 
-/// A `presence_join` frame for `room` cut as [`presence_leave_parts`] is (the Redis engine's
-/// lease renewal, announcing a lease it had to restore).
-pub fn presence_join_parts(room: &str) -> (String, String) {
-    user_parts(&ServerFrame::PresenceJoin { room, user: "" })
-}
-
-/// `frame`, whose last field is an empty `user`, cut around that field's value.
-fn user_parts(frame: &ServerFrame<'_>) -> (String, String) {
-    let frame = encode(frame);
+pub fn presence_parts(room: &str, join: bool) -> PresenceParts {
+    let frame = if join {
+        encode(&ServerFrame::PresenceJoin {
+            room,
+            seq: 0,
+            user: "",
+        })
+    } else {
+        encode(&ServerFrame::PresenceLeave {
+            room,
+            seq: 0,
+            user: "",
+        })
+    };
+    // `seq` and `user` are the last fields: the frame ends with `0,"user":""}`.
     let text = frame.as_str();
-    // `user` is the last field: the frame ends with `""}`.
-    let cut = text.len() - "\"\"}".len();
-    (text[..cut].to_owned(), text[cut + 2..].to_owned())
+    let tail = r#"0,"user":""}"#;
+    PresenceParts {
+        before: text[..text.len() - tail.len()].to_owned(),
+        between: r#","user":"#.to_owned(),
+        after: "}".to_owned(),
+    }
 }
 
 /// The `direct` frame of a message to a user.
@@ -183,19 +200,26 @@ mod tests {
     }
 
     #[test]
-    fn presence_leave_parts_wrap_an_encoded_user() {
-        let (prefix, suffix) = presence_leave_parts("lobby");
-        let whole = encode(&ServerFrame::PresenceLeave {
-            room: "lobby",
-            user: "bob",
-        });
-        assert_eq!(format!("{prefix}\"bob\"{suffix}"), whole.as_str());
-        let (prefix, suffix) = presence_join_parts("lobby");
-        let whole = encode(&ServerFrame::PresenceJoin {
-            room: "lobby",
-            user: "bob",
-        });
-        assert_eq!(format!("{prefix}\"bob\"{suffix}"), whole.as_str());
+    fn presence_parts_wrap_a_seq_and_an_encoded_user() {
+        for join in [true, false] {
+            let p = presence_parts("lobby", join);
+            let (seq, user) = (42, "bob");
+            let whole = if join {
+                encode(&ServerFrame::PresenceJoin {
+                    room: "lobby",
+                    seq,
+                    user,
+                })
+            } else {
+                encode(&ServerFrame::PresenceLeave {
+                    room: "lobby",
+                    seq,
+                    user,
+                })
+            };
+            let built = format!("{}{seq}{}\"{user}\"{}", p.before, p.between, p.after);
+            assert_eq!(built, whole.as_str());
+        }
     }
 
     #[test]

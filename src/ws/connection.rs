@@ -526,11 +526,12 @@ impl Connection {
                 if !self.rooms.contains(room.as_str()) {
                     return Err(not_member(&room));
                 }
-                let users = node.presence(&room).await?;
-                let users: Vec<&str> = users.iter().map(String::as_str).collect();
+                let list = node.presence(&room).await?;
+                let users: Vec<&str> = list.users.iter().map(String::as_str).collect();
                 self.reply(&ServerFrame::Presence {
                     id,
                     room: &room,
+                    seq: list.seq,
                     users: &users,
                 });
                 Ok(())

@@ -299,3 +299,31 @@ test("Redis restarting empty under a joined room: the unsolicited joined becomes
   assert.deepEqual(col.offsets(), [1, 2, 3, 1]);
   assert.deepEqual(col.messages[3].data, "after");
 });
+
+test("room.users ends as the server's list when a join races the list request, across two nodes", { timeout: 30_000 }, async () => {
+  const redis = await startRedis();
+  cleanups.push(() => redis.kill());
+  const prefix = unique("js");
+  const config = {
+    ROOMCAST_BROKER: "redis",
+    ROOMCAST_REDIS__URL: redis.url,
+    ROOMCAST_REDIS__PREFIX: prefix,
+    // Four requests a trial from each client, faster than the default 50 a second.
+    ROOMCAST_LIMITS__INBOUND_RATE_PER_SEC: "100000",
+    ROOMCAST_LIMITS__INBOUND_BURST: "100000",
+  };
+  const [n0, n1] = [await node(config), await node(config)];
+  const [a, b] = [client(n0.url), client(n1.url)];
+  await a.connect();
+  await b.connect();
+  for (let trial = 0; trial < 50; trial++) {
+    const name = unique("race");
+    const [ra, rb] = [a.room(name), b.room(name)];
+    // a's list request goes out as its join is answered, while b's join is being announced.
+    await Promise.all([ra.join({ presence: true }), rb.join()]);
+    const truth = [a.user, b.user].sort();
+    await until(() => JSON.stringify(ra.users) === JSON.stringify(truth), `trial ${trial}: both in room.users`);
+    assert.deepEqual(await ra.fetchUsers(), truth);
+    await Promise.all([ra.leave(), rb.leave()]);
+  }
+});

@@ -44,8 +44,8 @@ use tokio_util::sync::CancellationToken;
 use tungstenite::Utf8Bytes;
 
 use super::memory::HistoryLimits;
-use super::{Broker, BrokerError, Deliver, History, new_epoch, unix_ms};
-use crate::protocol::{Resume, ServerFrame, encode, encode_direct, message_parts};
+use super::{Broker, BrokerError, Deliver, History, PresenceList, new_epoch, unix_ms};
+use crate::protocol::{Resume, encode_direct, message_parts, presence_parts};
 use connection::Conn;
 use keys::Keys;
 use scripts::Scripts;
@@ -185,6 +185,17 @@ impl RedisBroker {
         shared.commands_ok.store(true, Ordering::Release);
         Ok(Self { shared })
     }
+}
+
+/// `PRESENCE_LIST`'s answer, `{pseq, member...}`.
+fn parse_presence_list(reply: redis::Value) -> Result<(u64, Vec<String>), BrokerError> {
+    let mut items: Vec<redis::Value> = redis::from_redis_value(reply).map_err(unavailable)?;
+    if items.is_empty() {
+        return Err(unavailable("empty presence list reply"));
+    }
+    let seq = redis::from_redis_value(items.remove(0)).map_err(unavailable)?;
+    let members = redis::from_redis_value(redis::Value::Array(items)).map_err(unavailable)?;
+    Ok((seq, members))
 }
 
 fn unavailable(err: impl std::fmt::Display) -> BrokerError {
@@ -439,18 +450,18 @@ impl Broker for RedisBroker {
             .or_default()
             .insert(Arc::from(user));
         let lease = s.opts.presence_lease.as_millis() as u64;
-        let frame = encode(&ServerFrame::PresenceJoin { room: &room, user });
         let mut conn = s.conn();
         let mut invocation = s.scripts.presence_add.prepare_invoke();
         invocation
             .key(s.keys.leases(&room))
             .key(s.keys.lease_index(&room))
+            .key(s.keys.meta(&room))
             .arg(user)
             .arg(&s.opts.node_id)
             .arg(unix_ms() + lease)
             .arg(lease * 2)
             .arg(s.keys.room_channel(&room))
-            .arg(frame.as_str());
+            .presence_parts(&presence_parts(&room, true));
         let reply = invocation.invoke_async::<u64>(&mut conn);
         s.call(reply).await.map(drop)
     }
@@ -466,16 +477,16 @@ impl Broker for RedisBroker {
                 }
             }
         }
-        let frame = encode(&ServerFrame::PresenceLeave { room, user });
         let mut conn = s.conn();
         let mut invocation = s.scripts.presence_remove.prepare_invoke();
         invocation
             .key(s.keys.leases(room))
             .key(s.keys.lease_index(room))
+            .key(s.keys.meta(room))
             .arg(user)
             .arg(&s.opts.node_id)
             .arg(s.keys.room_channel(room))
-            .arg(frame.as_str());
+            .presence_parts(&presence_parts(room, false));
         let reply = invocation.invoke_async::<u64>(&mut conn);
         if let Err(err) = s.call(reply).await {
             // The lease expires by itself and is reaped with the same announcement.
@@ -483,19 +494,25 @@ impl Broker for RedisBroker {
         }
     }
 
-    async fn presence(&self, room: &str) -> Result<Vec<String>, BrokerError> {
+    async fn presence(&self, room: &str) -> Result<PresenceList, BrokerError> {
         let s = &self.shared;
         let mut conn = s.conn();
-        let mut cmd = redis::cmd("ZRANGEBYSCORE");
-        cmd.arg(s.keys.leases(room)).arg(unix_ms()).arg("+inf");
-        let leases: Vec<String> = s.call(cmd.query_async(&mut conn)).await?;
+        let mut invocation = s.scripts.presence_list.prepare_invoke();
+        invocation
+            .key(s.keys.leases(room))
+            .key(s.keys.meta(room))
+            .arg(unix_ms());
+        let (seq, leases): (u64, Vec<String>) = s
+            .call(invocation.invoke_async::<redis::Value>(&mut conn))
+            .await
+            .and_then(parse_presence_list)?;
         let mut users: Vec<String> = leases
             .into_iter()
             .filter_map(|lease| lease.split_once('/').map(|(user, _)| user.to_owned()))
             .collect();
         users.sort_unstable();
         users.dedup();
-        Ok(users)
+        Ok(PresenceList { users, seq })
     }
 
     async fn watch_user(&self, user: &str) -> Result<(), BrokerError> {

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 
 use super::{BrokerError, Shared};
 use crate::broker::unix_ms;
-use crate::protocol::{presence_join_parts, presence_leave_parts};
+use crate::protocol::presence_parts;
 
 /// Scripts in flight at once per pass; the multiplexed connection pipelines them.
 const CONCURRENCY: usize = 256;
@@ -162,16 +162,15 @@ async fn renew_leases(shared: &Shared, renew: &Members, now: u64, lease: u64) ->
                 return Ok(0);
             }
             let mut conn = shared.conn();
-            let (prefix, suffix) = presence_join_parts(room);
             let mut invocation = shared.scripts.presence_refresh.prepare_invoke();
             invocation
                 .key(shared.keys.leases(room))
                 .key(shared.keys.lease_index(room))
+                .key(shared.keys.meta(room))
                 .arg(now + lease)
                 .arg(lease * 2)
                 .arg(shared.keys.room_channel(room))
-                .arg(prefix)
-                .arg(suffix)
+                .presence_parts(&presence_parts(room, true))
                 .arg(members);
             shared.call(invocation.invoke_async::<u64>(&mut conn)).await
         });
@@ -207,7 +206,6 @@ async fn reap(shared: &Shared, hosted: &[Arc<str>], now: u64) -> Failures {
     for chunk in hosted.chunks(CONCURRENCY) {
         let calls = chunk.iter().map(|room| {
             let mut conn = shared.conn();
-            let (prefix, suffix) = presence_leave_parts(room);
             let mut invocation = shared.scripts.presence_reap.prepare_invoke();
             invocation
                 .key(shared.keys.leases(room))
@@ -215,9 +213,8 @@ async fn reap(shared: &Shared, hosted: &[Arc<str>], now: u64) -> Failures {
                 .key(shared.keys.meta(room))
                 .arg(now)
                 .arg(shared.keys.room_channel(room))
-                .arg(prefix)
-                .arg(suffix)
-                .arg(ttl);
+                .arg(ttl)
+                .presence_parts(&presence_parts(room, false));
             async move { shared.call(invocation.invoke_async::<u64>(&mut conn)).await }
         });
         if failures.note(shared, join_all(calls).await) {

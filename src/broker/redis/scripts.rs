@@ -18,6 +18,8 @@ use std::sync::LazyLock;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind, ToRedisArgs};
 
+use crate::protocol::PresenceParts;
+
 /// The scripts for one mode, built once.
 pub struct Scripts {
     pub publish: Lua,
@@ -28,6 +30,7 @@ pub struct Scripts {
     pub presence_remove: Lua,
     pub presence_refresh: Lua,
     pub presence_reap: Lua,
+    pub presence_list: Lua,
     pub claim_session: Lua,
 }
 
@@ -47,10 +50,11 @@ impl Scripts {
             publish_batch: script(&format!("{KEEP_WITHIN}{PUBLISH_BATCH}")),
             history: script(&format!("{OFFSET_OF}{HISTORY}")),
             range: script(&format!("{OFFSET_OF}{RANGE}")),
-            presence_add: script(PRESENCE_ADD),
-            presence_remove: script(PRESENCE_REMOVE),
-            presence_refresh: script(PRESENCE_REFRESH),
-            presence_reap: script(PRESENCE_REAP),
+            presence_add: script(&format!("{ANNOUNCE}{PRESENCE_ADD}")),
+            presence_remove: script(&format!("{ANNOUNCE}{PRESENCE_REMOVE}")),
+            presence_refresh: script(&format!("{ANNOUNCE}{PRESENCE_REFRESH}")),
+            presence_reap: script(&format!("{ANNOUNCE}{PRESENCE_REAP}")),
+            presence_list: script(PRESENCE_LIST),
             claim_session: script(CLAIM_SESSION),
         }
     }
@@ -99,6 +103,13 @@ impl Invocation<'_> {
     pub fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
         arg.write_redis_args(&mut self.args);
         self
+    }
+
+    /// Adds a presence frame's three parts, in the order `announce` takes them.
+    pub fn presence_parts(&mut self, parts: &PresenceParts) -> &mut Self {
+        self.arg(&parts.before)
+            .arg(&parts.between)
+            .arg(&parts.after)
     }
 
     pub async fn invoke_async<T: FromRedisValue>(
@@ -335,9 +346,22 @@ end
 return {epoch, from, frames}
 "#;
 
+/// Defines `announce(meta, channel, before, between, after, user)`: numbers a presence event
+/// with the room's next `pseq` (a field of its meta hash, which lives while the room is hosted)
+/// and publishes it, built from the frame's parts (`protocol::presence_parts`), on the room's
+/// channel, in the same step as the change it announces. One definition for every presence
+/// script.
+const ANNOUNCE: &str = r#"
+local function announce(meta, channel, before, between, after, user)
+  local seq = redis.call('HINCRBY', meta, 'pseq', 1)
+  redis.call(PUBLISH, channel, 'p\n' .. before .. seq .. between .. cjson.encode(user) .. after)
+end
+"#;
+
 /// Adds this node's presence lease for a user; announces `presence_join` when the user had no
 /// lease on any node. KEYS: leases zset (score = expiry ms), index zset (score 0, for lookups
-/// by user). ARGV: user, node, expiry ms, key ttl ms, channel, join frame.
+/// by user), meta hash. ARGV: user, node, expiry ms, key ttl ms, channel, then the join
+/// frame's three parts.
 const PRESENCE_ADD: &str = r#"
 local member = ARGV[1] .. '/' .. ARGV[2]
 local others = redis.call('ZRANGEBYLEX', KEYS[2], '[' .. ARGV[1] .. '/', '[' .. ARGV[1] .. '/\255', 'LIMIT', 0, 1)
@@ -346,13 +370,14 @@ redis.call('ZADD', KEYS[2], 0, member)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if #others == 0 then
-  redis.call(PUBLISH, ARGV[5], 'p\n' .. ARGV[6])
+  announce(KEYS[3], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[1])
 end
 return #others
 "#;
 
 /// Removes this node's lease for a user; announces `presence_leave` when it was the user's
-/// last. KEYS: leases, index. ARGV: user, node, channel, leave frame.
+/// last. KEYS: leases, index, meta. ARGV: user, node, channel, then the leave frame's three
+/// parts.
 const PRESENCE_REMOVE: &str = r#"
 local member = ARGV[1] .. '/' .. ARGV[2]
 local removed = redis.call('ZREM', KEYS[1], member)
@@ -360,7 +385,7 @@ redis.call('ZREM', KEYS[2], member)
 if removed == 1 then
   local others = redis.call('ZRANGEBYLEX', KEYS[2], '[' .. ARGV[1] .. '/', '[' .. ARGV[1] .. '/\255', 'LIMIT', 0, 1)
   if #others == 0 then
-    redis.call(PUBLISH, ARGV[3], 'p\n' .. ARGV[4])
+    announce(KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[1])
   end
 end
 return removed
@@ -370,32 +395,30 @@ return removed
 /// this node could not renew it (Redis paused or full past the lease): its user is still
 /// connected, so it is restored, and announced with `presence_join` when the user has no other
 /// lease, since the reaper announced `presence_leave`. Members' views thus converge to the
-/// truth within one renewal period. KEYS: leases, index. ARGV: expiry ms, key ttl ms, channel,
-/// join frame prefix, join frame suffix (the user goes between, JSON-encoded), members
-/// (`user/node`)...
+/// truth within one renewal period. KEYS: leases, index, meta. ARGV: expiry ms, key ttl ms,
+/// channel, the join frame's three parts, members (`user/node`)...
 const PRESENCE_REFRESH: &str = r#"
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   local member = ARGV[i]
   if redis.call('ZADD', KEYS[1], ARGV[1], member) == 1 then
     local user = string.sub(member, 1, string.find(member, '/', 1, true) - 1)
     local others = redis.call('ZRANGEBYLEX', KEYS[2], '[' .. user .. '/', '[' .. user .. '/\255', 'LIMIT', 0, 2)
     if #others == 0 or (#others == 1 and others[1] == member) then
-      redis.call(PUBLISH, ARGV[3], 'p\n' .. ARGV[4] .. cjson.encode(user) .. ARGV[5])
+      announce(KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6], user)
     end
   end
   redis.call('ZADD', KEYS[2], 0, member)
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return #ARGV - 5
+return #ARGV - 6
 "#;
 
 /// Drops leases that expired (their node stopped refreshing: it crashed or lost Redis) and
 /// announces `presence_leave` for users left with none. Safe to run on several nodes at once:
 /// only the one whose ZREM removed a lease announces. Also renews the hosted room's meta hash,
 /// so a room's position outlives quiet spells while it has members. KEYS: leases, index, meta.
-/// ARGV: now ms, channel, leave frame prefix, leave frame suffix (the user goes between,
-/// JSON-encoded), meta ttl ms.
+/// ARGV: now ms, channel, meta ttl ms, then the leave frame's three parts.
 const PRESENCE_REAP: &str = r#"
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000)
 for _, member in ipairs(expired) do
@@ -404,12 +427,22 @@ for _, member in ipairs(expired) do
     local user = string.sub(member, 1, string.find(member, '/', 1, true) - 1)
     local others = redis.call('ZRANGEBYLEX', KEYS[2], '[' .. user .. '/', '[' .. user .. '/\255', 'LIMIT', 0, 1)
     if #others == 0 then
-      redis.call(PUBLISH, ARGV[2], 'p\n' .. ARGV[3] .. cjson.encode(user) .. ARGV[4])
+      announce(KEYS[3], ARGV[2], ARGV[4], ARGV[5], ARGV[6], user)
     end
   end
 end
-redis.call('PEXPIRE', KEYS[3], ARGV[5])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
 return #expired
+"#;
+
+/// The users with a live lease in a room and the room's presence `pseq`, read in one step so
+/// the list is exactly as of that event. KEYS: leases, meta. ARGV: now ms. Returns
+/// `{pseq, member...}` (members are `user/node`).
+const PRESENCE_LIST: &str = r#"
+local seq = tonumber(redis.call('HGET', KEYS[2], 'pseq') or '0')
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
+table.insert(members, 1, seq)
+return members
 "#;
 
 /// Counts a session against its user's cluster-wide limit. KEYS: the user's session zset
