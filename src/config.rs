@@ -60,8 +60,11 @@ pub struct Config {
     /// arrive at the others spread over seconds rather than all at once.
     pub reconnect_spread_ms: u64,
     /// Serve the demo chat page at `/`. Default true, for trying a node out; production
-    /// configurations turn it off (config/production.toml).
+    /// configurations turn it off (config/production.toml). Needs `serve_client`.
     pub demo: bool,
+    /// Serve the browser client at `/roomcast.js`, so a web app can import the client that
+    /// matches the node it talks to. Default true, production included: it is public code.
+    pub serve_client: bool,
     /// Threads running connections. Default 0: one per core. One thread per node spends less
     /// CPU per delivery in chat-like traffic (no wake-ups across threads: 106,000 against
     /// 94,000 deliveries per CPU-second in docs/BENCHMARKS.md), so on a many-core machine
@@ -319,6 +322,7 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             reconnect_spread_ms: 5_000,
             demo: true,
+            serve_client: true,
             worker_threads: 0,
             limits: Limits::default(),
             heartbeat: Heartbeat::default(),
@@ -566,6 +570,13 @@ impl Config {
             "socket.write_buffer_bytes",
             self.socket.write_buffer_bytes as u64,
         )?;
+        if self.demo && !self.serve_client {
+            return Err(ConfigError::Invalid {
+                key: "serve_client",
+                reason: "the demo page (demo = true) imports /roomcast.js; turn demo off too"
+                    .into(),
+            });
+        }
         if self.worker_threads > 1024 {
             return Err(ConfigError::Invalid {
                 key: "worker_threads",
@@ -814,6 +825,8 @@ mod tests {
             let err = load(toml).unwrap_err();
             assert!(err.to_string().contains(key), "{toml}: {err}");
         }
+        let err = load("serve_client = false\n").unwrap_err();
+        assert!(err.to_string().contains("serve_client"), "{err}");
         let err = load("broker = \"carrier-pigeon\"\n").unwrap_err();
         assert!(err.to_string().contains("broker"), "{err}");
         let err = load("listen = \"nowhere\"\n").unwrap_err();

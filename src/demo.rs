@@ -1,5 +1,6 @@
-//! The demo chat page at `/` (with `demo = true`): a single HTML page and the browser client
-//! module, compiled into the binary so a node needs no files beside it.
+//! The demo chat page at `/` (with `demo = true`) and the browser client module at
+//! `/roomcast.js` (with `serve_client = true`), compiled into the binary so a node needs no
+//! files beside it.
 
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -12,7 +13,7 @@ pub async fn page() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE)
 }
 
-/// `GET /roomcast.js`: the ES module client the page imports.
+/// `GET /roomcast.js`: the ES module client, which the page and web apps import.
 pub async fn client() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],

@@ -30,16 +30,16 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
 }
 
-/// The router: `/ws`, `/healthz`, `/readyz`, `/metrics`, `/api`, the demo at `/` when
-/// enabled, JSON 404 for anything else.
+/// The router: `/ws`, `/healthz`, `/readyz`, `/metrics`, `/api`, the browser client at
+/// `/roomcast.js` and the demo at `/` when enabled, JSON 404 for anything else.
 pub fn app(node: Node) -> Router {
-    let router = if node.config().demo {
-        Router::new()
-            .route("/", get(demo::page))
-            .route("/roomcast.js", get(demo::client))
-    } else {
-        Router::new()
-    };
+    let mut router = Router::new();
+    if node.config().serve_client {
+        router = router.route("/roomcast.js", get(demo::client));
+    }
+    if node.config().demo {
+        router = router.route("/", get(demo::page));
+    }
     router
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(http::healthz))

@@ -458,3 +458,24 @@ async fn http_endpoints_answer_json() {
         other => panic!("expected an HTTP refusal, got {other:?}"),
     }
 }
+
+/// Every node serves the browser client at `/roomcast.js`, production (no demo) included, so a
+/// web app imports the client that matches its node; the demo page only with `demo`; neither
+/// with both off.
+#[tokio::test]
+async fn the_browser_client_is_served_without_the_demo_unless_turned_off() {
+    let plain = TestServer::with(|c| c.demo = false).await;
+    let js = reqwest::get(plain.url("/roomcast.js")).await.unwrap();
+    assert_eq!(js.status(), 200);
+    let kind = js.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(kind.starts_with("text/javascript"), "{kind}");
+    assert!(js.text().await.unwrap().contains("export class Roomcast"));
+    assert_eq!(reqwest::get(plain.url("/")).await.unwrap().status(), 404);
+    let none = TestServer::with(|c| {
+        c.demo = false;
+        c.serve_client = false;
+    })
+    .await;
+    let js = reqwest::get(none.url("/roomcast.js")).await.unwrap();
+    assert_eq!(js.status(), 404);
+}
