@@ -7,14 +7,17 @@
 //! - gauges, labelled `node`: `connections`, `rooms`, `users`, `queued_frames` and
 //!   `queued_bytes` (what sessions hold, queued or being written), `broker_up`,
 //!   `draining`, `worker_threads` (the runtime's, to confirm the `worker_threads` setting);
-//! - counters: `frames_in_total`, `messages_published_total`, `deliveries_total`,
-//!   `direct_messages_total`, `direct_dropped_total` (for a recipient holding half its budget),
-//!   `slow_consumer_closes_total`, `closes_total{code}`,
+//! - counters, each present from start-up at zero (every label value too): `frames_in_total`,
+//!   `messages_published_total`, `publish_repeats_total` (answered from a publish key),
+//!   `deliveries_total`, `direct_messages_total`, `direct_dropped_total` (for a recipient holding
+//!   half its budget), `slow_consumer_closes_total`, `closes_total{code}`,
 //!   `auth_failures_total{reason}`, `rate_limited_total{kind}`, `publish_errors_total`;
 //! - histograms, with fixed buckets (`_bucket{le}`, `_sum`, `_count`) so that they add up across
 //!   nodes (`histogram_quantile` over `sum by (le)`) and take constant memory:
 //!   `broker_publish_seconds`; `redis_publish_batch_size` (publications per Redis script call,
 //!   single-Redis mode with batching) and `redis_subscribe_batch_size` (channels per SUBSCRIBE).
+//!
+//! Every metric has a `# HELP` line (`COUNTERS` and `OTHERS` below).
 
 use std::sync::OnceLock;
 
@@ -33,7 +36,10 @@ pub fn install() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(
             || match builder().and_then(PrometheusBuilder::install_recorder) {
-                Ok(handle) => Some(handle),
+                Ok(handle) => {
+                    describe();
+                    Some(handle)
+                }
                 Err(err) => {
                     tracing::warn!(%err, "metrics recorder not installed");
                     None
@@ -41,6 +47,148 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             },
         )
         .as_ref()
+}
+
+/// Every counter, with what it counts (its `# HELP` line).
+const COUNTERS: &[(&str, &str)] = &[
+    (
+        "roomcast_frames_in_total",
+        "Messages received from clients.",
+    ),
+    (
+        "roomcast_messages_published_total",
+        "Messages ordered and published to rooms.",
+    ),
+    (
+        "roomcast_publish_repeats_total",
+        "Publishes answered with the offset their publish key already had; nothing published.",
+    ),
+    (
+        "roomcast_deliveries_total",
+        "Room messages queued to local members.",
+    ),
+    (
+        "roomcast_direct_messages_total",
+        "Direct messages accepted.",
+    ),
+    (
+        "roomcast_direct_dropped_total",
+        "Direct messages dropped for a recipient already holding half its outbound budget.",
+    ),
+    (
+        "roomcast_slow_consumer_closes_total",
+        "Sessions closed with 4000: outbound queue over its limits, or a write without progress.",
+    ),
+    (
+        "roomcast_publish_errors_total",
+        "Publishes the broker could not order (unavailable).",
+    ),
+    (
+        "roomcast_closes_total",
+        "Sessions closed by the server, by close code.",
+    ),
+    (
+        "roomcast_auth_failures_total",
+        "Refused tokens and origins, by reason.",
+    ),
+    (
+        "roomcast_rate_limited_total",
+        "Frames, requests and connections refused by a limit, by kind.",
+    ),
+];
+
+/// The label values of the labelled counters, registered at zero with them.
+const LABELLED: &[(&str, &str, &[&str])] = &[
+    (
+        "roomcast_closes_total",
+        "code",
+        &[
+            "1001", "1002", "1007", "1008", "1009", "1011", "4000", "4001", "4003", "4008", "4029",
+        ],
+    ),
+    (
+        "roomcast_auth_failures_total",
+        "reason",
+        &[
+            "token_missing",
+            "token_invalid",
+            "token_expired",
+            "token_not_yet_valid",
+            "token_too_large",
+            "token_wrong_user",
+            "origin_forbidden",
+        ],
+    ),
+    (
+        "roomcast_rate_limited_total",
+        "kind",
+        &[
+            "inbound",
+            "control",
+            "fragment",
+            "direct",
+            "too_many_connections",
+            "connect_rate_limited",
+            "too_many_sessions",
+            "too_many_pending_connections",
+        ],
+    ),
+];
+
+/// Gauges and histograms, with what they show.
+const OTHERS: &[(&str, &str)] = &[
+    ("roomcast_connections", "Open WebSocket sessions."),
+    ("roomcast_rooms", "Rooms with at least one local member."),
+    ("roomcast_users", "Users with at least one local session."),
+    (
+        "roomcast_queued_frames",
+        "Frames sessions hold for their clients, being written included.",
+    ),
+    (
+        "roomcast_queued_bytes",
+        "Bytes sessions hold for their clients, being written included.",
+    ),
+    (
+        "roomcast_broker_up",
+        "1 while the broker can complete writes (readiness), else 0.",
+    ),
+    ("roomcast_draining", "1 while the node shuts down."),
+    ("roomcast_worker_threads", "Threads of the node's runtime."),
+    (
+        "roomcast_broker_publish_seconds",
+        "Time the broker took to order a publish.",
+    ),
+    (
+        "roomcast_redis_publish_batch_size",
+        "Publications per Redis script call.",
+    ),
+    (
+        "roomcast_redis_subscribe_batch_size",
+        "Channels per Redis SUBSCRIBE.",
+    ),
+];
+
+/// Gives every metric its `# HELP` text and registers every counter (each label value too) at
+/// zero, so a dashboard or an alert sees 0, not a missing series, before the first event.
+fn describe() {
+    for (name, help) in COUNTERS {
+        metrics::describe_counter!(*name, *help);
+        if !LABELLED.iter().any(|(labelled, _, _)| labelled == name) {
+            metrics::counter!(*name).increment(0);
+        }
+    }
+    for (name, label, values) in LABELLED {
+        for value in *values {
+            metrics::counter!(*name, *label => *value).increment(0);
+        }
+    }
+    for (name, help) in OTHERS {
+        if name.ends_with("_seconds") || name.ends_with("_size") {
+            metrics::describe_histogram!(*name, *help);
+        } else {
+            metrics::describe_gauge!(*name, *help);
+        }
+    }
 }
 
 /// Publish latency buckets, seconds: from a local publish (well under a millisecond) to a

@@ -136,3 +136,37 @@ async fn auth_failures_are_counted_by_reason() {
     let after = sample(&scrape(&server).await, key).unwrap();
     assert!(after > before, "{before} -> {after}");
 }
+
+/// Every counter is there from the start (at zero before its first event, each label value
+/// too), and every metric has its `# HELP` text: an alert on a rate, or a dashboard panel,
+/// sees 0 instead of no series. Before, counters appeared only after their first event.
+#[tokio::test]
+async fn every_counter_is_present_from_the_start_and_every_metric_has_help() {
+    let server = TestServer::start().await;
+    let text = scrape(&server).await;
+    for counter in [
+        "roomcast_frames_in_total",
+        "roomcast_messages_published_total",
+        "roomcast_publish_repeats_total",
+        "roomcast_deliveries_total",
+        "roomcast_direct_messages_total",
+        "roomcast_direct_dropped_total",
+        "roomcast_slow_consumer_closes_total",
+        "roomcast_publish_errors_total",
+        "roomcast_closes_total{code=\"4029\"}",
+        "roomcast_auth_failures_total{reason=\"token_invalid\"}",
+        "roomcast_rate_limited_total{kind=\"too_many_pending_connections\"}",
+    ] {
+        assert!(
+            sample(&text, counter).is_some(),
+            "{counter} missing:\n{text}"
+        );
+    }
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split_whitespace().nth(2).unwrap();
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP text"
+        );
+    }
+}
