@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +59,7 @@ pub fn serve(
     node: Node,
     identity: Identity,
     permits: Permits,
+    peer: SocketAddr,
 ) -> impl Future<Output = ()> {
     let (session, mut outbox) = node.new_session(identity.user.clone());
     let span = tracing::info_span!("session", id = session.id(), user = %identity.user);
@@ -79,6 +81,7 @@ pub fn serve(
         rooms: HashSet::new(),
         identity,
         clock: Clock {
+            opened: Instant::now(),
             last_seen: Instant::now(),
             next_ping: Instant::now(),
             hold_until: None,
@@ -114,7 +117,8 @@ pub fn serve(
             let reason = reason.as_deref().unwrap_or(code.reason());
             let _ = timeout(CLOSE_TIMEOUT, Box::pin(close(&mut socket, code, reason))).await;
         }
-        tracing::debug!(code = code.map(CloseCode::code), "closed");
+        let lasted = conn.clock.opened.elapsed();
+        super::close_log::closed(peer, conn.session.user(), lasted, code);
         // Held to the end, and by the capture alone (a `let` would store a second copy).
         drop(permits);
     }
@@ -123,6 +127,8 @@ pub fn serve(
 
 /// The socket task's timekeeping, all served by one timer.
 struct Clock {
+    /// When the session began, for the close log line.
+    opened: Instant,
     /// When the client last sent anything (pongs and fragments included).
     last_seen: Instant,
     next_ping: Instant,

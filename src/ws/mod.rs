@@ -2,6 +2,7 @@
 //! upgrading (origin, token, limits), and, in [`connection`], the task that serves one socket.
 
 mod admission;
+mod close_log;
 mod connection;
 mod frame;
 mod handshake;
@@ -121,7 +122,7 @@ pub async fn upgrade(
     // Dropping the callback unrun (a failed upgrade) drops the permits with it.
     ws.accept(&tasks, move |upgraded| {
         let socket = Socket::new(upgraded, read, write, max);
-        connection::serve(socket, node, identity, permits)
+        connection::serve(socket, node, identity, permits, peer)
     })
 }
 
