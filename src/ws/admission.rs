@@ -119,6 +119,12 @@ impl Admission {
     }
 }
 
+impl IpPermit {
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
 impl Drop for IpPermit {
     fn drop(&mut self) {
         if let Some(mut state) = self.admission.ips.get_mut(&self.ip) {

@@ -6,7 +6,7 @@
 //! thousands of connections must not flood the log or spend the node's CPU on it. Lines left
 //! out are counted and reported by the next line written (`suppressed`).
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ static BUDGET: LazyLock<Mutex<(TokenBucket, u64)>> =
     LazyLock::new(|| Mutex::new((TokenBucket::new(LINES_PER_SEC, BURST, u32::MAX), 0)));
 
 /// Logs the end of a connection, unless over the budget.
-pub(super) fn closed(peer: SocketAddr, user: &str, lasted: Duration, code: Option<CloseCode>) {
+pub(super) fn closed(peer: IpAddr, user: &str, lasted: Duration, code: Option<CloseCode>) {
     // With `info` off (the benches run at `warn`), no line and no shared lock.
     if !tracing::enabled!(tracing::Level::INFO) {
         return;

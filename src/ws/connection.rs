@@ -8,7 +8,6 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,7 +58,6 @@ pub fn serve(
     node: Node,
     identity: Identity,
     permits: Permits,
-    peer: SocketAddr,
 ) -> impl Future<Output = ()> {
     let (session, mut outbox) = node.new_session(identity.user.clone());
     let span = tracing::info_span!("session", id = session.id(), user = %identity.user);
@@ -118,7 +116,7 @@ pub fn serve(
             let _ = timeout(CLOSE_TIMEOUT, Box::pin(close(&mut socket, code, reason))).await;
         }
         let lasted = conn.clock.opened.elapsed();
-        super::close_log::closed(peer, conn.session.user(), lasted, code);
+        super::close_log::closed(permits.ip(), conn.session.user(), lasted, code);
         // Held to the end, and by the capture alone (a `let` would store a second copy).
         drop(permits);
     }

@@ -43,8 +43,15 @@ pub struct ConnectParams {
 
 /// What a connection holds while it lives: its admission under the IP and user limits.
 pub struct Permits {
-    _ip: IpPermit,
+    ip: IpPermit,
     _user: Option<SessionClaim>,
+}
+
+impl Permits {
+    /// The client's address (what the per-IP limits count).
+    pub fn ip(&self) -> std::net::IpAddr {
+        self.ip.ip()
+    }
 }
 
 /// `GET /ws`: upgrades to a session. Refusals, each with a JSON body `{error, message}`:
@@ -112,7 +119,7 @@ pub async fn upgrade(
         }
     };
     let permits = Permits {
-        _ip: ip_permit,
+        ip: ip_permit,
         _user: user_claim,
     };
     let socket = &node.config().socket;
@@ -122,7 +129,7 @@ pub async fn upgrade(
     // Dropping the callback unrun (a failed upgrade) drops the permits with it.
     ws.accept(&tasks, move |upgraded| {
         let socket = Socket::new(upgraded, read, write, max);
-        connection::serve(socket, node, identity, permits, peer)
+        connection::serve(socket, node, identity, permits)
     })
 }
 
