@@ -17,14 +17,16 @@
 //!   `broker_publish_seconds`; `redis_publish_batch_size` (publications per Redis script call,
 //!   single-Redis mode with batching) and `redis_subscribe_batch_size` (channels per SUBSCRIBE).
 //!
-//! Every metric has a `# HELP` line (`COUNTERS` and `OTHERS` below).
+//! Every metric has a `# HELP` line (`COUNTERS` and `OTHERS` below). The standard `process_*`
+//! metrics (memory, open files and their limit, CPU, threads) are read at each scrape.
 
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_process::Collector;
 
 use crate::node::Node;
 
@@ -168,9 +170,15 @@ const OTHERS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The standard process metrics under their usual names (`process_resident_memory_bytes`,
+/// `process_open_fds`, `process_max_fds`, `process_cpu_seconds_total`, …), so the usual
+/// dashboards and the alarm at 80 % of the file limit (docs/operations.md) work as they are.
+static PROCESS: LazyLock<Collector> = LazyLock::new(|| Collector::new(""));
+
 /// Gives every metric its `# HELP` text and registers every counter (each label value too) at
 /// zero, so a dashboard or an alert sees 0, not a missing series, before the first event.
 fn describe() {
+    PROCESS.describe();
     for (name, help) in COUNTERS {
         metrics::describe_counter!(*name, *help);
         if !LABELLED.iter().any(|(labelled, _, _)| labelled == name) {
@@ -251,6 +259,7 @@ pub async fn handler(State(node): State<Node>) -> Response {
         .set(f64::from(u8::from(stats.draining)));
     metrics::gauge!("roomcast_worker_threads", "node" => id)
         .set(tokio::runtime::Handle::current().metrics().num_workers() as f64);
+    PROCESS.collect();
     handle.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -138,8 +138,9 @@ async fn auth_failures_are_counted_by_reason() {
 }
 
 /// Every counter is there from the start (at zero before its first event, each label value
-/// too), and every metric has its `# HELP` text: an alert on a rate, or a dashboard panel,
-/// sees 0 instead of no series. Before, counters appeared only after their first event.
+/// too), the process's memory, open files, file limit and CPU are there, and every metric has
+/// its `# HELP` text: an alert on a rate, or a dashboard panel, sees 0 instead of no series.
+/// Before, counters appeared only after their first event and there were no process metrics.
 #[tokio::test]
 async fn every_counter_is_present_from_the_start_and_every_metric_has_help() {
     let server = TestServer::start().await;
@@ -162,6 +163,18 @@ async fn every_counter_is_present_from_the_start_and_every_metric_has_help() {
             "{counter} missing:\n{text}"
         );
     }
+    // The process's own figures, for dashboards and the file-limit alarm.
+    for process in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_cpu_seconds_total",
+    ] {
+        let value = sample(&text, process).unwrap_or_else(|| panic!("{process} missing"));
+        assert!(value >= 0.0, "{process} = {value}");
+    }
+    assert!(sample(&text, "process_resident_memory_bytes").unwrap() > 1_000_000.0);
+    assert!(sample(&text, "process_open_fds").unwrap() >= 1.0);
     for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
         let name = line.split_whitespace().nth(2).unwrap();
         assert!(
