@@ -62,6 +62,12 @@ pub struct Config {
     /// Serve the demo chat page at `/`. Default true, for trying a node out; production
     /// configurations turn it off (config/production.toml). Needs `serve_client`.
     pub demo: bool,
+    /// Load balancers and proxies in front of the node (`["10.0.0.0/8", "127.0.0.1"]`). From
+    /// these peers only, the client's address is read from `X-Forwarded-For` (or `Forwarded`),
+    /// and per-IP limits, logs and metrics use it; their connections are not held to
+    /// `limits.max_pending_connections_per_ip`, which cannot know the client before the request.
+    /// Default empty: every peer is the client, and a header naming another address is ignored.
+    pub trusted_proxies: Vec<String>,
     /// Serve the browser client at `/roomcast.js`, so a web app can import the client that
     /// matches the node it talks to. Default true, production included: it is public code.
     pub serve_client: bool,
@@ -323,6 +329,7 @@ impl Default for Config {
             reconnect_spread_ms: 5_000,
             demo: true,
             serve_client: true,
+            trusted_proxies: Vec::new(),
             worker_threads: 0,
             limits: Limits::default(),
             heartbeat: Heartbeat::default(),
@@ -570,6 +577,12 @@ impl Config {
             "socket.write_buffer_bytes",
             self.socket.write_buffer_bytes as u64,
         )?;
+        if let Err(reason) = crate::net::parse_ranges(&self.trusted_proxies) {
+            return Err(ConfigError::Invalid {
+                key: "trusted_proxies",
+                reason,
+            });
+        }
         if self.demo && !self.serve_client {
             return Err(ConfigError::Invalid {
                 key: "serve_client",
@@ -825,6 +838,8 @@ mod tests {
             let err = load(toml).unwrap_err();
             assert!(err.to_string().contains(key), "{toml}: {err}");
         }
+        let err = load("trusted_proxies = [\"10.0.0.0/40\"]\n").unwrap_err();
+        assert!(err.to_string().contains("trusted_proxies"), "{err}");
         let err = load("serve_client = false\n").unwrap_err();
         assert!(err.to_string().contains("serve_client"), "{err}");
         let err = load("broker = \"carrier-pigeon\"\n").unwrap_err();

@@ -27,6 +27,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod hub;
+pub mod net;
 pub mod node;
 pub mod protocol;
 pub mod server;

@@ -107,7 +107,7 @@ impl Node {
         broker: Arc<dyn Broker>,
     ) -> Result<Self, ConfigError> {
         let verifier = Verifier::new(&config.auth)?;
-        let admission = Arc::new(Admission::new(&config.limits));
+        let admission = Arc::new(Admission::new(&config.limits, &config.trusted_proxies));
         Ok(Self(Arc::new(Inner {
             id,
             config,

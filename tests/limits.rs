@@ -156,3 +156,63 @@ async fn connections_per_user_are_capped_across_the_cluster() {
     on_n0.close().await;
     eventually_connects(&nodes[1].ws_url("jack")).await;
 }
+
+/// Connects from the loopback address `from` with `X-Forwarded-For: forwarded_for`; the HTTP
+/// status of the answer (101 when upgraded). The socket is kept open by returning it.
+async fn connect_via(
+    addr: std::net::SocketAddr,
+    from: [u8; 4],
+    forwarded_for: &str,
+) -> (u16, Option<impl Sized>) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind((std::net::Ipv4Addr::from(from), 0).into())
+        .unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", forwarded_for.parse().unwrap());
+    match tokio_tungstenite::client_async(request, stream).await {
+        Ok((ws, response)) => (response.status().as_u16(), Some(ws)),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            (response.status().as_u16(), None)
+        }
+        Err(err) => panic!("handshake failed: {err}"),
+    }
+}
+
+/// Behind a trusted proxy the per-IP limits count the client named in `X-Forwarded-For`: two
+/// clients behind one balancer address each get their own allowance. From an untrusted peer the
+/// header is ignored and the peer itself is counted, so a client cannot dodge its limit by
+/// naming another address. Before, every client behind the balancer shared its one address.
+#[tokio::test]
+async fn per_ip_limits_count_the_forwarded_client_behind_a_trusted_proxy_only() {
+    let server = TestServer::with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.limits.max_connections_per_ip = 2;
+    })
+    .await;
+    let addr = server.addr;
+    let mut open = Vec::new();
+    // Through the balancer (127.0.0.1): client .1 twice, then refused; client .2 still fine.
+    for _ in 0..2 {
+        let (status, ws) = connect_via(addr, [127, 0, 0, 1], "198.51.100.1").await;
+        assert_eq!(status, 101);
+        open.push(ws);
+    }
+    let (status, _) = connect_via(addr, [127, 0, 0, 1], "198.51.100.1").await;
+    assert_eq!(status, 429, "the third connection of one forwarded client");
+    let (status, ws) = connect_via(addr, [127, 0, 0, 1], "198.51.100.2").await;
+    assert_eq!(status, 101, "another client behind the same balancer");
+    open.push(ws);
+    // An untrusted peer (127.0.0.2) naming other addresses is counted as itself.
+    for client in ["198.51.100.3", "198.51.100.4"] {
+        let (status, ws) = connect_via(addr, [127, 0, 0, 2], client).await;
+        assert_eq!(status, 101);
+        open.push(ws);
+    }
+    let (status, _) = connect_via(addr, [127, 0, 0, 2], "198.51.100.5").await;
+    assert_eq!(status, 429, "the header of an untrusted peer is ignored");
+}

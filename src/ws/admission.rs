@@ -8,8 +8,11 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
+use axum::http::HeaderMap;
+
 use super::limiter::{TokenBucket, Verdict};
 use crate::config::Limits;
+use crate::net::{Cidr, client_ip};
 
 /// Per-IP admission state for one node.
 pub struct Admission {
@@ -18,6 +21,8 @@ pub struct Admission {
     max_pending: usize,
     rate: u32,
     burst: u32,
+    /// `trusted_proxies`, parsed.
+    proxies: Vec<Cidr>,
 }
 
 struct IpState {
@@ -56,8 +61,15 @@ pub struct PendingPermit {
 }
 
 impl Admission {
-    pub fn new(limits: &Limits) -> Self {
+    /// Per-IP admission with `limits`, reading client addresses behind `trusted_proxies`
+    /// (checked by `Config::validate`; a range that does not parse is left out).
+    pub fn new(limits: &Limits, trusted_proxies: &[String]) -> Self {
+        let proxies = trusted_proxies
+            .iter()
+            .filter_map(|range| Cidr::parse(range).ok())
+            .collect();
         Self {
+            proxies,
             ips: DashMap::new(),
             max_open: limits.max_connections_per_ip,
             max_pending: limits.max_pending_connections_per_ip,
@@ -82,18 +94,28 @@ impl Admission {
         })
     }
 
+    /// The client's address for a request from `peer` (see [`crate::net::client_ip`]).
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        client_ip(&self.proxies, peer, headers)
+    }
+
     /// Admits one TCP connection from `ip` that has yet to send its request (and perhaps
     /// upgrade), unless the address already holds `limits.max_pending_connections_per_ip`.
-    pub fn admit_pending(self: &Arc<Self>, ip: IpAddr) -> Option<PendingPermit> {
+    /// A trusted proxy's connections carry many clients and are not counted (`None` only when
+    /// refused).
+    pub fn admit_pending(self: &Arc<Self>, ip: IpAddr) -> Option<Option<PendingPermit>> {
+        if self.proxies.iter().any(|range| range.contains(ip)) {
+            return Some(None);
+        }
         let mut state = self.state(ip);
         if state.pending >= self.max_pending {
             return None;
         }
         state.pending += 1;
-        Some(PendingPermit {
+        Some(Some(PendingPermit {
             admission: self.clone(),
             ip,
-        })
+        }))
     }
 
     fn state(&self, ip: IpAddr) -> dashmap::mapref::one::RefMut<'_, IpAddr, IpState> {

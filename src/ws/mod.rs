@@ -95,7 +95,8 @@ pub async fn upgrade(
         Ok(identity) => identity,
         Err(refusal) => return refusal.into_response(),
     };
-    let ip_permit = match node.admission().admit(peer.ip()) {
+    let client = node.admission().client_ip(peer.ip(), &headers);
+    let ip_permit = match node.admission().admit(client) {
         Ok(permit) => permit,
         Err(refused) => {
             metrics::counter!("roomcast_rate_limited_total", "kind" => refused.code()).increment(1);
