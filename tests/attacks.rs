@@ -1385,3 +1385,46 @@ async fn data_nested_past_64_levels_or_a_number_past_64_digits_is_refused_and_ne
     }
     watch.finish().await;
 }
+
+/// Guards publish keys against growing Redis: a client publishing with a fresh key every time
+/// (3,000 keyed publishes in one room) leaves at most 2,048 keys for the room, in one hash,
+/// not one Redis key per publish kept for the history TTL; a retry of a recent key is still
+/// answered with its first offset, and the bystander gets every publish once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_publishes_keep_a_bounded_number_of_keys_per_room_in_redis() {
+    const PUBLISHES: u64 = 3_000;
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let server = TestServer::with(|c| use_redis(c, &redis, &prefix)).await;
+    wait_ready(&server.url(""), 200).await;
+    let mut bystander = server.connect("bystander").await;
+    bystander.join("keyed").await;
+    let mut alice = server.connect("alice").await;
+    alice.join("keyed").await;
+    let publish =
+        |n: u64| json!({"type": "publish", "room": "keyed", "data": n, "key": format!("k-{n}")});
+    for n in 1..=PUBLISHES {
+        alice.send_json(publish(n)).await;
+    }
+    for n in 1..=PUBLISHES {
+        let m = bystander.recv_message().await;
+        assert_eq!(
+            (m["offset"].as_u64(), m["data"].as_u64()),
+            (Some(n), Some(n))
+        );
+    }
+    let retry = alice.request(publish(PUBLISHES)).await;
+    assert_eq!(
+        retry["offset"], PUBLISHES,
+        "a recent key still answers: {retry}"
+    );
+    let keys: u64 = redis.query(&["HLEN", &format!("{prefix}:pk:keyed")]).await;
+    let all: Vec<String> = redis.query(&["KEYS", &format!("{prefix}:*")]).await;
+    println!(
+        "after {PUBLISHES} keyed publishes: {keys} keys kept, {} Redis keys",
+        all.len()
+    );
+    assert!(keys <= 2_048, "{keys} keys kept");
+    assert!(all.len() < 20, "one Redis key per publish? {}", all.len());
+    bystander.expect_silence(Duration::from_millis(200)).await;
+}

@@ -41,9 +41,9 @@ impl Keys {
         format!("{}:{kind}:{}{name}{}", self.prefix, self.open, self.close)
     }
 
-    /// A client's publish key in `room` (in the room's slot in cluster mode).
-    pub fn publish_key(&self, room: &str, key: &str) -> String {
-        format!("{}:{key}", self.tagged("pk", room))
+    /// The hash of the publish keys used in `room` (in the room's slot in cluster mode).
+    pub fn publish_keys(&self, room: &str) -> String {
+        self.tagged("pk", room)
     }
 
     /// This node's readiness probe key ([`super::probe`]).

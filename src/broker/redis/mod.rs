@@ -331,7 +331,7 @@ impl Broker for RedisBroker {
         let (prefix, suffix) = message_parts(room, from, data, unix_ms());
         let mut invocation =
             batch::publish_one(&s.keys, s.scripts, s.opts.history, room, &prefix, &suffix);
-        invocation.key(s.keys.publish_key(room, key)).arg(key);
+        invocation.key(s.keys.publish_keys(room)).arg(key);
         let mut conn = s.conn();
         let offset: i64 = s.call(invocation.invoke_async(&mut conn)).await?;
         Ok((offset.unsigned_abs(), offset < 0))

@@ -20,6 +20,9 @@ use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind, ToRedi
 
 use crate::protocol::PresenceParts;
 
+/// Publish keys a room keeps in Redis (see [`PUBLISH`]); the memory engine keeps half as many.
+pub const MAX_PUBLISH_KEYS: usize = 2048;
+
 /// The scripts for one mode, built once.
 pub struct Scripts {
     pub publish: Lua,
@@ -44,7 +47,11 @@ impl Scripts {
     }
 
     fn build(publish: &str) -> Self {
-        let script = |body: &str| Lua::new(format!("local PUBLISH = '{publish}'\n{body}"));
+        let script = |body: &str| {
+            Lua::new(format!(
+                "local PUBLISH = '{publish}'\nlocal MAX_PUBLISH_KEYS = {MAX_PUBLISH_KEYS}\n{body}"
+            ))
+        };
         Self {
             publish: script(&format!("{KEEP_WITHIN}{PUBLISH}")),
             publish_batch: script(&format!("{KEEP_WITHIN}{PUBLISH_BATCH}")),
@@ -135,12 +142,15 @@ impl Invocation<'_> {
 }
 
 /// Orders, stores and announces one publication.
-/// KEYS: meta hash, history log, [publish key]. ARGV: frame prefix, frame suffix, fresh epoch,
-/// history size, history ttl ms, channel, history bytes per room, [publish key].
+/// KEYS: meta hash, history log, [the room's publish keys hash]. ARGV: frame prefix, frame
+/// suffix, fresh epoch, history size, history ttl ms, channel, history bytes per room,
+/// [publish key].
 /// With a publish key (the client's, for retries): when the key was used in this room within
 /// the history TTL and in the current epoch, nothing is published and the original offset is
-/// returned negated (offsets are at least 1, so a negative answer is always a repeat). The key
-/// stores `epoch offset`, so a key from before Redis lost the room counts for nothing.
+/// returned negated (offsets are at least 1, so a negative answer is always a repeat). A key
+/// maps to `epoch offset`, so one from before Redis lost the room counts for nothing. A room
+/// keeps at most [`MAX_PUBLISH_KEYS`] keys (past it the hash starts over: a retry of a
+/// forgotten one would publish again), so keyed publishes cannot grow Redis beyond the room.
 /// The meta hash (`epoch`, `top`) is created with a fresh epoch when missing, so offsets that
 /// restart at 1 after Redis lost its data always come with a new epoch.
 ///
@@ -169,7 +179,7 @@ if not epoch then
 end
 local key = ARGV[8]
 if key then
-  local prior = redis.call('GET', KEYS[3])
+  local prior = redis.call('HGET', KEYS[3], key)
   if prior then
     local was, at = string.match(prior, '^(%S+) (%d+)$')
     if was == epoch then
@@ -189,7 +199,11 @@ if size > 0 then
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 if key then
-  redis.call('SET', KEYS[3], epoch .. ' ' .. offset, 'PX', ARGV[5])
+  if redis.call('HLEN', KEYS[3]) >= MAX_PUBLISH_KEYS then
+    redis.call('DEL', KEYS[3])
+  end
+  redis.call('HSET', KEYS[3], key, epoch .. ' ' .. offset)
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
 end
 redis.call(PUBLISH, ARGV[6], 'm ' .. offset .. ' ' .. epoch .. '\n' .. frame)
 return top
