@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use axum::http::HeaderMap;
+use axum::http::header::AsHeaderName;
 
 /// An address range: a network address and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +64,8 @@ pub fn client_ip(trusted: &[Cidr], peer: IpAddr, headers: &HeaderMap) -> IpAddr 
     if !is_trusted(peer) {
         return peer;
     }
-    let forwarded_for = values(headers, "x-forwarded-for").map(str::to_owned);
-    let forwarded = values(headers, "forwarded").filter_map(forwarded_for_value);
+    let forwarded_for = header_tokens(headers, "x-forwarded-for").map(str::to_owned);
+    let forwarded = header_tokens(headers, "forwarded").filter_map(forwarded_for_value);
     let mut hops: Vec<String> = forwarded_for.collect();
     if hops.is_empty() {
         hops = forwarded.collect();
@@ -80,8 +81,10 @@ pub fn client_ip(trusted: &[Cidr], peer: IpAddr, headers: &HeaderMap) -> IpAddr 
     peer
 }
 
-/// The comma-separated entries of every line of header `name`.
-fn values<'a>(headers: &'a HeaderMap, name: &'static str) -> impl Iterator<Item = &'a str> {
+/// The entries of a comma-separated header, over all its lines, trimmed; empty ones left out.
+/// The one reader of such headers (the handshake's `Connection`, `Upgrade` and subprotocols
+/// too).
+pub fn header_tokens(headers: &HeaderMap, name: impl AsHeaderName) -> impl Iterator<Item = &str> {
     headers
         .get_all(name)
         .into_iter()

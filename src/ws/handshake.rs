@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::SUBPROTOCOL;
 use crate::http::json_error;
+use crate::net::header_tokens;
 
 /// A valid WebSocket handshake request, not yet answered.
 pub struct Handshake {
@@ -89,7 +90,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
             .clone();
         // Subprotocol names compare exactly, unlike the header tokens above.
         let offers_subprotocol =
-            tokens(headers, header::SEC_WEBSOCKET_PROTOCOL).any(|p| p == SUBPROTOCOL);
+            header_tokens(headers, header::SEC_WEBSOCKET_PROTOCOL).any(|p| p == SUBPROTOCOL);
         let on_upgrade = parts
             .extensions
             .remove::<OnUpgrade>()
@@ -163,17 +164,7 @@ fn valid_key(key: &[u8]) -> bool {
 
 /// Whether a comma-separated header has `token`, in any case.
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token))
-}
-
-/// The entries of a comma-separated header, over all its lines, trimmed.
-pub(super) fn tokens(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(name)
-        .into_iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+    header_tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token))
 }
 
 #[cfg(test)]

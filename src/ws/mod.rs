@@ -207,7 +207,7 @@ fn token_from_headers(headers: &HeaderMap) -> Option<String> {
     if let Some(token) = bearer {
         return Some(token.to_owned());
     }
-    handshake::tokens(headers, header::SEC_WEBSOCKET_PROTOCOL)
+    crate::net::header_tokens(headers, header::SEC_WEBSOCKET_PROTOCOL)
         .find_map(|p| p.strip_prefix(TOKEN_PROTOCOL_PREFIX))
         .map(str::to_owned)
 }
