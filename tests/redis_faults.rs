@@ -350,6 +350,45 @@ async fn a_reaped_lease_of_a_live_node_is_restored_with_presence_join() {
     assert_eq!(bob.request(json!({"type": "ping"})).await["type"], "pong");
 }
 
+/// Redis refusing writes (`maxmemory`) for twice the lease stops every node's renewals at once
+/// while the reaper's deletes still go through, so every lease looks expired, live nodes'
+/// included. Before, the reapers announced `presence_leave` for users connected all along (and
+/// restored them once Redis took writes again); the fault campaign found the same after a Redis
+/// pause longer than the lease. A node that saw its own renewals fail now reaps nothing until
+/// they have gone through for a whole lease, by when every live node has renewed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_refusing_writes_past_the_lease_announces_no_leave_for_connected_users() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let n0 = node(&redis, &prefix, "n0").await;
+    let n1 = node(&redis, &prefix, "n1").await;
+    let mut watcher = n0.connect("watcher").await;
+    watcher.join_with_presence("hall").await;
+    let mut bob = n1.connect("bob").await;
+    bob.join_with_presence("hall").await;
+    while watcher.recv_type("presence_join").await["user"] != "bob" {}
+
+    let _: () = redis
+        .query(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+        .await;
+    let _: () = redis.query(&["CONFIG", "SET", "maxmemory", "1"]).await;
+    // Lease 1.5 s, reapers every 0.5 s: a false leave came within the full period and the
+    // seconds after it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(frame) = tokio::time::timeout_at(deadline, watcher.recv()).await {
+        assert_ne!(frame["type"], "presence_leave", "false leave: {frame}");
+    }
+    let _: () = redis.query(&["CONFIG", "SET", "maxmemory", "0"]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(frame) = tokio::time::timeout_at(deadline, watcher.recv()).await {
+        assert_ne!(frame["type"], "presence_leave", "false leave: {frame}");
+    }
+    let list = watcher
+        .request(json!({"type": "presence", "room": "hall"}))
+        .await;
+    assert_eq!(list["users"], json!(["bob", "watcher"]), "{list}");
+}
+
 /// A publish answered `unavailable` during a Redis stall may still be applied when Redis
 /// resumes (its script was already sent). A client that retries with the same publish key gets
 /// the offset it was given, on another node too, and members see the message once. Before

@@ -20,10 +20,13 @@
 //! - [`coordinator`]: a whole run: probe, spread, follow, deadline, merge — [`run`].
 //! - [`report`]: the merged figures, summary table and verdict; [`plot`]: the SVG.
 //! - [`cpu`]: the tester's own CPU time and peak memory.
+//! - [`chaos`]: the fault campaign: its own Redis and nodes, a seeded schedule of faults, and
+//!   a verdict on every acknowledged message (`loadtest chaos`).
 
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod chaos;
 pub mod coordinator;
 pub mod cpu;
 pub mod engine;

@@ -97,6 +97,32 @@ enum Command {
     /// Internal: run one worker's share, driven over stdin/stdout by the coordinator.
     #[command(hide = true)]
     Worker,
+    /// A fault campaign: start Redis and nodes, drive chat load, inject seeded faults, judge.
+    Chaos(ChaosArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ChaosArgs {
+    /// Campaign scenario (loadtest/scenarios/chaos-*.toml).
+    scenario: PathBuf,
+    /// Seeds to run, one campaign each, one after the other (e.g. `--seeds 1,2,3`).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    seeds: Vec<u64>,
+    /// Override the scenario's whole-run length, seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// The roomcast binary the nodes run (default: the one beside this executable).
+    #[arg(long)]
+    roomcast: Option<PathBuf>,
+    /// Where Redis data and node logs go (one folder per seed).
+    #[arg(long, default_value = "target/chaos")]
+    dir: PathBuf,
+    /// Write every campaign's report (a JSON array) to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw each campaign's timeline to this SVG (`-seedN` is added before `.svg`).
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -107,6 +133,15 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("loadtest worker: {e}");
                 ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Command::Chaos(args)) = cli.command {
+        return match chaos(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("loadtest chaos: {e:#}");
+                ExitCode::from(1)
             }
         };
     }
@@ -190,6 +225,55 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         for p in &problems {
             eprintln!("FAIL: {p}");
         }
+        Ok(ExitCode::from(2))
+    }
+}
+
+/// Exit 0 when every campaign kept the promise, 2 when one did not, 1 when one could not run.
+fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
+    use loadtest::chaos::{self, ChaosScenario};
+    let mut scenario = ChaosScenario::from_file(&args.scenario)?;
+    if let Some(d) = args.duration {
+        scenario.duration_secs = d;
+        scenario.validate()?;
+    }
+    let roomcast = match args.roomcast.or_else(chaos::default_roomcast) {
+        Some(path) => path,
+        None => anyhow::bail!("no roomcast binary beside loadtest; build it or pass --roomcast"),
+    };
+    let mut reports = Vec::new();
+    for &seed in &args.seeds {
+        let dir = chaos::work_dir(&args.dir, seed)?;
+        let options = chaos::Options {
+            seed,
+            roomcast: roomcast.clone(),
+            dir,
+        };
+        let report = chaos::run(&scenario, &options)?;
+        println!("{}", report.summary());
+        if let Some(path) = &args.plot {
+            let path = if args.seeds.len() > 1 {
+                path.with_file_name(format!(
+                    "{}-seed{seed}.svg",
+                    path.file_stem().unwrap_or_default().to_string_lossy()
+                ))
+            } else {
+                path.clone()
+            };
+            report.plot(&path).map_err(anyhow::Error::msg)?;
+        }
+        reports.push(report);
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&reports)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("{}", chaos::report::aggregate(&reports));
+    if reports.iter().all(|r| r.passed()) {
+        println!("PASS");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("FAIL");
         Ok(ExitCode::from(2))
     }
 }

@@ -17,7 +17,7 @@ use crate::target::{self, Ws};
 use crate::wire::{self, Frame, Kind, Payload};
 
 mod receive;
-mod rng;
+pub(crate) mod rng;
 
 use rng::Rng;
 

@@ -1,12 +1,20 @@
 //! Presence leases. Every `lease / 3` this node renews its leases (so they outlive one missed
 //! round) and, for every room it hosts, reaps leases that expired: those of a node that crashed
 //! or lost Redis. A user whose last lease is reaped gets `presence_leave`, so a crashed node's
-//! users vanish within `lease + lease / 3`. A live node that could not renew in time (Redis
-//! paused or full past the lease) finds its leases reaped at its next renewal, restores them and
-//! announces `presence_join`, so members' views converge within one renewal period. The same pass keeps hosted rooms' positions alive
-//! and renews the leases that count this node's sessions against per-user limits.
+//! users vanish within `lease + lease / 3`.
+//!
+//! An outage of Redis (paused, full, restarting) stops every node's renewals at once, so right
+//! after it every lease looks expired, the live nodes' as much as a dead one's. A node that saw
+//! its own renewals fail therefore reaps nothing until they have succeeded for a whole lease
+//! ([`Health`]): by then every live node has renewed, and only the dead ones' leases are left
+//! to reap (up to one lease later than without the outage). A node cut off alone (its own link
+//! down past the lease) looks dead to the others and is reaped; it finds its leases gone at its
+//! next renewal, restores them and announces `presence_join`, so members' views converge
+//! within one renewal period. The same pass keeps hosted rooms' positions alive and renews the
+//! leases that count this node's sessions against per-user limits.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use tokio::sync::Semaphore;
@@ -26,6 +34,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
     // is down or rejoining. Passes run as tasks of their own, up to two at once, so renewals on
     // the healthy shards keep their pace instead of waiting for it.
     let in_flight = Arc::new(Semaphore::new(2));
+    let health = Arc::new(parking_lot::Mutex::new(Health::default()));
     loop {
         tokio::select! {
             () = shared.stop.cancelled() => return,
@@ -35,13 +44,44 @@ pub(super) async fn run(shared: Arc<Shared>) {
             continue;
         };
         let shared = shared.clone();
+        let health = health.clone();
         tokio::spawn(async move {
-            let failures = pass(&shared).await;
+            let may_reap = health.lock().may_reap(shared.opts.presence_lease);
+            let failures = pass(&shared, may_reap).await;
+            health.lock().record(failures.count == 0, period);
             drop(permit);
             if let Some(err) = failures.first {
                 tracing::warn!(failed = failures.count, %err, "presence pass incomplete");
             }
         });
+    }
+}
+
+/// Whether this node's renewals have been going through long enough for it to reap others'.
+#[derive(Default)]
+struct Health {
+    last_ok: Option<Instant>,
+    ok_since: Option<Instant>,
+}
+
+impl Health {
+    /// A pass ended, with every call done or not. A success after a failure, or after a gap
+    /// longer than two periods (calls that hung without timing out), starts the clock again.
+    fn record(&mut self, ok: bool, period: Duration) {
+        let now = Instant::now();
+        if !ok {
+            self.last_ok = None;
+            self.ok_since = None;
+            return;
+        }
+        if self.last_ok.is_none_or(|t| now - t > 2 * period) {
+            self.ok_since = Some(now);
+        }
+        self.last_ok = Some(now);
+    }
+
+    fn may_reap(&self, lease: Duration) -> bool {
+        self.ok_since.is_some_and(|t| t.elapsed() >= lease)
     }
 }
 
@@ -76,7 +116,7 @@ impl Failures {
 
 type Members = Vec<(Arc<str>, Vec<String>)>;
 
-async fn pass(shared: &Shared) -> Failures {
+async fn pass(shared: &Shared, may_reap: bool) -> Failures {
     let lease = shared.opts.presence_lease.as_millis() as u64;
     let now = unix_ms();
     let (mut renew, mut hosted, mut sessions) = {
@@ -116,6 +156,9 @@ async fn pass(shared: &Shared) -> Failures {
     // Renewing before reaping, so this node never reaps a lease of its own that is only late.
     let leases = async {
         let renewed = renew_leases(shared, &renew, now, lease).await;
+        if !may_reap || renewed.count > 0 {
+            return renewed;
+        }
         renewed.merge(reap(shared, &hosted, now).await)
     };
     let (sessions, leases) = tokio::join!(renew_sessions(shared, &sessions, now, lease), leases);
