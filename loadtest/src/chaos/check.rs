@@ -135,14 +135,21 @@ pub fn check(input: &Input) -> Verdict {
     for seg in &segments {
         order(input.logs, seg, &mut v);
     }
-    gaps(input.logs, &segments, &content, &acks, &top, &mut v);
-    classify(input, &segments, &acks, &top, &mut v);
+    let ledger = Ledger {
+        logs: input.logs,
+        segments,
+        content,
+        acks,
+        top,
+    };
+    ledger.gaps(&mut v);
+    ledger.classify(&mut v);
     v.per_fault = input
         .faults
         .iter()
         .map(|f| (0, recovery_ms(input.logs, f)))
         .collect();
-    attribute_told(input, &segments, &acks, &top, &mut v);
+    ledger.attribute_told(input.faults, &mut v);
     v.worst_recovery_ms = v.per_fault.iter().map(|f| f.1).max().unwrap_or(0);
     presence(input, &mut v);
     v.false_ready_secs = false_ready_ms(input) as f64 / 1000.0;
@@ -316,110 +323,104 @@ fn order(logs: &[UserLog], seg: &Segment, v: &mut Verdict) {
     }
 }
 
-/// The highest offset a segment answers for: its last delivery if it was told to stop
-/// there, else the highest its epoch reached.
-fn covered_to(logs: &[UserLog], seg: &Segment, top: &HashMap<(String, String), u64>) -> u64 {
-    if seg.told_at.is_some() {
-        return seg.last();
-    }
-    let room = &logs[seg.user].room;
-    top.get(&(room.clone(), seg.epoch.clone()))
-        .copied()
-        .unwrap_or(seg.start)
+/// Who stayed where, what sits at each position, where each acknowledged message went, and
+/// how far each epoch of each room reached.
+struct Ledger<'a> {
+    logs: &'a [UserLog],
+    segments: Vec<Segment>,
+    content: HashMap<Pos, (u64, u64)>,
+    acks: HashMap<MsgId, Pos>,
+    top: HashMap<(String, String), u64>,
 }
 
-/// Offsets skipped without notice whose message nobody acknowledged (acked ones are judged
-/// by `classify`).
-fn gaps(
-    logs: &[UserLog],
-    segments: &[Segment],
-    content: &HashMap<Pos, (u64, u64)>,
-    acks: &HashMap<MsgId, Pos>,
-    top: &HashMap<(String, String), u64>,
-    v: &mut Verdict,
-) {
-    let acked: HashSet<&Pos> = acks.values().collect();
-    for seg in segments {
-        let room = &logs[seg.user].room;
-        let got: HashSet<u64> = seg.got.iter().map(|g| g.0).collect();
-        for o in seg.start + 1..=covered_to(logs, seg, top) {
-            let pos = (room.clone(), seg.epoch.clone(), o);
-            if got.contains(&o) || acked.contains(&pos) {
-                continue;
-            }
-            v.silent_gaps += 1;
-            let what = content
-                .get(&pos)
-                .map_or("a message no one received".to_string(), |(p, s)| {
-                    format!("u{p}#{s}")
-                });
-            v.violation(format!(
-                "{} skipped offset {o} of {room} epoch {} ({what}) without notice",
-                logs[seg.user].user,
-                short(&seg.epoch)
-            ));
+impl Ledger<'_> {
+    fn room(&self, seg: &Segment) -> &str {
+        &self.logs[seg.user].room
+    }
+
+    /// The highest offset a segment answers for: its last delivery if it was told to stop
+    /// there, else the highest its epoch reached.
+    fn covered_to(&self, seg: &Segment) -> u64 {
+        if seg.told_at.is_some() {
+            return seg.last();
         }
+        let key = (self.room(seg).to_string(), seg.epoch.clone());
+        self.top.get(&key).copied().unwrap_or(seg.start)
     }
-}
 
-/// Every acknowledged message against every member whose stay in its epoch began before it.
-fn classify(
-    input: &Input,
-    segments: &[Segment],
-    acks: &HashMap<MsgId, Pos>,
-    top: &HashMap<(String, String), u64>,
-    v: &mut Verdict,
-) {
-    let logs = input.logs;
-    for ((room, p, s), (_, epoch, o)) in acks {
-        for seg in segments
-            .iter()
-            .filter(|g| logs[g.user].room == *room && g.epoch == *epoch && g.start < *o)
-        {
-            v.expected += 1;
-            if seg.got.iter().any(|g| g.0 == *o) {
-                v.delivered += 1;
-            } else if seg.told_at.is_some() && *o > covered_to(logs, seg, top) {
-                v.told_lost += 1;
-            } else {
-                v.silent_lost += 1;
+    /// Offsets skipped without notice whose message nobody acknowledged (acked ones are
+    /// judged by `classify`).
+    fn gaps(&self, v: &mut Verdict) {
+        let acked: HashSet<&Pos> = self.acks.values().collect();
+        for seg in &self.segments {
+            let room = self.room(seg);
+            let got: HashSet<u64> = seg.got.iter().map(|g| g.0).collect();
+            for o in seg.start + 1..=self.covered_to(seg) {
+                let pos = (room.to_string(), seg.epoch.clone(), o);
+                if got.contains(&o) || acked.contains(&pos) {
+                    continue;
+                }
+                v.silent_gaps += 1;
+                let what = self
+                    .content
+                    .get(&pos)
+                    .map_or("a message no one received".to_string(), |(p, s)| {
+                        format!("u{p}#{s}")
+                    });
                 v.violation(format!(
-                    "{} never got u{p}#{s} ({room} epoch {} offset {o}) and was not told",
-                    logs[seg.user].user,
-                    short(epoch)
+                    "{} skipped offset {o} of {room} epoch {} ({what}) without notice",
+                    self.logs[seg.user].user,
+                    short(&seg.epoch)
                 ));
             }
         }
     }
-}
 
-/// Told-lost pairs per fault (the last one begun before the notice) and per fault kind.
-fn attribute_told(
-    input: &Input,
-    segments: &[Segment],
-    acks: &HashMap<MsgId, Pos>,
-    top: &HashMap<(String, String), u64>,
-    v: &mut Verdict,
-) {
-    let logs = input.logs;
-    for seg in segments {
-        let Some(told) = seg.told_at else { continue };
-        let room = &logs[seg.user].room;
-        let from = covered_to(logs, seg, top);
-        let lost = acks
-            .values()
-            .filter(|(r, e, o)| r == room && *e == seg.epoch && *o > from)
-            .count() as u64;
-        if lost == 0 {
-            continue;
+    /// Every acknowledged message against every member whose stay in its epoch began before
+    /// it.
+    fn classify(&self, v: &mut Verdict) {
+        for ((room, p, s), (_, epoch, o)) in &self.acks {
+            let covering = self
+                .segments
+                .iter()
+                .filter(|g| self.room(g) == room && g.epoch == *epoch && g.start < *o);
+            for seg in covering {
+                v.expected += 1;
+                if seg.got.iter().any(|g| g.0 == *o) {
+                    v.delivered += 1;
+                } else if seg.told_at.is_some() && *o > self.covered_to(seg) {
+                    v.told_lost += 1;
+                } else {
+                    v.silent_lost += 1;
+                    v.violation(format!(
+                        "{} never got u{p}#{s} ({room} epoch {} offset {o}) and was not told",
+                        self.logs[seg.user].user,
+                        short(epoch)
+                    ));
+                }
+            }
         }
-        let fault = input.faults.iter().rposition(|f| f.start_ms <= told);
-        let kind = fault.map_or("no_fault".to_string(), |i| {
-            format!("{:?}", input.faults[i].kind)
-        });
-        *v.told_lost_by_kind.entry(kind).or_default() += lost;
-        if let Some(i) = fault {
-            v.per_fault[i].0 += lost;
+    }
+
+    /// Told-lost pairs per fault (the last one begun before the notice) and per fault kind.
+    fn attribute_told(&self, faults: &[Fault], v: &mut Verdict) {
+        for seg in &self.segments {
+            let Some(told) = seg.told_at else { continue };
+            let (room, from) = (self.room(seg), self.covered_to(seg));
+            let lost = self
+                .acks
+                .values()
+                .filter(|(r, e, o)| r == room && *e == seg.epoch && *o > from)
+                .count() as u64;
+            if lost == 0 {
+                continue;
+            }
+            let fault = faults.iter().rposition(|f| f.start_ms <= told);
+            let kind = fault.map_or("no_fault".to_string(), |i| format!("{:?}", faults[i].kind));
+            *v.told_lost_by_kind.entry(kind).or_default() += lost;
+            if let Some(i) = fault {
+                v.per_fault[i].0 += lost;
+            }
         }
     }
 }

@@ -424,17 +424,15 @@ impl User {
             pending,
         );
         if ws.send(request).await.is_ok() {
-            let deadline = Instant::now() + CONNECT_TIMEOUT;
-            while let Ok(Some(Ok(Message::Text(t)))) = timeout_at_next(&mut ws, deadline).await {
+            // Until `close_at`, the connection's end, or an error; pings are answered on the way.
+            let deadline = self.plan.close_at;
+            while let Ok(Some(Ok(message))) = timeout_at_next(&mut ws, deadline).await {
+                let Message::Text(t) = message else { continue };
                 let Ok(frame) = serde_json::from_str::<Value>(&t) else {
                     continue;
                 };
                 let req = frame["id"].as_u64().and_then(|id| pending.remove(&id));
-                let last = matches!(req, Some(Req::Presence { last: true }));
                 self.on_frame(&frame, req);
-                if last {
-                    break;
-                }
             }
         }
         let _ = timeout(Duration::from_millis(500), ws.close(None)).await;
