@@ -350,6 +350,45 @@ async fn a_reaped_lease_of_a_live_node_is_restored_with_presence_join() {
     assert_eq!(bob.request(json!({"type": "ping"})).await["type"], "pong");
 }
 
+/// A publication whose earlier offsets never reached this node and are no longer in the
+/// history (here: three offsets taken in Redis without being logged or published, as a
+/// trimmed history looks to a reader that fell behind) cannot be filled. Before, the node
+/// delivered it anyway and members saw the offset jump without notice; now they are told first,
+/// with an unsolicited `joined` in the same epoch whose offset is the last one lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_the_history_no_longer_holds_is_announced_before_what_follows() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let n0 = node(&redis, &prefix, "n0").await;
+    let mut member = n0.connect("member").await;
+    let joined = member.join("hall").await;
+    let epoch = joined["epoch"].clone();
+    let mut publisher = n0.connect("publisher").await;
+    publisher.join("hall").await;
+    assert_eq!(publisher.publish("hall", json!("one")).await, 1);
+    assert_eq!(member.next_event().await["offset"], 1);
+
+    let meta = format!("{prefix}:meta:hall");
+    let _: i64 = redis.query(&["HINCRBY", &meta, "top", "3"]).await;
+    assert_eq!(publisher.publish("hall", json!("five")).await, 5);
+    let notice = member.next_event().await;
+    assert_eq!(
+        (
+            &notice["type"],
+            &notice["epoch"],
+            &notice["offset"],
+            &notice["recovered"]
+        ),
+        (&json!("joined"), &epoch, &json!(4), &json!(false)),
+        "offsets 2-4 are announced lost: {notice}"
+    );
+    let next = member.next_event().await;
+    assert_eq!(
+        (&next["offset"], &next["data"]),
+        (&json!(5), &json!("five"))
+    );
+}
+
 /// Redis refusing writes (`maxmemory`) for twice the lease stops every node's renewals at once
 /// while the reaper's deletes still go through, so every lease looks expired, live nodes'
 /// included. Before, the reapers announced `presence_leave` for users connected all along (and

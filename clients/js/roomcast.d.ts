@@ -185,7 +185,8 @@ export interface RecoveredEvent {
 
 /**
  * Messages were lost for this client; reload the room's state by other means.
- * - `history`: the room's history no longer reaches back to `since` (resume refused).
+ * - `history`: the room's history no longer reaches back to `since` (resume refused), or the
+ *   server could not read offsets up to `offset` from it while joined (unsolicited notice).
  * - `epoch`: the room's history was replaced (e.g. the server or Redis restarted empty).
  * - `restart`: the unsolicited `joined` notice: history lost while joined; offsets restart.
  * - `gap`: offsets jumped (never expected from a conforming server).

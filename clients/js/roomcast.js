@@ -340,9 +340,11 @@ export class Room extends Emitter {
         break;
       }
       case "joined": {
-        // Unsolicited: the room's history was lost while joined; numbering restarts.
+        // Unsolicited: the room's history was lost while joined and numbering restarts (a new
+        // epoch), or offsets up to frame.offset could not be read from it (the same epoch).
+        const restarted = frame.epoch !== this.epoch;
         const event = {
-          reason: "restart",
+          reason: restarted ? "restart" : "history",
           since: this.offset,
           offset: frame.offset,
           epoch: frame.epoch,
@@ -352,7 +354,7 @@ export class Room extends Emitter {
         this.offset = frame.offset;
         this.emit("lost", event);
         // Presence numbering started over with the room: ask for the list again.
-        if (this.presence) {
+        if (restarted && this.presence) {
           this._presenceSeq = 0;
           this._loadUsers();
         }

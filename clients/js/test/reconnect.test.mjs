@@ -3,6 +3,7 @@
 // reconnect after 4003, and the loss notices (new epoch after a node restart, the unsolicited
 // `joined` after Redis restarted empty). A TCP proxy stands between the client and the server.
 
+import { execFileSync } from "node:child_process";
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 
@@ -255,6 +256,35 @@ test("a node restarted empty behind the proxy: the rejoin reports the lost epoch
   await room.publish("new");
   await col.waitCount(2);
   assert.deepEqual(col.offsets(), [1, 1], "numbering restarts in the new epoch");
+});
+
+test("offsets the node could not read from the history: the same-epoch notice becomes a lost(history) notice", { timeout: 30_000 }, async () => {
+  const redis = await startRedis();
+  cleanups.push(() => redis.kill());
+  const prefix = unique("js");
+  const n = await node({ ROOMCAST_BROKER: "redis", ROOMCAST_REDIS__URL: redis.url, ROOMCAST_REDIS__PREFIX: prefix });
+  const [reader, writer] = [client(n.url), client(n.url)];
+  await reader.connect();
+  await writer.connect();
+  const name = unique("r");
+  const room = reader.room(name);
+  const col = collect(room);
+  await room.join();
+  const wroom = await writer.join(name);
+  for (let i = 0; i < 3; i++) await wroom.publish(i);
+  await col.waitCount(3);
+  const epoch = room.epoch;
+  // Offsets 4-6 taken in Redis without being logged or published: a gap the history cannot fill.
+  execFileSync("redis-cli", ["-p", String(redis.port), "HINCRBY", `${prefix}:meta:${name}`, "top", "3"]);
+  const lost = waitEvent(room, "lost", () => true, 10_000);
+  await wroom.publish("after");
+  const notice = await lost;
+  assert.deepEqual(
+    [notice.reason, notice.since, notice.offset, notice.epoch, notice.previousEpoch],
+    ["history", 3, 6, epoch, epoch],
+  );
+  await col.waitCount(4);
+  assert.deepEqual(col.offsets(), [1, 2, 3, 7]);
 });
 
 test("Redis restarting empty under a joined room: the unsolicited joined becomes a lost(restart) notice", { timeout: 30_000 }, async () => {

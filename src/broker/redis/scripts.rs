@@ -339,25 +339,26 @@ return {epoch, top, 1, frames}
 
 /// The frames of offsets `from..=to` (`to` clamped to the top) that the history still holds,
 /// for a reader filling a gap. KEYS: meta hash, history log. ARGV: from, to.
-/// Returns `{epoch or nil, offset of the first frame, {frames...}}`: no frames when the log
-/// holds none of those offsets or has a hole there.
+/// Returns `{epoch or nil, offset of the first frame, {frames...}, top}`: no frames when the
+/// log holds none of those offsets or has a hole there; `top` tells "nothing published since"
+/// (from > top) from "trimmed away".
 const RANGE: &str = r#"
 local meta = redis.call('HMGET', KEYS[1], 'epoch', 'top')
 local epoch, top = meta[1], tonumber(meta[2] or '0')
 if not epoch then
-  return {false, 0, {}}
+  return {false, 0, {}, 0}
 end
 -- The log's last frame is the top's, so its first is offset `base`.
 local base = top - redis.call('LLEN', KEYS[2]) + 1
 local from, to = math.max(tonumber(ARGV[1]), base), math.min(tonumber(ARGV[2]), top)
 if from > to then
-  return {epoch, from, {}}
+  return {epoch, from, {}, top}
 end
 local frames = redis.call('LRANGE', KEYS[2], from - base, to - base)
 if offset_of(frames[1]) ~= from or offset_of(frames[#frames]) ~= to then
-  return {epoch, from, {}}
+  return {epoch, from, {}, top}
 end
-return {epoch, from, frames}
+return {epoch, from, frames, top}
 "#;
 
 /// Defines `announce(meta, channel, before, between, after, user)`: numbers a presence event

@@ -3,8 +3,11 @@
 //!
 //! Each hosted room has a [`Sequence`] (the next offset due, in which epoch). A publication
 //! equal to it is delivered; one below it was delivered already; one above it reveals missing
-//! offsets, which are read from the room's history and delivered first. A new epoch means Redis
-//! lost the room: members are told (`announce_restart`) and numbering starts over at 1.
+//! offsets, which are read from the room's history and delivered first. Offsets the history no
+//! longer holds are announced as lost (`announce_lost`) before what follows them, and a read
+//! that fails is retried in the background with the publication held, so members never see an
+//! offset skipped without notice. A new epoch means Redis lost the room: members are told
+//! (`announce_restart`) and numbering starts over at 1.
 //!
 //! The decision and the delivery happen under the room's own lock, so two readers that both
 //! carry a room for a moment (cluster mode: the old and the new shard of a slot that moved)
@@ -40,7 +43,7 @@ impl Shared {
 }
 
 /// Handles one message from a subscription connection, in arrival order.
-pub(super) async fn handle(shared: &Shared, channel: &str, payload: &[u8]) {
+pub(super) async fn handle(shared: &Arc<Shared>, channel: &str, payload: &[u8]) {
     match shared.keys.parse_channel(channel) {
         Some(Channel::Room(room)) => on_room(shared, room, payload).await,
         Some(Channel::User(user)) => match std::str::from_utf8(payload) {
@@ -56,7 +59,7 @@ pub(super) async fn handle(shared: &Shared, channel: &str, payload: &[u8]) {
 }
 
 /// Parses a room payload (see `scripts.rs`) and delivers it in order.
-async fn on_room(shared: &Shared, room: &str, payload: &[u8]) {
+async fn on_room(shared: &Arc<Shared>, room: &str, payload: &[u8]) {
     let Ok(payload) = std::str::from_utf8(payload) else {
         tracing::warn!(room, "non-UTF-8 room payload dropped");
         return;
@@ -106,9 +109,18 @@ async fn on_room(shared: &Shared, room: &str, payload: &[u8]) {
             }
         }
     };
-    if let Some(from) = missing_from {
-        fill(shared, room, from, offset - 1).await;
-        deliver_in_order(shared, room, offset, Utf8Bytes::from(frame));
+    let Some(from) = missing_from else { return };
+    match range(shared, room, from, offset - 1).await {
+        Ok(read) => {
+            deliver_read(shared, room, epoch, from, offset - 1, read);
+            deliver_in_order(shared, room, offset, Utf8Bytes::from(frame));
+        }
+        // Hold this publication (it is in the history too) and read from the gap on, again
+        // and again, until done: the next live message may never come to try once more.
+        Err(err) => {
+            tracing::warn!(room, from, to = offset - 1, %err, "gap not filled; retrying");
+            tokio::spawn(retry_backfill(shared.clone(), vec![Arc::from(room)]));
+        }
     }
 }
 
@@ -144,8 +156,8 @@ fn deliver_in_order(shared: &Shared, room: &str, offset: u64, frame: Utf8Bytes) 
 }
 
 /// What the `RANGE` script answers: the room's epoch (none when Redis has no such room), the
-/// offset of the first frame, and the frames, one per offset from there on.
-type Range = (Option<String>, u64, Vec<String>);
+/// offset of the first frame, the frames, one per offset from there on, and the room's top.
+type Range = (Option<String>, u64, Vec<String>, u64);
 
 /// Reads offsets `from..=to` (`to` clamped to the room's top) of `room` from its history.
 async fn range(shared: &Shared, room: &str, from: u64, to: u64) -> Result<Range, BrokerError> {
@@ -168,23 +180,60 @@ fn deliver_range(shared: &Shared, room: &str, first: u64, frames: Vec<String>) {
     }
 }
 
-/// Reads offsets `from..=to` of `room` from its history and delivers them in order. What the
-/// history no longer holds is skipped: those offsets are lost to this node's members.
-async fn fill(shared: &Shared, room: &str, from: u64, to: u64) {
-    match range(shared, room, from, to).await {
-        Ok((_, first, frames)) => {
-            if first != from || frames.len() as u64 != to - from + 1 {
-                tracing::warn!(
-                    room,
-                    from,
-                    to,
-                    found = frames.len(),
-                    "gap only partly filled"
-                );
-            }
-            deliver_range(shared, room, first, frames);
-        }
-        Err(err) => tracing::warn!(room, from, to, %err, "gap not filled"),
+/// Delivers a history read of offsets `from..=to` that the room's position in `epoch` asked
+/// for. What the history no longer holds from `from` on (trimmed by size, age or bytes, or
+/// gone with an epoch) cannot be delivered: members are told before what follows it.
+fn deliver_read(shared: &Shared, room: &str, epoch: &str, from: u64, to: u64, read: Range) {
+    let (current, first, frames, top) = read;
+    let frames = if current.as_deref() == Some(epoch) {
+        frames
+    } else {
+        Vec::new()
+    };
+    let lost_to = if frames.is_empty() {
+        to.min(top)
+    } else {
+        first - 1
+    };
+    if lost_to >= from {
+        tracing::warn!(
+            room,
+            from,
+            to = lost_to,
+            "offsets no longer in history; announced lost"
+        );
+        announce_lost(shared, room, epoch, lost_to);
+    }
+    deliver_range(shared, room, first, frames);
+}
+
+/// Tells `room`'s members that offsets up to `last` of `epoch` are lost to them: an unsolicited
+/// `joined` with the same epoch, `offset` = `last` and `recovered:false` (docs/protocol.md),
+/// then delivery goes on from `last + 1`. Nothing when the position is past `last` already.
+fn announce_lost(shared: &Shared, room: &str, epoch: &str, last: u64) {
+    let Some(position) = shared.position(room) else {
+        return;
+    };
+    let mut seq = position.lock();
+    if seq.epoch.as_deref() != Some(epoch) || seq.next.is_some_and(|next| next > last) {
+        return;
+    }
+    seq.next = Some(last + 1);
+    let frame = encode(&ServerFrame::Joined {
+        id: None,
+        room,
+        epoch,
+        offset: last,
+        recovered: Some(false),
+    });
+    shared.deliver.reset(room, &frame);
+}
+
+/// Reads the whole history of `room`'s new `epoch` and delivers it (after a restart).
+async fn fill_restarted(shared: &Shared, room: &str, epoch: &str, to: u64) {
+    match range(shared, room, 1, to).await {
+        Ok(read) => deliver_read(shared, room, epoch, 1, to, read),
+        Err(err) => tracing::warn!(room, %err, "history of the new epoch not read"),
     }
 }
 
@@ -231,27 +280,27 @@ async fn backfill_once(shared: &Shared, rooms: &[Arc<str>]) -> Vec<Arc<str>> {
             .iter()
             .map(|(room, next, _)| range(shared, room, *next, u64::MAX));
         let replies = join_all(reads).await;
-        for ((room, _, epoch), reply) in chunk.iter().zip(replies) {
+        for ((room, next, epoch), reply) in chunk.iter().zip(replies) {
             let done = match reply {
-                Ok((Some(current), first, frames)) if *current == **epoch => {
-                    deliver_range(shared, room, first, frames);
+                Ok(read) if read.0.as_deref() == Some(&**epoch) => {
+                    deliver_read(shared, room, epoch, *next, u64::MAX, read);
                     Ok(())
                 }
                 // Redis restarted empty and the room was published to since: start over.
-                Ok((Some(current), _, _)) => {
+                Ok((Some(current), _, _, _)) => {
                     if restart(shared, room, &current) {
-                        fill(shared, room, 1, u64::MAX).await;
+                        fill_restarted(shared, room, &current, u64::MAX).await;
                     }
                     Ok(())
                 }
                 // Redis restarted empty and nothing was published here since. Members must hear
                 // now, not at a next message that may never come: the room's new epoch is made
                 // (or read, if another node or a publish made it first) and announced.
-                Ok((None, _, _)) => match shared.read_history(room, None).await {
+                Ok((None, _, _, _)) => match shared.read_history(room, None).await {
                     Ok((current, top, _, _)) => {
                         // A publish may have come between the two reads: deliver it too.
                         if restart(shared, room, &current) && top > 0 {
-                            fill(shared, room, 1, top).await;
+                            fill_restarted(shared, room, &current, top).await;
                         }
                         Ok(())
                     }

@@ -493,7 +493,7 @@ async fn link(shared: Arc<Shared>, addr: Arc<str>, generation: u64, stop: Cancel
 
 /// Handles one link's pushes in arrival order until its connection ends.
 async fn read(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     addr: &Arc<str>,
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<PushInfo>,
     stop: &CancellationToken,
