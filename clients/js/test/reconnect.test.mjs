@@ -258,7 +258,8 @@ test("a node restarted empty behind the proxy: the rejoin reports the lost epoch
   assert.deepEqual(col.offsets(), [1, 1], "numbering restarts in the new epoch");
 });
 
-test("offsets the node could not read from the history: the same-epoch notice becomes a lost(history) notice", { timeout: 30_000 }, async () => {
+/** A node on a private Redis, a reader joined to a fresh room and a writer that published 0, 1, 2 to it. */
+async function redisRoomWithThreeMessages() {
   const redis = await startRedis();
   cleanups.push(() => redis.kill());
   const prefix = unique("js");
@@ -273,6 +274,11 @@ test("offsets the node could not read from the history: the same-epoch notice be
   const wroom = await writer.join(name);
   for (let i = 0; i < 3; i++) await wroom.publish(i);
   await col.waitCount(3);
+  return { redis, prefix, name, room, col, wroom };
+}
+
+test("offsets the node could not read from the history: the same-epoch notice becomes a lost(history) notice", { timeout: 30_000 }, async () => {
+  const { redis, prefix, name, room, col, wroom } = await redisRoomWithThreeMessages();
   const epoch = room.epoch;
   // Offsets 4-6 taken in Redis without being logged or published: a gap the history cannot fill.
   execFileSync("redis-cli", ["-p", String(redis.port), "HINCRBY", `${prefix}:meta:${name}`, "top", "3"]);
@@ -288,23 +294,7 @@ test("offsets the node could not read from the history: the same-epoch notice be
 });
 
 test("Redis restarting empty under a joined room: the unsolicited joined becomes a lost(restart) notice", { timeout: 30_000 }, async () => {
-  const redis = await startRedis();
-  cleanups.push(() => redis.kill());
-  const n = await node({
-    ROOMCAST_BROKER: "redis",
-    ROOMCAST_REDIS__URL: redis.url,
-    ROOMCAST_REDIS__PREFIX: unique("js"),
-  });
-  const [reader, writer] = [client(n.url), client(n.url)];
-  await reader.connect();
-  await writer.connect();
-  const name = unique("r");
-  const room = reader.room(name);
-  const col = collect(room);
-  await room.join();
-  const wroom = await writer.join(name);
-  for (let i = 0; i < 3; i++) await wroom.publish(i);
-  await col.waitCount(3);
+  const { redis, prefix, name, room, col, wroom } = await redisRoomWithThreeMessages();
   const oldEpoch = room.epoch;
 
   const lost = waitEvent(room, "lost", () => true, 20_000);
