@@ -55,7 +55,7 @@ pub struct Verdict {
     /// Longest time from a fault's end until the last message sent before that end was
     /// delivered (ms).
     pub worst_recovery_ms: u64,
-    pub violations: Vec<String>,
+    pub violations: Vec<Violation>,
     /// Per fault, in order: told-lost pairs attributed to it and its recovery time (ms).
     pub per_fault: Vec<(u64, u64)>,
 }
@@ -75,11 +75,18 @@ impl Verdict {
             && self.not_rejoined == 0
     }
 
-    fn violation(&mut self, text: String) {
+    fn violation(&mut self, at_ms: Option<u64>, what: String) {
         if self.violations.len() < MAX_LISTED {
-            self.violations.push(text);
+            self.violations.push(Violation { at_ms, what });
         }
     }
+}
+
+/// One broken promise: when it was seen (ms from the start), if it has a moment, and what.
+#[derive(Debug, Clone, Serialize)]
+pub struct Violation {
+    pub at_ms: Option<u64>,
+    pub what: String,
 }
 
 /// A member's stay in one epoch of its room, from a `joined` to the `joined` that ended it.
@@ -154,7 +161,7 @@ pub fn check(input: &Input) -> Verdict {
     presence(input, &mut v);
     v.false_ready_secs = false_ready_ms(input) as f64 / 1000.0;
     if v.false_ready_secs > 0.0 {
-        v.violation(format!(
+        v.violation(None, format!(
             "nodes answered /readyz 200 for {:.1} s while they could not complete Redis commands",
             v.false_ready_secs
         ));
@@ -212,17 +219,20 @@ fn positions(logs: &[UserLog], segments: &[Segment], v: &mut Verdict) -> HashMap
     let mut flagged = HashSet::new();
     for seg in segments {
         let room = &logs[seg.user].room;
-        for &(o, p, s, _) in &seg.got {
+        for &(o, p, s, at) in &seg.got {
             let pos = (room.clone(), seg.epoch.clone(), o);
             let had = *content.entry(pos.clone()).or_insert((p, s));
             if had != (p, s) && flagged.insert(pos) {
                 v.divergent += 1;
-                v.violation(format!(
-                    "{room} epoch {} offset {o}: members saw u{}#{} and u{p}#{s}",
-                    short(&seg.epoch),
-                    had.0,
-                    had.1
-                ));
+                v.violation(
+                    Some(at),
+                    format!(
+                        "{room} epoch {} offset {o}: members saw u{}#{} and u{p}#{s}",
+                        short(&seg.epoch),
+                        had.0,
+                        had.1
+                    ),
+                );
             }
         }
     }
@@ -247,16 +257,21 @@ fn acked_positions(
         let epochs: BTreeSet<&String> = at.iter().map(|(e, _)| e).collect();
         if epochs.len() < at.len() {
             v.duplicates += 1;
-            v.violation(format!(
-                "{room}: u{p}#{s} ordered twice in one epoch: {at:?}"
-            ));
+            v.violation(
+                None,
+                format!("{room}: u{p}#{s} ordered twice in one epoch: {at:?}"),
+            );
         }
     }
     let mut acks = HashMap::new();
     for log in logs {
         for e in &log.events {
             let Event::Ack {
-                s, offset, epoch, ..
+                at,
+                s,
+                offset,
+                epoch,
+                ..
             } = e
             else {
                 continue;
@@ -271,17 +286,23 @@ fn acked_positions(
             match content.get(&pos) {
                 Some(other) if *other != (log.index, *s) => {
                     v.false_acks += 1;
-                    v.violation(format!(
-                        "{}: ack for u{}#{s} says offset {offset}, which holds u{}#{}",
-                        log.room, log.index, other.0, other.1
-                    ));
+                    v.violation(
+                        Some(*at),
+                        format!(
+                            "{}: ack for u{}#{s} says offset {offset}, which holds u{}#{}",
+                            log.room, log.index, other.0, other.1
+                        ),
+                    );
                 }
                 _ if places.is_some_and(|p| !p.iter().any(|(_, o)| o == offset)) => {
                     v.false_acks += 1;
-                    v.violation(format!(
-                        "{}: ack for u{}#{s} says offset {offset}; members saw it at {:?}",
-                        log.room, log.index, places
-                    ));
+                    v.violation(
+                        Some(*at),
+                        format!(
+                            "{}: ack for u{}#{s} says offset {offset}; members saw it at {:?}",
+                            log.room, log.index, places
+                        ),
+                    );
                 }
                 _ => {}
             }
@@ -301,23 +322,24 @@ fn order(logs: &[UserLog], seg: &Segment, v: &mut Verdict) {
     for &(o, p, s, at) in &seg.got {
         if !seen.insert(o) {
             v.duplicates += 1;
-            v.violation(format!(
-                "{user} got offset {o} of epoch {} twice (at {at} ms)",
-                short(&seg.epoch)
-            ));
+            v.violation(
+                Some(at),
+                format!(
+                    "{user} got offset {o} of epoch {} twice (at {at} ms)",
+                    short(&seg.epoch)
+                ),
+            );
             continue;
         }
         if o < high {
             v.reorders += 1;
-            v.violation(format!("{user} got offset {o} after {high} (at {at} ms)"));
+            v.violation(Some(at), format!("{user} got offset {o} after {high}"));
         }
         high = high.max(o);
         let last = by_publisher.entry(p).or_default();
         if s <= *last {
             v.reorders += 1;
-            v.violation(format!(
-                "{user} got u{p}#{s} after u{p}#{last} (at {at} ms)"
-            ));
+            v.violation(Some(at), format!("{user} got u{p}#{s} after u{p}#{last}"));
         }
         *last = (*last).max(s);
     }
@@ -367,11 +389,15 @@ impl Ledger<'_> {
                     .map_or("a message no one received".to_string(), |(p, s)| {
                         format!("u{p}#{s}")
                     });
-                v.violation(format!(
-                    "{} skipped offset {o} of {room} epoch {} ({what}) without notice",
-                    self.logs[seg.user].user,
-                    short(&seg.epoch)
-                ));
+                let at = seg.got.iter().find(|g| g.0 > o).map(|g| g.3);
+                v.violation(
+                    at,
+                    format!(
+                        "{} skipped offset {o} of {room} epoch {} ({what}) without notice",
+                        self.logs[seg.user].user,
+                        short(&seg.epoch)
+                    ),
+                );
             }
         }
     }
@@ -392,11 +418,14 @@ impl Ledger<'_> {
                     v.told_lost += 1;
                 } else {
                     v.silent_lost += 1;
-                    v.violation(format!(
-                        "{} never got u{p}#{s} ({room} epoch {} offset {o}) and was not told",
-                        self.logs[seg.user].user,
-                        short(epoch)
-                    ));
+                    v.violation(
+                        seg.got.last().map(|g| g.3),
+                        format!(
+                            "{} never got u{p}#{s} ({room} epoch {} offset {o}) and was not told",
+                            self.logs[seg.user].user,
+                            short(epoch)
+                        ),
+                    );
                 }
             }
         }
@@ -552,10 +581,13 @@ fn presence(input: &Input, v: &mut Verdict) {
                 } else {
                     "presence_leave"
                 };
-                v.violation(format!(
-                    "{} got {what} {user} (seq {seq}) at {at} ms; {user}'s sessions: {theirs:?}",
-                    log.user
-                ));
+                v.violation(
+                    Some(*at),
+                    format!(
+                        "{} got {what} {user} (seq {seq}); {user}'s sessions: {theirs:?}",
+                        log.user
+                    ),
+                );
             }
         }
     }
@@ -565,7 +597,10 @@ fn presence(input: &Input, v: &mut Verdict) {
             truth.entry(&log.room).or_default().insert(&log.user);
         } else {
             v.not_rejoined += 1;
-            v.violation(format!("{} was not joined when the run ended", log.user));
+            v.violation(
+                None,
+                format!("{} was not joined when the run ended", log.user),
+            );
         }
     }
     for log in logs.iter().filter(|l| joined_at_end(l)) {
@@ -575,10 +610,13 @@ fn presence(input: &Input, v: &mut Verdict) {
             let got: BTreeSet<&str> = got.iter().map(String::as_str).collect();
             if got != want {
                 v.presence_wrong_at_end += 1;
-                v.violation(format!(
-                    "{}'s {name} at the end is {got:?}, connected are {want:?}",
-                    log.user
-                ));
+                v.violation(
+                    None,
+                    format!(
+                        "{}'s {name} at the end is {got:?}, connected are {want:?}",
+                        log.user
+                    ),
+                );
             }
         }
     }

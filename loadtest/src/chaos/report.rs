@@ -132,7 +132,10 @@ impl ChaosReport {
             v.told_lost_by_kind, v.worst_recovery_ms
         );
         for line in &v.violations {
-            let _ = writeln!(out, "VIOLATION: {line}");
+            let at = line
+                .at_ms
+                .map_or(String::new(), |t| format!(" at {:.1} s", t as f64 / 1000.0));
+            let _ = writeln!(out, "VIOLATION{at}: {}", line.what);
         }
         out
     }
@@ -193,6 +196,12 @@ impl ChaosReport {
                 ("sans-serif", 11),
             )])?;
         }
+        // Each violation with a moment: a red mark standing on the time axis.
+        let marks = v.violations.iter().filter_map(|x| x.at_ms);
+        chart.draw_series(marks.map(|t| {
+            let x = t as f64 / 1000.0;
+            PathElement::new(vec![(x, 0.0), (x, top * 0.12)], RED.stroke_width(2))
+        }))?;
         chart.draw_series(LineSeries::new(
             self.deliveries_per_sec
                 .iter()
