@@ -4,18 +4,25 @@
 //! message of their rooms in one order, with resume after reconnects.
 //!
 //! # Layout
-//! Dependencies point one way, from the wire inwards:
+//! Layers, lowest first. A module uses only modules of lower layers: `tests/layering.rs` reads
+//! this list and fails on any `use crate::…` that points sideways or up.
 //!
-//! - [`protocol`]: the v1 wire format (frames, error and close codes). No I/O.
-//! - [`session`]: a session's handle: bounded outbound queue and close switch.
-//! - [`hub`]: local room membership and fan-out of encoded frames to sessions.
-//! - [`broker`]: the `Broker` trait (order, history, presence, cross-node delivery) and its
-//!   engines. The hub never sees it.
-//! - [`node`]: request semantics over hub + broker; lifecycle (draining, shutdown, task tracking).
-//! - [`ws`], [`http`], [`api`]: the endpoints; they only call the node. `accept` takes TCP
-//!   connections and serves HTTP/1 on them (header timeout, per-IP cap before the upgrade).
-//! - [`server`]: wires the concrete engine and serves until shutdown: `run(config, listener, shutdown)`.
-//! - [`config`]: layered configuration.
+//! 1. [`protocol`], [`net`], `shrink`: the v1 wire format (frames, error and close codes), address
+//!    ranges and client addresses, returning memory to the OS. No I/O.
+//! 2. [`config`]: layered configuration, one file per section; validation does no I/O.
+//! 3. [`auth`], [`session`]: token verification; a session's handle (bounded outbound queue and
+//!    close switch).
+//! 4. [`hub`], [`broker`]: local room membership and fan-out of encoded frames; the `Broker`
+//!    trait (order, history, presence, cross-node delivery) and its engines. Neither sees the
+//!    other: the broker delivers through the `Deliver` callback the server wires to the hub.
+//! 5. [`node`]: request semantics over hub + broker; admission (per-IP limits, rate limiters);
+//!    lifecycle (draining, shutdown, task tracking).
+//! 6. [`http`]: the JSON error shape and the health endpoints every endpoint shares.
+//! 7. [`ws`], [`api`], [`telemetry`], `accept`, [`demo`]: the endpoints; they call the node.
+//!    `accept` takes TCP connections and serves HTTP/1 on them (header timeout, per-IP cap
+//!    before the upgrade).
+//! 8. [`server`]: wires the concrete engine and serves until shutdown:
+//!    `run(config, listener, shutdown)`.
 
 #![forbid(unsafe_code)]
 

@@ -70,13 +70,23 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config) -> ExitCode {
     spawn_memory_trimmer();
-    let listener = match bind(config.listen) {
+    let listen = config.listen;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let node = match roomcast::server::build(config, &stop) {
+        Ok(node) => node,
+        Err(roomcast::server::ServerError::Config(err)) => {
+            eprintln!("roomcast: configuration error: {err}");
+            return ExitCode::from(2);
+        }
+        Err(err) => {
+            eprintln!("roomcast: cannot start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match bind(listen) {
         Ok(listener) => listener,
         Err(err) => {
-            eprintln!(
-                "roomcast: cannot listen on `listen` = {}: {err}",
-                config.listen
-            );
+            eprintln!("roomcast: cannot listen on `listen` = {listen}: {err}");
             return ExitCode::from(2);
         }
     };
@@ -91,11 +101,11 @@ async fn serve(config: Config) -> ExitCode {
     };
     let addr = listener
         .local_addr()
-        .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
+        .map_or_else(|_| listen.to_string(), |a| a.to_string());
     // One plain line on stdout so scripts and tests can find the port when `listen` used port 0.
     println!("roomcast listening on {addr}");
-    tracing::info!(%addr, broker = ?config.broker, "listening");
-    match roomcast::run(config, listener, shutdown).await {
+    tracing::info!(%addr, broker = ?node.config().broker, "listening");
+    match roomcast::server::serve(node, stop, listener, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(%err, "server failed");

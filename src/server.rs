@@ -154,8 +154,20 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let stop = CancellationToken::new();
-    let grace = config.shutdown_grace();
     let node = build(config, &stop)?;
+    serve(node, stop, listener, shutdown).await
+}
+
+/// Serves a node made by [`build`] (with its `stop`) on `listener`, as [`run`] does. For a
+/// caller that builds first, so that what only starting can check (the key file, the broker)
+/// stops it before it listens.
+pub async fn serve(
+    node: Node,
+    stop: CancellationToken,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let grace = node.config().shutdown_grace();
     let router = app(node.clone());
     let accepting = {
         let (node, stop) = (node.clone(), stop.clone());

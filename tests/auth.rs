@@ -357,16 +357,23 @@ fn bad_auth_configuration_names_the_key() {
     let err = config.validate().unwrap_err().to_string();
     assert!(err.contains("auth.secret"), "{err}");
 
+    // The key file is read when the node starts (validation does no I/O): a missing file, or
+    // one that is not a key of that kind, stops it naming the key.
     let mut config = roomcast::Config::default();
     config.auth.algorithm = JwtAlgorithm::RS256;
     config.auth.public_key_file = Some("/nonexistent/key.pem".into());
-    let err = config.validate().unwrap_err().to_string();
+    let err = roomcast::auth::Verifier::new(&config.auth)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("auth.public_key_file"), "{err}");
 
-    // A file that is not a key of that kind.
     let mut config = roomcast::Config::default();
     config.auth.algorithm = JwtAlgorithm::ES256;
     config.auth.public_key_file = Some(key_path("README.md"));
-    let err = config.validate().unwrap_err().to_string();
+    let err = roomcast::auth::Verifier::new(&config.auth)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("auth.public_key_file"), "{err}");
 }

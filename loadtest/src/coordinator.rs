@@ -9,11 +9,12 @@ use tokio::sync::mpsc;
 
 use crate::auth::Credentials;
 use crate::cpu;
-use crate::engine::{Control, Tick, WorkerEvent, WorkerPlan, WorkerReport, now_us};
+use crate::engine::{Control, Tick, WorkerEvent, WorkerPlan, WorkerReport};
 use crate::report::{Report, RunInfo, Series};
 use crate::scenario::{MAX_USERS_PER_WORKER, Scenario, ScenarioError};
 use crate::stats::Counters;
 use crate::target::{self, Target};
+use crate::wire::now_us;
 use crate::worker;
 
 /// How to run.

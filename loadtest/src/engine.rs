@@ -4,31 +4,23 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
-use crate::auth::Credentials;
 use crate::cpu::{self, CpuTime};
 use crate::scenario::Scenario;
 use crate::stats::{Counters, Hist, RoomReport, SecondStats, WorkerStats};
-use crate::target::Target;
-use crate::user;
+use crate::user::{self, Shared};
+use crate::wire::now_us;
 
 /// The drain ends once no frame arrived for this long and no request awaits a reply.
 const QUIET: Duration = Duration::from_millis(300);
 /// How long closing users get to say goodbye before their tasks are dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
-
-/// Unix time in microseconds: the clock every worker process on the machine shares.
-pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
 
 /// What a worker is told to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,28 +86,6 @@ pub struct WorkerReport {
     pub cpu: CpuTime,
     /// Peak RSS of the worker process in KiB; 0 for a worker thread (its process is shared).
     pub peak_rss_kib: u64,
-}
-
-/// State every user of this worker shares (single thread, hence `Rc`/`RefCell`).
-pub struct Shared {
-    pub scenario: Scenario,
-    pub targets: Vec<Target>,
-    /// Signs each connection's token when the scenario has a `jwt_secret`.
-    pub credentials: Option<Credentials>,
-    pub start: Instant,
-    pub publish_end: Instant,
-    pub stats: RefCell<WorkerStats>,
-    pub closing: watch::Receiver<bool>,
-    pub pad: String,
-    /// Room and user name prefix, unique per run so runs never share history.
-    pub prefix: String,
-    pub seed: u64,
-}
-
-impl Shared {
-    pub fn user_name(&self, index: u64) -> String {
-        format!("{}-u{index}", self.prefix)
-    }
 }
 
 /// Runs `plan` to completion on the calling thread with its own single-threaded runtime.

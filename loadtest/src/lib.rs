@@ -5,23 +5,24 @@
 //! accounting (loss, duplicates, disorder, resume recovery).
 //!
 //! # Layout
-//! Dependencies point one way, from the run down to the wire:
+//! Layers, lowest first. A module uses only modules of lower layers: the root crate's
+//! `tests/layering.rs` reads this list and fails on any `use crate::…` that points sideways or up.
 //!
-//! - [`scenario`]: what a run does (TOML + overrides), validated with the key named.
-//! - [`target`]: loopback-only URLs and opening one WebSocket from a chosen source address.
-//! - [`auth`]: the HS256 token a connection presents when the scenario has a `jwt_secret`.
-//! - [`wire`]: requests and a borrowed view of server frames; the payload in `data`. No I/O.
-//! - [`stats`]: counters, HDR histograms, offset range sets, per-room faults and the merge
-//!   that finds what only the whole run can see. No I/O.
-//! - [`user`]: one simulated user (connect, join, publish, churn, resume); what it reads is
-//!   checked in `user::receive`.
-//! - [`engine`]: one worker's users on one thread; ticks, drain, close.
-//! - [`worker`]: engines as child processes (JSON lines) or as threads.
-//! - [`coordinator`]: a whole run: probe, spread, follow, deadline, merge — [`run`].
-//! - [`report`]: the merged figures, summary table and verdict; [`plot`]: the SVG.
-//! - [`cpu`]: the tester's own CPU time and peak memory.
-//! - [`chaos`]: the fault campaign: its own Redis and nodes, a seeded schedule of faults, and
-//!   a verdict on every acknowledged message (`loadtest chaos`).
+//! 1. [`auth`], [`cpu`], [`rng`], [`wire`]: the HS256 token a connection presents; the tester's
+//!    own CPU time and peak memory; seeded randomness; requests and a borrowed view of server
+//!    frames, the payload in `data`, the clock. No I/O.
+//! 2. [`target`]: loopback-only URLs and opening one WebSocket from a chosen source address.
+//! 3. [`scenario`]: what a run does (TOML + overrides), validated with the key named.
+//! 4. [`stats`]: counters, HDR histograms, offset range sets, per-room faults and the merge that
+//!    finds what only the whole run can see. No I/O.
+//! 5. [`user`]: one simulated user (connect, join, publish, churn, resume) and the state a
+//!    worker's users share; what it reads is checked in `user::receive`.
+//! 6. [`engine`]: one worker's users on one thread; ticks, drain, close.
+//! 7. [`worker`]: engines as child processes (JSON lines) or as threads.
+//! 8. [`report`]: the merged figures, summary table and verdict.
+//! 9. [`coordinator`], [`plot`], [`chaos`]: a whole run (probe, spread, follow, deadline, merge:
+//!    [`run`]); the SVG; the fault campaign (its own Redis and nodes, a seeded schedule of
+//!    faults, a verdict on every acknowledged message: `loadtest chaos`).
 
 #![deny(unsafe_code)]
 
@@ -32,6 +33,7 @@ pub mod cpu;
 pub mod engine;
 pub mod plot;
 pub mod report;
+pub mod rng;
 pub mod scenario;
 pub mod stats;
 pub mod target;

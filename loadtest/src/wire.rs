@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -74,6 +75,13 @@ impl Payload {
             self.p, self.s, self.t
         );
     }
+}
+
+/// Unix time in microseconds: the clock every worker process on the machine shares.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// `join`, or a resume when `since` is given. Room names and epochs never need JSON escaping

@@ -14,7 +14,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::config::{Auth, ConfigError, JwtAlgorithm};
+use crate::config::{Auth, ConfigError, JwtAlgorithm, no_key_file};
 use crate::protocol::valid_name;
 pub use pattern::Permissions;
 
@@ -112,6 +112,7 @@ pub struct Verifier {
 impl Verifier {
     /// Builds the verifier, reading the public key file if one is configured.
     pub fn new(config: &Auth) -> Result<Self, ConfigError> {
+        config.validate()?;
         let key = if config.enabled() {
             let (key, algorithm) = decoding_key(config)?;
             let mut validation = Validation::new(algorithm);
@@ -184,25 +185,13 @@ impl Verifier {
 fn decoding_key(config: &Auth) -> Result<(DecodingKey, Algorithm), ConfigError> {
     let invalid = |key: &'static str, reason: String| ConfigError::Invalid { key, reason };
     match config.algorithm {
-        JwtAlgorithm::HS256 => {
-            if config.secret.len() < 32 {
-                return Err(invalid(
-                    "auth.secret",
-                    "HS256 needs a secret of at least 32 bytes".into(),
-                ));
-            }
-            Ok((
-                DecodingKey::from_secret(config.secret.as_bytes()),
-                Algorithm::HS256,
-            ))
-        }
+        // The secret's length was checked by `Auth::validate`.
+        JwtAlgorithm::HS256 => Ok((
+            DecodingKey::from_secret(config.secret.as_bytes()),
+            Algorithm::HS256,
+        )),
         JwtAlgorithm::RS256 | JwtAlgorithm::ES256 => {
-            let Some(path) = &config.public_key_file else {
-                return Err(invalid(
-                    "auth.public_key_file",
-                    "RS256 and ES256 need a PEM public key file".into(),
-                ));
-            };
+            let path = config.public_key_file.as_ref().ok_or_else(no_key_file)?;
             let pem = std::fs::read(path)
                 .map_err(|e| invalid("auth.public_key_file", format!("{}: {e}", path.display())))?;
             let (key, algorithm) = if config.algorithm == JwtAlgorithm::RS256 {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::limiter::{TokenBucket, Verdict};
+use crate::node::limiter::{TokenBucket, Verdict};
 use crate::protocol::CloseCode;
 
 const LINES_PER_SEC: u32 = 50;

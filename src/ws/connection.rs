@@ -17,10 +17,10 @@ use tracing::Instrument;
 
 use super::Permits;
 use super::frame::{self, Incoming};
-use super::limiter::{TokenBucket, Verdict};
 use super::socket::{Event, RecvError, Socket};
 use crate::auth::{AuthError, Identity};
 use crate::node::Node;
+use crate::node::limiter::{TokenBucket, Verdict};
 use crate::protocol::{
     CloseCode, ErrorCode, ProtocolError, Request, RequestId, ServerFrame, decode_request, encode,
 };

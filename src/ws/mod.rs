@@ -1,12 +1,10 @@
 //! The WebSocket endpoint: the HTTP upgrade, where every refusal is answered as JSON before
 //! upgrading (origin, token, limits), and, in [`connection`], the task that serves one socket.
 
-mod admission;
 mod close_log;
 mod connection;
 mod frame;
 mod handshake;
-mod limiter;
 mod socket;
 
 use std::net::SocketAddr;
@@ -17,13 +15,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-pub use admission::{Admission, IpPermit, PendingPermit, Refused};
 pub use handshake::{Handshake, NotWebSocket};
-pub use socket::MAX_READ_CHUNK;
 
 use crate::auth::{AuthError, Identity, Permissions};
 use crate::http::json_error;
-use crate::node::{Node, SessionClaim};
+use crate::node::{IpPermit, Node, SessionClaim};
 use crate::protocol::valid_name;
 use socket::Socket;
 

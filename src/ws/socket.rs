@@ -30,8 +30,9 @@ use tungstenite::Utf8Bytes;
 
 use super::frame::{self, Decoder, FrameError, Header, Incoming};
 
-/// Most bytes read in one system call; the buffer lives on the stack during the read only.
-pub const MAX_READ_CHUNK: usize = 64 * 1024;
+/// Most bytes read in one system call (`socket.read_buffer_bytes` at most); the buffer lives on
+/// the stack during the read only.
+use crate::config::MAX_READ_BUFFER_BYTES as MAX_READ_CHUNK;
 /// Most frames handed to one `writev`: two slices each, well under the kernel's 1,024.
 const MAX_FRAMES_PER_WRITE: usize = 64;
 

@@ -10,7 +10,7 @@ use super::ChaosError;
 use super::procs::{Node, Redis};
 use super::proxy::{Link, Proxy};
 use super::scenario::{ChaosScenario, RedisMode};
-use crate::user::rng::Rng;
+use crate::rng::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -2,24 +2,27 @@
 //! messages on schedule, checks every delivery's offset, churns and resumes if chosen. One task
 //! per user with at most one timer; all figures go to the worker's shared stats.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::engine::{Shared, now_us};
-use crate::stats::MemberCursor;
-use crate::target::{self, Ws};
+use crate::auth::Credentials;
+use crate::scenario::Scenario;
+use crate::stats::{MemberCursor, WorkerStats};
+use crate::target::{self, Target, Ws};
+use crate::wire::now_us;
 use crate::wire::{self, Frame, Kind, Payload};
 
 mod receive;
-pub(crate) mod rng;
 
-use rng::Rng;
+use crate::rng::Rng;
 
 /// Reconnect attempts after an unplanned disconnect or a churn, before the user gives up.
 const RECONNECT_ATTEMPTS: u32 = 3;
@@ -64,6 +67,28 @@ enum End {
     Lost,
     /// The server is draining (close 1001): reconnect elsewhere and resume.
     Drained,
+}
+
+/// State every user of this worker shares (single thread, hence `Rc`/`RefCell`).
+pub struct Shared {
+    pub scenario: Scenario,
+    pub targets: Vec<Target>,
+    /// Signs each connection's token when the scenario has a `jwt_secret`.
+    pub credentials: Option<Credentials>,
+    pub start: Instant,
+    pub publish_end: Instant,
+    pub stats: RefCell<WorkerStats>,
+    pub closing: watch::Receiver<bool>,
+    pub pad: String,
+    /// Room and user name prefix, unique per run so runs never share history.
+    pub prefix: String,
+    pub seed: u64,
+}
+
+impl Shared {
+    pub fn user_name(&self, index: u64) -> String {
+        format!("{}-u{index}", self.prefix)
+    }
 }
 
 struct User {

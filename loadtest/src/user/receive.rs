@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use super::Shared;
 use super::{ReqKind, User};
-use crate::engine::{Shared, now_us};
 use crate::stats::{Delivery, MemberCursor};
+use crate::wire::now_us;
 use crate::wire::{Frame, Kind, Payload};
 
 impl User {

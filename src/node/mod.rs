@@ -2,6 +2,9 @@
 //! maps onto the hub (local members) and the broker (order, history, other nodes). Also owns
 //! the node-wide lifecycle: draining flag and the tracker of session tasks.
 
+mod admission;
+pub(crate) mod limiter;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,7 +18,8 @@ use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::protocol::{ErrorCode, ProtocolError, RequestId, Resume, ServerFrame, encode};
 use crate::session::{Outbox, QueueLimits, SessionHandle};
-use crate::ws::Admission;
+
+pub use admission::{Admission, IpPermit, PendingPermit, Refused};
 
 /// Cheap, cloneable handle to everything a connection needs.
 #[derive(Clone)]
