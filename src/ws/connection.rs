@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use tokio::time::{Instant, timeout};
 use tracing::Instrument;
 
@@ -22,7 +23,8 @@ use crate::auth::{AuthError, Identity};
 use crate::node::Node;
 use crate::node::limiter::{TokenBucket, Verdict};
 use crate::protocol::{
-    CloseCode, ErrorCode, ProtocolError, Request, RequestId, ServerFrame, decode_request, encode,
+    CloseCode, ErrorCode, ProtocolError, Request, RequestId, Resume, ServerFrame, decode_request,
+    encode,
 };
 use crate::session::{Outbox, Outgoing, SessionHandle};
 
@@ -448,104 +450,134 @@ impl Connection {
         None
     }
 
+    /// One request, by kind: each kind's rules and reply are in its own method below.
     async fn handle(
         &mut self,
         id: Option<&RequestId>,
         request: Request,
     ) -> Result<(), ProtocolError> {
-        let node = self.node.clone();
-        let user = self.session.user().clone();
         match request {
             Request::Join {
                 room,
                 resume,
                 presence,
-            } => {
-                if self.rooms.contains(room.as_str()) {
-                    return Err(ProtocolError::new(ErrorCode::BadRequest, "already joined"));
-                }
-                if !self.identity.permissions.may_join(&room) {
-                    return Err(forbidden("join", &room));
-                }
-                let max = node.config().limits.max_rooms_per_connection;
-                if self.rooms.len() >= max {
-                    let msg = format!("a connection may be in at most {max} rooms");
-                    return Err(ProtocolError::new(ErrorCode::TooManyRooms, msg));
-                }
-                self.rooms.insert(Arc::from(room.as_str()));
-                let joined = node
-                    .join(&self.session, &room, resume.as_ref(), presence, id)
-                    .await;
-                if joined.is_err() {
-                    self.rooms.remove(room.as_str());
-                }
-                joined
-            }
-            Request::Leave { room } => {
-                if !self.rooms.remove(room.as_str()) {
-                    return Err(not_member(&room));
-                }
-                node.leave(&self.session, &room).await;
-                self.reply(&ServerFrame::Left { id, room: &room });
-                Ok(())
-            }
+            } => self.join(id, &room, resume, presence).await,
+            Request::Leave { room } => self.leave(id, &room).await,
             Request::Publish { room, data, key } => {
-                if !self.rooms.contains(room.as_str()) {
-                    return Err(not_member(&room));
-                }
-                if !self.identity.permissions.may_publish(&room) {
-                    return Err(forbidden("publish to", &room));
-                }
-                let offset = node.publish(&room, &user, &data, key.as_deref()).await?;
-                self.reply(&ServerFrame::Ack {
-                    id,
-                    room: Some(&room),
-                    offset: Some(offset),
-                });
-                Ok(())
+                self.publish(id, &room, &data, key.as_deref()).await
             }
-            Request::Send { to, data } => {
-                if !self.identity.permissions.may_send_to(&to) {
-                    return Err(forbidden("send direct messages to", &to));
-                }
-                if self.direct.check(Instant::now()) != Verdict::Allow {
-                    metrics::counter!("roomcast_rate_limited_total", "kind" => "direct")
-                        .increment(1);
-                    let limits = &node.config().limits;
-                    let msg = format!(
-                        "at most {} direct messages a second (burst {})",
-                        limits.direct_rate_per_sec, limits.direct_burst
-                    );
-                    return Err(ProtocolError::new(ErrorCode::RateLimited, msg));
-                }
-                node.send_direct(&to, &user, &data).await?;
-                self.reply(&ServerFrame::Ack {
-                    id,
-                    room: None,
-                    offset: None,
-                });
-                Ok(())
-            }
-            Request::Presence { room } => {
-                if !self.rooms.contains(room.as_str()) {
-                    return Err(not_member(&room));
-                }
-                let list = node.presence(&room).await?;
-                let users: Vec<&str> = list.users.iter().map(String::as_str).collect();
-                self.reply(&ServerFrame::Presence {
-                    id,
-                    room: &room,
-                    seq: list.seq,
-                    users: &users,
-                });
-                Ok(())
-            }
+            Request::Send { to, data } => self.send_direct(id, &to, &data).await,
+            Request::Presence { room } => self.presence(id, &room).await,
             Request::Refresh { token } => self.refresh(id, &token),
             Request::Ping => {
                 self.reply(&ServerFrame::Pong { id });
                 Ok(())
             }
         }
+    }
+
+    async fn join(
+        &mut self,
+        id: Option<&RequestId>,
+        room: &str,
+        resume: Option<Resume>,
+        presence: bool,
+    ) -> Result<(), ProtocolError> {
+        if self.rooms.contains(room) {
+            return Err(ProtocolError::new(ErrorCode::BadRequest, "already joined"));
+        }
+        if !self.identity.permissions.may_join(room) {
+            return Err(forbidden("join", room));
+        }
+        let max = self.node.config().limits.max_rooms_per_connection;
+        if self.rooms.len() >= max {
+            let msg = format!("a connection may be in at most {max} rooms");
+            return Err(ProtocolError::new(ErrorCode::TooManyRooms, msg));
+        }
+        self.rooms.insert(Arc::from(room));
+        let node = self.node.clone();
+        let joined = node
+            .join(&self.session, room, resume.as_ref(), presence, id)
+            .await;
+        if joined.is_err() {
+            self.rooms.remove(room);
+        }
+        joined
+    }
+
+    async fn leave(&mut self, id: Option<&RequestId>, room: &str) -> Result<(), ProtocolError> {
+        if !self.rooms.remove(room) {
+            return Err(not_member(room));
+        }
+        self.node.clone().leave(&self.session, room).await;
+        self.reply(&ServerFrame::Left { id, room });
+        Ok(())
+    }
+
+    async fn publish(
+        &mut self,
+        id: Option<&RequestId>,
+        room: &str,
+        data: &RawValue,
+        key: Option<&str>,
+    ) -> Result<(), ProtocolError> {
+        if !self.rooms.contains(room) {
+            return Err(not_member(room));
+        }
+        if !self.identity.permissions.may_publish(room) {
+            return Err(forbidden("publish to", room));
+        }
+        let user = self.session.user().clone();
+        let offset = self.node.clone().publish(room, &user, data, key).await?;
+        self.reply(&ServerFrame::Ack {
+            id,
+            room: Some(room),
+            offset: Some(offset),
+        });
+        Ok(())
+    }
+
+    async fn send_direct(
+        &mut self,
+        id: Option<&RequestId>,
+        to: &str,
+        data: &RawValue,
+    ) -> Result<(), ProtocolError> {
+        if !self.identity.permissions.may_send_to(to) {
+            return Err(forbidden("send direct messages to", to));
+        }
+        if self.direct.check(Instant::now()) != Verdict::Allow {
+            metrics::counter!("roomcast_rate_limited_total", "kind" => "direct").increment(1);
+            let limits = &self.node.config().limits;
+            let msg = format!(
+                "at most {} direct messages a second (burst {})",
+                limits.direct_rate_per_sec, limits.direct_burst
+            );
+            return Err(ProtocolError::new(ErrorCode::RateLimited, msg));
+        }
+        let user = self.session.user().clone();
+        self.node.clone().send_direct(to, &user, data).await?;
+        self.reply(&ServerFrame::Ack {
+            id,
+            room: None,
+            offset: None,
+        });
+        Ok(())
+    }
+
+    async fn presence(&mut self, id: Option<&RequestId>, room: &str) -> Result<(), ProtocolError> {
+        if !self.rooms.contains(room) {
+            return Err(not_member(room));
+        }
+        let list = self.node.clone().presence(room).await?;
+        let users: Vec<&str> = list.users.iter().map(String::as_str).collect();
+        self.reply(&ServerFrame::Presence {
+            id,
+            room,
+            seq: list.seq,
+            users: &users,
+        });
+        Ok(())
     }
 
     /// Replaces the session's token: same user, new expiry and permissions. Rooms already

@@ -91,33 +91,9 @@ pub async fn upgrade(
         Ok(identity) => identity,
         Err(refusal) => return refusal.into_response(),
     };
-    let client = node.admission().client_ip(peer.ip(), &headers);
-    let ip_permit = match node.admission().admit(client) {
-        Ok(permit) => permit,
-        Err(refused) => {
-            metrics::counter!("roomcast_rate_limited_total", "kind" => refused.code()).increment(1);
-            return json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                refused.code(),
-                "too many connections from this address",
-            );
-        }
-    };
-    let user_claim = match node.claim_session(&identity.user).await {
-        Ok(claim) => claim,
-        Err(()) => {
-            metrics::counter!("roomcast_rate_limited_total", "kind" => "too_many_sessions")
-                .increment(1);
-            return json_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_sessions",
-                "this user has too many open connections",
-            );
-        }
-    };
-    let permits = Permits {
-        ip: ip_permit,
-        _user: user_claim,
+    let permits = match admit(&node, peer, &headers, &identity.user).await {
+        Ok(permits) => permits,
+        Err(refusal) => return refusal,
     };
     let socket = &node.config().socket;
     let (read, write) = (socket.read_buffer_bytes, socket.write_buffer_bytes);
@@ -127,6 +103,43 @@ pub async fn upgrade(
     ws.accept(&tasks, move |upgraded| {
         let socket = Socket::new(upgraded, read, write, max);
         connection::serve(socket, node, identity, permits)
+    })
+}
+
+/// The per-IP and per-user permits a new session holds until it ends, or the 429 that refuses it.
+async fn admit(
+    node: &Node,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    user: &Arc<str>,
+) -> Result<Permits, Response> {
+    let client = node.admission().client_ip(peer.ip(), headers);
+    let ip_permit = match node.admission().admit(client) {
+        Ok(permit) => permit,
+        Err(refused) => {
+            metrics::counter!("roomcast_rate_limited_total", "kind" => refused.code()).increment(1);
+            return Err(json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                refused.code(),
+                "too many connections from this address",
+            ));
+        }
+    };
+    let user_claim = match node.claim_session(user).await {
+        Ok(claim) => claim,
+        Err(()) => {
+            metrics::counter!("roomcast_rate_limited_total", "kind" => "too_many_sessions")
+                .increment(1);
+            return Err(json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_sessions",
+                "this user has too many open connections",
+            ));
+        }
+    };
+    Ok(Permits {
+        ip: ip_permit,
+        _user: user_claim,
     })
 }
 
