@@ -89,9 +89,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     BadQuery(String),
-    #[error("{field} must be 1-128 characters of [A-Za-z0-9_.:@-]")]
+    #[error("{field} must be {rule}", rule = crate::protocol::NAME_RULE)]
     InvalidRoom { field: &'static str },
-    #[error("{field} must be 1-128 characters of [A-Za-z0-9_.:@-]")]
+    #[error("{field} must be {rule}", rule = crate::protocol::NAME_RULE)]
     InvalidUser { field: &'static str },
     #[error("body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },

@@ -55,9 +55,9 @@ pub fn checked_data<'a>(data: &'a RawValue, node: &Node) -> Result<&'a RawValue,
 /// A publish key, checked against the naming rule.
 pub fn publish_key(key: Option<String>) -> Result<Option<String>, ApiError> {
     match key {
-        Some(key) if !crate::protocol::valid_name(&key) => Err(ApiError::BadRequest(
-            "key must be 1-128 characters of [A-Za-z0-9_.:@-]".into(),
-        )),
+        Some(key) if !crate::protocol::valid_name(&key) => {
+            Err(ApiError::BadRequest(crate::protocol::name_rule("key")))
+        }
         key => Ok(key),
     }
 }

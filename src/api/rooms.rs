@@ -339,9 +339,7 @@ fn resume(query: HistoryQuery) -> Result<Option<Resume>, ApiError> {
                 )));
             }
             if !valid_name(&epoch) {
-                return Err(ApiError::BadQuery(
-                    "epoch must be 1-128 characters of [A-Za-z0-9_.:@-]".into(),
-                ));
+                return Err(ApiError::BadQuery(crate::protocol::name_rule("epoch")));
             }
             Ok(Some(Resume { since, epoch }))
         }

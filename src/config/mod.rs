@@ -285,7 +285,7 @@ impl Config {
             if !crate::protocol::valid_name(id) {
                 return Err(ConfigError::Invalid {
                     key: "node_id",
-                    reason: "must be 1-128 characters of [A-Za-z0-9_.:@-]".into(),
+                    reason: format!("must be {}", crate::protocol::NAME_RULE),
                 });
             }
         }

@@ -75,7 +75,7 @@ impl Redis {
         if !crate::protocol::valid_name(&self.prefix) {
             return Err(ConfigError::Invalid {
                 key: "redis.prefix",
-                reason: "must be 1-128 characters of [A-Za-z0-9_.:@-]".into(),
+                reason: format!("must be {}", crate::protocol::NAME_RULE),
             });
         }
         if self.presence_lease_ms < 100 {

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use super::codes::{ErrorCode, ProtocolError};
 use super::data::check_data;
-use super::names::valid_name;
+use super::names::{name_rule, valid_name};
 
 /// The `id` a client put on a request, echoed verbatim in the reply. A number or a string.
 #[derive(Debug, Clone, Serialize)]
@@ -151,7 +151,7 @@ fn into_request(wire: Wire<'_>) -> Result<Request, ProtocolError> {
             data: message_data(data, "publish needs \"data\"")?,
             key: match wire.key {
                 Some(key) if !valid_name(&key) => {
-                    return Err(bad("\"key\" must be 1-128 characters of [A-Za-z0-9_.:@-]"));
+                    return Err(bad(&name_rule("\"key\"")));
                 }
                 key => key,
             },
@@ -159,7 +159,7 @@ fn into_request(wire: Wire<'_>) -> Result<Request, ProtocolError> {
         "send" => {
             let to = to.ok_or_else(|| bad("send needs \"to\""))?;
             if !valid_name(&to) {
-                return Err(bad("\"to\" must be 1-128 characters of [A-Za-z0-9_.:@-]"));
+                return Err(bad(&name_rule("\"to\"")));
             }
             Request::Send {
                 to,
@@ -200,7 +200,7 @@ fn room_name(room: Option<String>) -> Result<String, ProtocolError> {
     } else {
         Err(ProtocolError::new(
             ErrorCode::InvalidRoom,
-            "room must be 1-128 characters of [A-Za-z0-9_.:@-]",
+            name_rule("room"),
         ))
     }
 }

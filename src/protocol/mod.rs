@@ -11,7 +11,7 @@ mod server;
 pub use client::{DecodeError, Request, RequestId, Resume, decode_request};
 pub use codes::{CloseCode, ErrorCode, ProtocolError};
 pub use data::{DataError, MAX_DATA_DEPTH, MAX_NUMBER_CHARS, check_data};
-pub use names::{MAX_NAME_LEN, valid_name};
+pub use names::{MAX_NAME_LEN, NAME_RULE, name_rule, valid_name};
 pub use server::{
     PresenceParts, ServerFrame, encode, encode_direct, encode_message, message_parts,
     presence_parts,

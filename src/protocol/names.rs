@@ -1,5 +1,13 @@
 //! The naming rule shared by rooms and users: 1–128 characters of `[A-Za-z0-9_.:@-]`.
 
+/// The rule, as every refusal states it (`"{field} must be {NAME_RULE}"`).
+pub const NAME_RULE: &str = "1-128 characters of [A-Za-z0-9_.:@-]";
+
+/// The refusal of a `field` (room, user, key, …) that breaks the rule.
+pub fn name_rule(field: &str) -> String {
+    format!("{field} must be {NAME_RULE}")
+}
+
 /// Longest room or user name accepted.
 pub const MAX_NAME_LEN: usize = 128;
 

@@ -156,7 +156,7 @@ impl IntoResponse for Unidentified {
             Self::InvalidUser => json_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_user",
-                "user must be 1-128 characters of [A-Za-z0-9_.:@-]",
+                &crate::protocol::name_rule("user"),
             ),
             Self::UserNotAllowed => json_error(
                 StatusCode::BAD_REQUEST,
