@@ -2,7 +2,7 @@
 //! other nodes must observe in order (a publication, a presence change) is announced with
 //! PUBLISH from inside the same script, so the announcement order is the state-change order.
 //!
-//! Room channel payloads, parsed by `subscriber.rs`:
+//! Room channel payloads, parsed by `sequence.rs` (for both the single and the cluster reader):
 //! - `m <offset> <epoch>\n<message frame>`: a publication;
 //! - `p\n<presence frame>`: a presence event.
 //!

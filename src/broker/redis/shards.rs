@@ -275,7 +275,7 @@ impl Shards {
             }
         }
         for addr in gone {
-            forget(shared, &addr);
+            super::subscriptions::detach(shared, Some(&addr));
         }
     }
 
@@ -386,22 +386,6 @@ async fn ssubscribe(
     Ok(())
 }
 
-/// Marks every channel subscribed through the link to `addr` as not subscribed; released
-/// ones go for good, with their rooms (as the single mode's reader does on a lost connection).
-fn forget(shared: &Shared, addr: &str) {
-    let mut subs = shared.subs.lock();
-    let super::Subs {
-        channels, rooms, ..
-    } = &mut *subs;
-    channels.retain(|_, sub| {
-        if sub.on.as_deref() == Some(addr) {
-            sub.on = None;
-        }
-        sub.refs > 0 || sub.on.is_some()
-    });
-    rooms.retain(|room, _| channels.contains_key(&shared.keys.room_channel(room)));
-}
-
 /// The supervisor: keeps the links and subscriptions matching the cluster until `stop`.
 pub(super) async fn run(shared: Arc<Shared>) {
     let Some(shards) = shared.shards.as_ref() else {
@@ -437,8 +421,11 @@ async fn link(shared: Arc<Shared>, addr: Arc<str>, generation: u64, stop: Cancel
     let mut backoff = BACKOFF_MIN;
     loop {
         // The connection's driver hands pushes to this sender in arrival order; this task is
-        // their single reader. Unbounded like the single mode's pub/sub stream: Redis bounds
-        // what it buffers for a subscriber (client-output-buffer-limit pubsub).
+        // their single reader. Unbounded: what waits here is what Redis already sent, and the
+        // reader awaits at most one command per message (a gap's history read, bounded by
+        // `redis.command_timeout_ms`; a failed read is retried in the background, not here),
+        // so it holds at most the shard's publish rate × the command timeout. Redis bounds
+        // what it buffers for a subscriber beyond that (client-output-buffer-limit pubsub).
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PushInfo>();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(shards.command_timeout))
@@ -478,7 +465,7 @@ async fn link(shared: Arc<Shared>, addr: Arc<str>, generation: u64, stop: Cancel
                     Some(link) if link.generation == generation => link.conn = None,
                     _ => return,
                 }
-                forget(&shared, &addr);
+                super::subscriptions::detach(&shared, Some(&addr));
                 shards.update_ready(&shared);
                 shards.changed.notify_one();
             }

@@ -68,7 +68,8 @@ pub(super) async fn run(shared: Arc<Shared>, client: redis::Client) {
             sequence::handle(&shared, msg.get_channel_name(), msg.get_payload_bytes()).await;
         }
         shared.connected.store(false, Ordering::Release);
-        lost(&shared);
+        *shared.sink.lock() = None;
+        super::subscriptions::detach(&shared, None);
         tracing::warn!("redis subscription lost; reconnecting");
     }
 }
@@ -82,20 +83,6 @@ pub(super) async fn pause(shared: &Shared, backoff: &mut Duration) -> bool {
         () = shared.stop.cancelled() => false,
         () = tokio::time::sleep(jittered) => true,
     }
-}
-
-/// Forgets what the dropped connection had subscribed; released channels go for good.
-fn lost(shared: &Shared) {
-    *shared.sink.lock() = None;
-    let mut subs = shared.subs.lock();
-    let super::Subs {
-        channels, rooms, ..
-    } = &mut *subs;
-    channels.retain(|_, sub| {
-        sub.on = None;
-        sub.refs > 0
-    });
-    rooms.retain(|room, _| channels.contains_key(&shared.keys.room_channel(room)));
 }
 
 /// Installs the new connection and subscribes every channel someone still wants, settling

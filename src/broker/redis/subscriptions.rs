@@ -27,6 +27,23 @@ use super::{BrokerError, SINGLE_LINK, Shared};
 /// thousands of sessions arrive at once or a reconnect resubscribes a whole node.
 pub(super) const SUBSCRIBE_MAX: usize = 1_000;
 
+/// Marks every channel subscribed through `link` (every channel, for `None`: the single mode's
+/// one connection) as not subscribed after that link was lost; released channels go for good,
+/// with their rooms.
+pub(super) fn detach(shared: &Shared, link: Option<&str>) {
+    let mut subs = shared.subs.lock();
+    let super::Subs {
+        channels, rooms, ..
+    } = &mut *subs;
+    channels.retain(|_, sub| {
+        if link.is_none_or(|l| sub.on.as_deref() == Some(l)) {
+            sub.on = None;
+        }
+        sub.refs > 0 || sub.on.is_some()
+    });
+    rooms.retain(|room, _| channels.contains_key(&shared.keys.room_channel(room)));
+}
+
 /// A channel waiting for its SUBSCRIBE, and where its caller finds how it went.
 pub(super) struct Waiter {
     channel: String,
