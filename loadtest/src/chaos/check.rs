@@ -544,6 +544,12 @@ fn cut_off(input: &Input, node: usize, at: u64) -> bool {
 }
 
 fn presence(input: &Input, v: &mut Verdict) {
+    false_presence_events(input, v);
+    presence_at_end(input.logs, v);
+}
+
+/// Presence events that contradict the sessions the users really had.
+fn false_presence_events(input: &Input, v: &mut Verdict) {
     let logs = input.logs;
     let sessions = sessions(logs);
     for log in logs {
@@ -591,6 +597,10 @@ fn presence(input: &Input, v: &mut Verdict) {
             }
         }
     }
+}
+
+/// Every member's view and last list against who is connected at the end.
+fn presence_at_end(logs: &[UserLog], v: &mut Verdict) {
     let mut truth: HashMap<&str, BTreeSet<&str>> = HashMap::new();
     for log in logs {
         if joined_at_end(log) {

@@ -112,6 +112,39 @@ enum Req {
     Presence { last: bool },
 }
 
+/// One connection's requests in flight and what is due on it.
+struct Conn {
+    pending: HashMap<u64, Req>,
+    next_id: u64,
+    joined: bool,
+    join_deadline: Instant,
+    /// When to (re)send the outstanding publish, and to ask for the presence list, if at all.
+    resend_at: Option<Instant>,
+    presence_at: Option<Instant>,
+}
+
+impl Conn {
+    fn new() -> Self {
+        Self {
+            pending: HashMap::new(),
+            next_id: 1,
+            joined: false,
+            join_deadline: Instant::now() + CONNECT_TIMEOUT,
+            resend_at: None,
+            presence_at: None,
+        }
+    }
+
+    /// `request` numbered, and remembered until its answer.
+    fn request(&mut self, mut request: Value, req: Req) -> Message {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending.insert(id, req);
+        request["id"] = id.into();
+        Message::text(request.to_string())
+    }
+}
+
 struct User {
     log: UserLog,
     plan: Plan,
@@ -189,69 +222,28 @@ impl User {
 
     /// One connection: join (or resume), then read and publish until it ends or the run does.
     async fn session(&mut self, mut ws: Ws) -> String {
-        let mut pending: HashMap<u64, Req> = HashMap::new();
-        let mut next_id = 1;
-        let mut send = |ws_req: Value, req: Req, pending: &mut HashMap<u64, Req>| {
-            let id = next_id;
-            next_id += 1;
-            pending.insert(id, req);
-            let mut v = ws_req;
-            v["id"] = id.into();
-            Message::text(v.to_string())
-        };
+        let mut conn = Conn::new();
         let mut join = serde_json::json!({"type": "join", "room": self.log.room, "presence": true});
         if let Some(epoch) = &self.epoch {
             join["since"] = self.last.into();
             join["epoch"] = epoch.clone().into();
         }
-        if ws.send(send(join, Req::Join, &mut pending)).await.is_err() {
+        if ws.send(conn.request(join, Req::Join)).await.is_err() {
             return "send failed".into();
         }
-        let join_deadline = Instant::now() + CONNECT_TIMEOUT;
-        let mut joined = false;
-        // When to (re)send the outstanding publish or the presence request, if at all.
-        let mut resend_at: Option<Instant> = None;
-        let mut presence_at: Option<Instant> = None;
         let mut stop = self.plan.stop.clone();
         loop {
-            let publish_due =
-                joined && self.outstanding.is_none() && self.next_publish < self.plan.publish_end;
-            let wake = [
-                (!joined).then_some(join_deadline),
-                publish_due.then_some(self.next_publish),
-                resend_at,
-                presence_at,
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let wake = self.wake(&conn);
             tokio::select! {
                 () = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    return self.finish(ws, &mut send, &mut pending).await;
+                    return self.finish(ws, &mut conn).await;
                 }
                 () = sleep_until(wake) => {
                     let now = Instant::now();
-                    if !joined && now >= join_deadline {
+                    if !conn.joined && now >= conn.join_deadline {
                         return "no answer to join".into();
                     }
-                    let mut out = Vec::new();
-                    if presence_at.is_some_and(|t| t <= now) {
-                        presence_at = None;
-                        out.push(send(self.presence_request(), Req::Presence { last: false }, &mut pending));
-                    }
-                    if publish_due && self.next_publish <= now {
-                        self.seq += 1;
-                        self.outstanding = Some(Publish { s: self.seq, first_sent: self.now(), attempts: 0 });
-                        resend_at = Some(now);
-                    }
-                    if resend_at.is_some_and(|t| t <= now) {
-                        resend_at = None;
-                        if let Some(p) = self.publish_request() {
-                            out.push(send(p, Req::Publish, &mut pending));
-                        }
-                    }
-                    for m in out {
+                    for m in self.due(&mut conn, now) {
                         if ws.send(m).await.is_err() {
                             return "send failed".into();
                         }
@@ -268,23 +260,77 @@ impl User {
                         None => return "eof".into(),
                     };
                     let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
-                    let req = frame["id"].as_u64().and_then(|id| pending.remove(&id));
-                    match self.on_frame(&frame, req) {
-                        Reaction::None => {}
-                        Reaction::Joined => {
-                            joined = true;
-                            presence_at = Some(Instant::now());
-                            if self.outstanding.is_some() {
-                                resend_at = Some(Instant::now());
-                            }
-                        }
-                        Reaction::AskPresence(after) => presence_at = Some(Instant::now() + after),
-                        Reaction::Resend => resend_at = Some(Instant::now() + RETRY_AFTER),
-                        Reaction::Rejoin => return "join refused".into(),
+                    let req = frame["id"].as_u64().and_then(|id| conn.pending.remove(&id));
+                    let reaction = self.on_frame(&frame, req);
+                    if let Some(end) = self.react(&mut conn, reaction) {
+                        return end;
                     }
                 }
             }
         }
+    }
+
+    fn publish_due(&self, conn: &Conn) -> bool {
+        conn.joined && self.outstanding.is_none() && self.next_publish < self.plan.publish_end
+    }
+
+    /// The next moment something is due on this connection.
+    fn wake(&self, conn: &Conn) -> Instant {
+        [
+            (!conn.joined).then_some(conn.join_deadline),
+            self.publish_due(conn).then_some(self.next_publish),
+            conn.resend_at,
+            conn.presence_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+    }
+
+    /// The requests due at `now`: a presence list, a new publish, a publish sent again.
+    fn due(&mut self, conn: &mut Conn, now: Instant) -> Vec<Message> {
+        let mut out = Vec::new();
+        if conn.presence_at.is_some_and(|t| t <= now) {
+            conn.presence_at = None;
+            out.push(conn.request(self.presence_request(), Req::Presence { last: false }));
+        }
+        if self.publish_due(conn) && self.next_publish <= now {
+            self.seq += 1;
+            let first_sent = self.now();
+            self.outstanding = Some(Publish {
+                s: self.seq,
+                first_sent,
+                attempts: 0,
+            });
+            conn.resend_at = Some(now);
+        }
+        if conn.resend_at.is_some_and(|t| t <= now) {
+            conn.resend_at = None;
+            if let Some(p) = self.publish_request() {
+                out.push(conn.request(p, Req::Publish));
+            }
+        }
+        out
+    }
+
+    /// Acts on what a frame asked for; `Some` ends the connection with that reason.
+    fn react(&self, conn: &mut Conn, reaction: Reaction) -> Option<String> {
+        let now = Instant::now();
+        match reaction {
+            Reaction::None => {}
+            Reaction::Joined => {
+                conn.joined = true;
+                conn.presence_at = Some(now);
+                if self.outstanding.is_some() {
+                    conn.resend_at = Some(now);
+                }
+            }
+            Reaction::AskPresence(after) => conn.presence_at = Some(now + after),
+            Reaction::Resend => conn.resend_at = Some(now + RETRY_AFTER),
+            Reaction::Rejoin => return Some("join refused".into()),
+        }
+        None
     }
 
     fn presence_request(&self) -> Value {
@@ -306,123 +352,79 @@ impl User {
     /// Records one frame and says what the session should do about it.
     fn on_frame(&mut self, f: &Value, req: Option<Req>) -> Reaction {
         let at = self.now();
-        let kind = f["type"].as_str().unwrap_or("");
-        let epoch = || f["epoch"].as_str().unwrap_or("").to_string();
-        let offset = f["offset"].as_u64().unwrap_or(0);
-        let mut event = None;
-        let reaction = match (kind, req) {
-            ("joined", req) => {
-                let solicited = matches!(req, Some(Req::Join));
-                let recovered = f["recovered"].as_bool();
-                event = Some(Event::Joined {
-                    at,
-                    node: self.node,
-                    epoch: epoch(),
-                    offset,
-                    recovered,
-                    solicited,
-                });
-                // A recovered resume continues from `last`; anything else restarts there.
-                if recovered != Some(true) || self.epoch.as_deref() != Some(&epoch()) {
-                    self.last = offset;
-                }
-                self.epoch = Some(epoch());
-                if solicited {
-                    Reaction::Joined
-                } else {
-                    Reaction::AskPresence(Duration::ZERO)
-                }
-            }
-            ("message", _) => {
-                let (p, s) = (
-                    f["data"]["p"].as_u64().unwrap_or(u64::MAX),
-                    f["data"]["s"].as_u64().unwrap_or(0),
-                );
-                let epoch = self.epoch.clone().unwrap_or_default();
-                event = Some(Event::Message {
-                    at,
-                    epoch,
-                    offset,
-                    p,
-                    s,
-                });
-                self.last = self.last.max(offset);
-                Reaction::None
-            }
-            ("ack", Some(Req::Publish)) => {
-                if let Some(p) = self.outstanding.take() {
-                    let epoch = self.epoch.clone().unwrap_or_default();
-                    event = Some(Event::Ack {
-                        at,
-                        s: p.s,
-                        offset,
-                        epoch,
-                        first_sent: p.first_sent,
-                        attempts: p.attempts,
-                    });
-                }
-                self.next_publish = Instant::now() + self.plan.every;
-                Reaction::None
-            }
+        let (event, reaction) = match (f["type"].as_str().unwrap_or(""), req) {
+            ("joined", req) => self.on_joined(f, req, at),
+            ("message", _) => (Some(self.on_message(f, at)), Reaction::None),
+            ("ack", Some(Req::Publish)) => (self.on_ack(f, at), Reaction::None),
             ("presence", Some(Req::Presence { last })) => {
-                let users = f["users"]
-                    .as_array()
-                    .map(|u| {
-                        u.iter()
-                            .filter_map(|v| v.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                event = Some(Event::PresenceList {
-                    at,
-                    seq: f["seq"].as_u64().unwrap_or(0),
-                    users,
-                    last,
-                });
-                Reaction::None
+                (Some(presence_list(f, at, last)), Reaction::None)
             }
             ("presence_join" | "presence_leave", _) => {
-                let user = f["user"].as_str().unwrap_or("").to_string();
-                event = Some(Event::PresenceEvent {
-                    at,
-                    join: kind == "presence_join",
-                    user,
-                    seq: f["seq"].as_u64().unwrap_or(0),
-                });
-                Reaction::None
+                (Some(presence_event(f, at)), Reaction::None)
             }
-            ("error", Some(req)) => {
-                let code = f["code"].as_str().unwrap_or("").to_string();
-                let (name, reaction) = match req {
-                    Req::Join => ("join", Reaction::Rejoin),
-                    Req::Publish => ("publish", Reaction::Resend),
-                    Req::Presence { .. } => ("presence", Reaction::AskPresence(RETRY_AFTER)),
-                };
-                event = Some(Event::Refused {
-                    at,
-                    request: name,
-                    code,
-                });
-                reaction
-            }
-            _ => Reaction::None,
+            ("error", Some(req)) => refused(f, at, req),
+            _ => (None, Reaction::None),
         };
         self.log.events.extend(event);
         reaction
     }
 
+    /// A join's answer, or (unsolicited) the notice of lost offsets or a new epoch.
+    fn on_joined(&mut self, f: &Value, req: Option<Req>, at: u64) -> (Option<Event>, Reaction) {
+        let solicited = matches!(req, Some(Req::Join));
+        let recovered = f["recovered"].as_bool();
+        let epoch = f["epoch"].as_str().unwrap_or("").to_string();
+        let offset = f["offset"].as_u64().unwrap_or(0);
+        // A recovered resume continues from `last`; anything else restarts there.
+        if recovered != Some(true) || self.epoch.as_deref() != Some(&epoch) {
+            self.last = offset;
+        }
+        self.epoch = Some(epoch.clone());
+        let event = Event::Joined {
+            at,
+            node: self.node,
+            epoch,
+            offset,
+            recovered,
+            solicited,
+        };
+        let reaction = if solicited {
+            Reaction::Joined
+        } else {
+            Reaction::AskPresence(Duration::ZERO)
+        };
+        (Some(event), reaction)
+    }
+
+    fn on_message(&mut self, f: &Value, at: u64) -> Event {
+        let offset = f["offset"].as_u64().unwrap_or(0);
+        self.last = self.last.max(offset);
+        Event::Message {
+            at,
+            epoch: self.epoch.clone().unwrap_or_default(),
+            offset,
+            p: f["data"]["p"].as_u64().unwrap_or(u64::MAX),
+            s: f["data"]["s"].as_u64().unwrap_or(0),
+        }
+    }
+
+    /// The outstanding publish was acknowledged: the next one is due a period later.
+    fn on_ack(&mut self, f: &Value, at: u64) -> Option<Event> {
+        self.next_publish = Instant::now() + self.plan.every;
+        let p = self.outstanding.take()?;
+        Some(Event::Ack {
+            at,
+            s: p.s,
+            offset: f["offset"].as_u64().unwrap_or(0),
+            epoch: self.epoch.clone().unwrap_or_default(),
+            first_sent: p.first_sent,
+            attempts: p.attempts,
+        })
+    }
+
     /// The run is over: ask for the presence list one last time, wait for it, close.
-    async fn finish(
-        &mut self,
-        mut ws: Ws,
-        send: &mut impl FnMut(Value, Req, &mut HashMap<u64, Req>) -> Message,
-        pending: &mut HashMap<u64, Req>,
-    ) -> String {
-        let request = send(
-            self.presence_request(),
-            Req::Presence { last: true },
-            pending,
-        );
+    async fn finish(&mut self, mut ws: Ws, conn: &mut Conn) -> String {
+        let request = conn.request(self.presence_request(), Req::Presence { last: true });
         if ws.send(request).await.is_ok() {
             // Until `close_at`, the connection's end, or an error; pings are answered on the way.
             let deadline = self.plan.close_at;
@@ -431,13 +433,48 @@ impl User {
                 let Ok(frame) = serde_json::from_str::<Value>(&t) else {
                     continue;
                 };
-                let req = frame["id"].as_u64().and_then(|id| pending.remove(&id));
+                let req = frame["id"].as_u64().and_then(|id| conn.pending.remove(&id));
                 self.on_frame(&frame, req);
             }
         }
         let _ = timeout(Duration::from_millis(500), ws.close(None)).await;
         "run over".into()
     }
+}
+
+fn presence_list(f: &Value, at: u64, last: bool) -> Event {
+    let users = f["users"].as_array().map(|u| {
+        u.iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()
+    });
+    Event::PresenceList {
+        at,
+        seq: f["seq"].as_u64().unwrap_or(0),
+        users: users.unwrap_or_default(),
+        last,
+    }
+}
+
+fn presence_event(f: &Value, at: u64) -> Event {
+    Event::PresenceEvent {
+        at,
+        join: f["type"] == "presence_join",
+        user: f["user"].as_str().unwrap_or("").to_string(),
+        seq: f["seq"].as_u64().unwrap_or(0),
+    }
+}
+
+/// A request answered with an error: what to log, and what to do (rejoin elsewhere after a
+/// refused join, send a publish or presence request again after a while).
+fn refused(f: &Value, at: u64, req: Req) -> (Option<Event>, Reaction) {
+    let (request, reaction) = match req {
+        Req::Join => ("join", Reaction::Rejoin),
+        Req::Publish => ("publish", Reaction::Resend),
+        Req::Presence { .. } => ("presence", Reaction::AskPresence(RETRY_AFTER)),
+    };
+    let code = f["code"].as_str().unwrap_or("").to_string();
+    (Some(Event::Refused { at, request, code }), reaction)
 }
 
 async fn timeout_at_next(

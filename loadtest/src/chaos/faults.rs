@@ -192,22 +192,11 @@ impl Targets {
                 (format!("redis{t}"), whole_redis)
             }
             FaultKind::RedisClientKill => {
-                let port = self.redis.shards[t].port;
-                for kind in ["normal", "pubsub"] {
-                    super::resp::command(port, &["CLIENT", "KILL", "TYPE", kind])
-                        .map_err(|e| ChaosError::Setup(format!("CLIENT KILL: {e}")))?;
-                }
+                self.client_kill(t)?;
                 (format!("redis{t}"), Vec::new())
             }
             FaultKind::RedisFull => {
-                let port = self.redis.shards[t].port;
-                let set = |v: &str| {
-                    super::resp::command(port, &["CONFIG", "SET", "maxmemory", v])
-                        .map_err(|e| ChaosError::Setup(format!("CONFIG SET maxmemory: {e}")))
-                };
-                set("1")?;
-                std::thread::sleep(length);
-                set("0")?;
+                self.fill(t, length)?;
                 (format!("redis{t}"), whole_redis)
             }
             FaultKind::NodeKill | FaultKind::NodeTerm => {
@@ -239,5 +228,27 @@ impl Targets {
             end_ms: self.now_ms(),
             unready,
         })
+    }
+
+    /// `CLIENT KILL` of every command and pub/sub connection of shard `t`.
+    fn client_kill(&self, t: usize) -> Result<(), ChaosError> {
+        let port = self.redis.shards[t].port;
+        for kind in ["normal", "pubsub"] {
+            super::resp::command(port, &["CLIENT", "KILL", "TYPE", kind])
+                .map_err(|e| ChaosError::Setup(format!("CLIENT KILL: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Shard `t` at `maxmemory` (below what it holds, `noeviction`) for `length`.
+    fn fill(&self, t: usize, length: Duration) -> Result<(), ChaosError> {
+        let port = self.redis.shards[t].port;
+        let set = |v: &str| {
+            super::resp::command(port, &["CONFIG", "SET", "maxmemory", v])
+                .map_err(|e| ChaosError::Setup(format!("CONFIG SET maxmemory: {e}")))
+        };
+        set("1")?;
+        std::thread::sleep(length);
+        set("0").map(drop)
     }
 }
