@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::http::json_error;
-use crate::protocol::{ErrorCode as WireCode, ProtocolError};
+use crate::node::NodeError;
 
 /// The `error` field of an error body: what a caller branches on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -179,13 +179,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The node answers with protocol errors; only `unavailable` is expected from the calls the API
-/// makes (names are checked before), so anything else is a bug, not the caller's fault.
-impl From<ProtocolError> for ApiError {
-    fn from(err: ProtocolError) -> Self {
-        match err.code {
-            WireCode::Unavailable | WireCode::ShuttingDown => Self::Unavailable(err.message),
-            _ => Self::Internal(err.to_string()),
+impl From<NodeError> for ApiError {
+    fn from(err: NodeError) -> Self {
+        match err {
+            NodeError::Unavailable(err) => Self::Unavailable(err.to_string()),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::auth::Verifier;
 use crate::broker::{Broker, BrokerError, Deliver, PresenceList};
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
-use crate::protocol::{ErrorCode, ProtocolError, RequestId, Resume, ServerFrame, encode};
+use crate::protocol::{RequestId, Resume, ServerFrame, encode};
 use crate::session::{Outbox, QueueLimits, SessionHandle};
 
 pub use admission::{Admission, IpPermit, PendingPermit, Refused};
@@ -95,10 +95,14 @@ impl Deliver for HubDelivery {
     }
 }
 
-impl From<BrokerError> for ProtocolError {
-    fn from(err: BrokerError) -> Self {
-        ProtocolError::new(ErrorCode::Unavailable, err.to_string())
-    }
+/// Why the node could not do what was asked. Each endpoint maps it to its own wire: the
+/// WebSocket protocol's `unavailable`, the HTTP API's 503.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The broker (Redis) could not complete the call; it may have been applied (see the
+    /// publish keys in docs/protocol.md).
+    #[error("{0}")]
+    Unavailable(#[from] BrokerError),
 }
 
 impl Node {
@@ -238,7 +242,7 @@ impl Node {
         resume: Option<&Resume>,
         presence: bool,
         id: Option<&RequestId>,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<(), NodeError> {
         let cap = self.0.config.limits.outbound_queue;
         let first = self.0.hub.add_pending(room, session, presence, cap);
         let result = async {
@@ -295,7 +299,7 @@ impl Node {
         from: &str,
         data: &RawValue,
         key: Option<&str>,
-    ) -> Result<u64, ProtocolError> {
+    ) -> Result<u64, NodeError> {
         let started = std::time::Instant::now();
         let result = match key {
             None => self
@@ -336,14 +340,14 @@ impl Node {
         to: &str,
         from: &str,
         data: &RawValue,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<(), NodeError> {
         self.0.broker.send_direct(to, from, data).await?;
         metrics::counter!("roomcast_direct_messages_total").increment(1);
         Ok(())
     }
 
     /// The users present in `room`, sorted, and the `seq` of the presence event they reflect.
-    pub async fn presence(&self, room: &str) -> Result<PresenceList, ProtocolError> {
+    pub async fn presence(&self, room: &str) -> Result<PresenceList, NodeError> {
         Ok(self.0.broker.presence(room).await?)
     }
 
@@ -352,12 +356,12 @@ impl Node {
         &self,
         room: &str,
         resume: Option<&Resume>,
-    ) -> Result<crate::broker::History, ProtocolError> {
+    ) -> Result<crate::broker::History, NodeError> {
         Ok(self.0.broker.history(room, resume).await?)
     }
 
     /// Closes every session of `user` on every node with 4003.
-    pub async fn disconnect_user(&self, user: &str) -> Result<(), ProtocolError> {
+    pub async fn disconnect_user(&self, user: &str) -> Result<(), NodeError> {
         Ok(self.0.broker.disconnect_user(user).await?)
     }
 

@@ -20,8 +20,8 @@ use super::Permits;
 use super::frame::{self, Incoming};
 use super::socket::{Event, RecvError, Socket};
 use crate::auth::{AuthError, Identity};
-use crate::node::Node;
 use crate::node::limiter::{TokenBucket, Verdict};
+use crate::node::{Node, NodeError};
 use crate::protocol::{
     CloseCode, ErrorCode, ProtocolError, Request, RequestId, Resume, ServerFrame, decode_request,
     encode,
@@ -502,7 +502,7 @@ impl Connection {
         if joined.is_err() {
             self.rooms.remove(room);
         }
-        joined
+        Ok(joined?)
     }
 
     async fn leave(&mut self, id: Option<&RequestId>, room: &str) -> Result<(), ProtocolError> {
@@ -662,6 +662,17 @@ async fn close(socket: &mut Socket, code: CloseCode, reason: &str) {
     while let Some(Ok(item)) = socket.recv().await {
         if matches!(item, Incoming::Close(_)) {
             return;
+        }
+    }
+}
+
+/// The node's errors on this endpoint's wire.
+impl From<NodeError> for ProtocolError {
+    fn from(err: NodeError) -> Self {
+        match err {
+            NodeError::Unavailable(err) => {
+                ProtocolError::new(ErrorCode::Unavailable, err.to_string())
+            }
         }
     }
 }
