@@ -633,7 +633,7 @@ fn presence_at_end(logs: &[UserLog], v: &mut Verdict) {
 }
 
 /// What clients/js would show at the end (the list of the last epoch, then the events above
-/// its seq in seq order) and the last list asked for.
+/// its seq in seq order, up to the last list) and the last list asked for.
 fn final_view(log: &UserLog) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut list: Option<(u64, BTreeSet<String>)> = None;
     let mut events: Vec<(u64, bool, String)> = Vec::new();
@@ -644,9 +644,14 @@ fn final_view(log: &UserLog) -> (BTreeSet<String>, BTreeSet<String>) {
                 list = None;
                 events.clear();
             }
+            // The last list is asked for while everyone is still connected; what comes after
+            // it is the run ending (users closing), not the state to judge.
             Event::PresenceList {
                 users, last: true, ..
-            } => last = users.iter().cloned().collect(),
+            } => {
+                last = users.iter().cloned().collect();
+                break;
+            }
             Event::PresenceList { seq, users, .. } => {
                 list = Some((*seq, users.iter().cloned().collect()))
             }
