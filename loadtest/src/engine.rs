@@ -14,6 +14,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::cpu::{self, CpuTime};
 use crate::scenario::Scenario;
 use crate::stats::{Counters, Hist, RoomReport, SecondStats, WorkerStats};
+use crate::target::Target;
 use crate::user::{self, Shared};
 use crate::wire::now_us;
 
@@ -110,34 +111,100 @@ pub fn run_blocking(
     local.block_on(&runtime, run(plan, events, control))
 }
 
+/// The tester's own CPU clock: the whole process for a worker process, this thread for an
+/// in-process worker thread.
+#[derive(Clone, Copy)]
+struct Clock {
+    whole_process: bool,
+}
+
+impl Clock {
+    fn now(self) -> CpuTime {
+        if self.whole_process {
+            cpu::process()
+        } else {
+            cpu::thread()
+        }
+    }
+
+    /// CPU spent since `start` (a process counts from its own start).
+    fn spent(self, start: &CpuTime) -> CpuTime {
+        if self.whole_process {
+            cpu::process()
+        } else {
+            cpu::thread().since(start)
+        }
+    }
+
+    fn peak_rss_kib(self) -> u64 {
+        if self.whole_process {
+            cpu::peak_rss_kib()
+        } else {
+            0
+        }
+    }
+}
+
 async fn run(
     plan: WorkerPlan,
     events: mpsc::Sender<WorkerEvent>,
     mut control: mpsc::Receiver<Control>,
 ) -> WorkerReport {
+    let clock = Clock {
+        whole_process: plan.whole_process,
+    };
     let cpu_start = if plan.whole_process {
         CpuTime::default()
     } else {
         cpu::thread()
     };
-    let s = plan.scenario.clone();
-    let targets = match s.targets() {
+    let targets = match plan.scenario.targets() {
         Ok(t) => t,
         Err(e) => {
-            let _ = events
-                .send(WorkerEvent::Failed {
-                    message: e.to_string(),
-                })
-                .await;
+            let message = e.to_string();
+            let _ = events.send(WorkerEvent::Failed { message }).await;
             return WorkerReport::default();
         }
     };
+    let (close_tx, closing) = watch::channel(false);
+    let shared = Rc::new(shared_state(&plan, targets, closing));
+    let mut users = JoinSet::new();
+    for k in 0..plan.count {
+        users.spawn_local(user::run(
+            shared.clone(),
+            plan.first + k * plan.stride.max(1),
+        ));
+    }
+    follow(&shared, clock, &events, &mut control).await;
+    let _ = close_tx.send(true);
+    let all_done = async { while users.join_next().await.is_some() {} };
+    if tokio::time::timeout(CLOSE_GRACE, all_done).await.is_err() {
+        users.abort_all();
+    }
+    let mut st = shared.stats.borrow_mut();
+    let stats = std::mem::take(&mut *st);
+    WorkerReport {
+        worker: plan.worker,
+        users: plan.count,
+        counters: stats.counters,
+        connect_time: stats.connect_time,
+        latency: stats.latency,
+        ack_latency: stats.ack_latency,
+        direct_latency: stats.direct_latency,
+        rooms: stats.rooms,
+        error_samples: stats.error_samples,
+        cpu: clock.spent(&cpu_start),
+        peak_rss_kib: clock.peak_rss_kib(),
+    }
+}
+
+/// What this worker's users share: the scenario, its timeline and the stats.
+fn shared_state(plan: &WorkerPlan, targets: Vec<Target>, closing: watch::Receiver<bool>) -> Shared {
+    let s = plan.scenario.clone();
     let wait = Duration::from_micros(plan.start_unix_us.saturating_sub(now_us()));
     let start = Instant::now() + wait;
     let publish_end = start + Duration::from_secs_f64(s.ramp_secs() + s.duration_secs);
-    let drain_end = publish_end + Duration::from_secs_f64(s.drain_secs);
-    let (close_tx, closing) = watch::channel(false);
-    let shared = Rc::new(Shared {
+    Shared {
         pad: "x".repeat(s.message_bytes),
         prefix: format!("lt{}", plan.run_id),
         seed: plan
@@ -151,29 +218,25 @@ async fn run(
         publish_end,
         stats: RefCell::new(WorkerStats::default()),
         closing,
-    });
-    let mut users = JoinSet::new();
-    for k in 0..plan.count {
-        users.spawn_local(user::run(
-            shared.clone(),
-            plan.first + k * plan.stride.max(1),
-        ));
     }
+}
 
+/// Phase 1: ramp and publish; phase 2: drain until quiet; phase 3: wait for the word to close.
+/// Sends a tick every second throughout.
+async fn follow(
+    shared: &Shared,
+    clock: Clock,
+    events: &mpsc::Sender<WorkerEvent>,
+    control: &mut mpsc::Receiver<Control>,
+) {
+    let (start, publish_end) = (shared.start, shared.publish_end);
+    let drain_end = publish_end + Duration::from_secs_f64(shared.scenario.drain_secs);
     let mut ticker =
         tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
     let mut second = 0u64;
     let mut drained = false;
     // CPU per second, beside deliveries per second: the tester's cost per delivery at each load.
-    let cpu_now = || {
-        if plan.whole_process {
-            cpu::process()
-        } else {
-            cpu::thread()
-        }
-    };
-    let mut cpu_last = cpu_now();
-    // Phase 1: ramp and publish; phase 2: drain until quiet; phase 3: wait for the word to close.
+    let mut cpu_last = clock.now();
     loop {
         let now = Instant::now();
         if !drained && now >= publish_end {
@@ -190,7 +253,7 @@ async fn run(
         tokio::select! {
             _ = ticker.tick() => {
                 second += 1;
-                let cpu = cpu_now();
+                let cpu = clock.now();
                 let tick = {
                     let mut st = shared.stats.borrow_mut();
                     let mut second_stats = st.take_second();
@@ -202,40 +265,10 @@ async fn run(
             }
             () = sleep_until(now + Duration::from_millis(50)), if now >= publish_end && !drained => {}
             msg = control.recv(), if drained => match msg {
-                Some(Control::Close) | None => break,
+                Some(Control::Close) | None => return,
             },
             // Should the coordinator never answer, close by ourselves.
-            () = sleep_until(drain_end + Duration::from_secs(2)), if drained => break,
+            () = sleep_until(drain_end + Duration::from_secs(2)), if drained => return,
         }
-    }
-
-    let _ = close_tx.send(true);
-    let all_done = async { while users.join_next().await.is_some() {} };
-    if tokio::time::timeout(CLOSE_GRACE, all_done).await.is_err() {
-        users.abort_all();
-    }
-    let cpu = if plan.whole_process {
-        cpu::process()
-    } else {
-        cpu::thread().since(&cpu_start)
-    };
-    let mut st = shared.stats.borrow_mut();
-    let stats = std::mem::take(&mut *st);
-    WorkerReport {
-        worker: plan.worker,
-        users: plan.count,
-        counters: stats.counters,
-        connect_time: stats.connect_time,
-        latency: stats.latency,
-        ack_latency: stats.ack_latency,
-        direct_latency: stats.direct_latency,
-        rooms: stats.rooms,
-        error_samples: stats.error_samples,
-        cpu,
-        peak_rss_kib: if plan.whole_process {
-            cpu::peak_rss_kib()
-        } else {
-            0
-        },
     }
 }
