@@ -69,9 +69,54 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// Runs `scenario` and returns the merged report. Bounded in time: ramp + duration + drain +
 /// connect timeout + 20 s at most, then workers are killed and `RunError::Deadline` returned.
 pub async fn run(scenario: &Scenario, mut options: RunOptions) -> Result<Report, RunError> {
+    let in_process = options.worker_exe.is_none();
+    preflight(scenario, in_process).await?;
+    let run_id = format!("{:x}", now_us() % 0xff_ffff_ffff);
+    // Processes need a moment to start; everyone begins the ramp at the same instant.
+    let lead = if in_process { 200_000 } else { 1_000_000 };
+    let start_unix_us = now_us() + lead;
+    let (tx, mut rx) = mpsc::channel(1024);
+    let mut handles = spawn_workers(scenario, &options, &run_id, start_unix_us, tx).await?;
+    let budget = Duration::from_secs_f64(
+        scenario.ramp_secs() + scenario.duration_secs + scenario.drain_secs,
+    ) + Duration::from_millis(scenario.connect_timeout_ms + lead / 1000)
+        + DEADLINE_SLACK;
+    let followed = follow(scenario, &mut options, &mut rx, &mut handles, budget).await;
+    let (mut reports, series) = match followed {
+        Ok(done) => done,
+        Err(err) => {
+            for h in &mut handles {
+                h.send(Control::Close).await;
+                h.kill().await;
+            }
+            return Err(err);
+        }
+    };
+    reports.sort_by_key(|r| r.worker);
+    let wall = now_us().saturating_sub(start_unix_us) as f64 / 1e6;
+    let info = RunInfo {
+        scenario: scenario.name.clone(),
+        run_id,
+        urls: scenario.urls.clone(),
+        users: scenario.users,
+        mode: if in_process { "threads" } else { "processes" },
+        ramp_secs: scenario.ramp_secs(),
+        duration_secs: scenario.duration_secs,
+        wall_secs: wall,
+        coordinator_cpu: if in_process {
+            Default::default()
+        } else {
+            cpu::process()
+        },
+    };
+    Ok(Report::build(info, &reports, &series))
+}
+
+/// Everything that can be refused before a worker starts: the scenario, the in-process bound,
+/// and one probe connection per target.
+async fn preflight(scenario: &Scenario, in_process: bool) -> Result<(), RunError> {
     scenario.validate()?;
     let targets = scenario.targets().map_err(ScenarioError::from)?;
-    let in_process = options.worker_exe.is_none();
     if in_process && scenario.users > MAX_USERS_PER_WORKER {
         return Err(RunError::TooManyInProcess {
             users: scenario.users,
@@ -82,13 +127,18 @@ pub async fn run(scenario: &Scenario, mut options: RunOptions) -> Result<Report,
     for t in &targets {
         probe(t, credentials.as_ref(), probe_limit).await?;
     }
+    Ok(())
+}
 
-    let run_id = format!("{:x}", now_us() % 0xff_ffff_ffff);
+/// One worker per share of the users (user `first`, `first + stride`, …), as processes or threads.
+async fn spawn_workers(
+    scenario: &Scenario,
+    options: &RunOptions,
+    run_id: &str,
+    start_unix_us: u64,
+    tx: worker::Events,
+) -> Result<Vec<worker::Handle>, RunError> {
     let workers = scenario.worker_count();
-    // Processes need a moment to start; everyone begins the ramp at the same instant.
-    let lead = if in_process { 200_000 } else { 1_000_000 };
-    let start_unix_us = now_us() + lead;
-    let (tx, mut rx) = mpsc::channel(1024);
     let mut handles = Vec::new();
     for w in 0..workers {
         let first = u64::from(w);
@@ -99,7 +149,7 @@ pub async fn run(scenario: &Scenario, mut options: RunOptions) -> Result<Report,
             first,
             stride,
             count: scenario.users.saturating_sub(first).div_ceil(stride),
-            run_id: run_id.clone(),
+            run_id: run_id.to_string(),
             start_unix_us,
             whole_process: false,
         };
@@ -109,22 +159,26 @@ pub async fn run(scenario: &Scenario, mut options: RunOptions) -> Result<Report,
         };
         handles.push(handle.map_err(|source| RunError::Spawn { worker: w, source })?);
     }
-    drop(tx);
+    Ok(handles)
+}
 
-    let budget = Duration::from_secs_f64(
-        scenario.ramp_secs() + scenario.duration_secs + scenario.drain_secs,
-    ) + Duration::from_millis(scenario.connect_timeout_ms + lead / 1000)
-        + DEADLINE_SLACK;
+/// Follows the workers until each has reported: merges their ticks into the series (and the
+/// progress callback), tells them to close once all drained and settled, and stops at `budget`.
+async fn follow(
+    scenario: &Scenario,
+    options: &mut RunOptions,
+    rx: &mut mpsc::Receiver<(u32, WorkerEvent)>,
+    handles: &mut [worker::Handle],
+    budget: Duration,
+) -> Result<(Vec<WorkerReport>, Series), RunError> {
+    let workers = handles.len();
     let deadline = tokio::time::Instant::now() + budget;
-    let mut latest: Vec<Option<Tick>> = vec![None; workers as usize];
+    let mut latest: Vec<Option<Tick>> = vec![None; workers];
     let mut series = Series::new();
     let mut reports: Vec<WorkerReport> = Vec::new();
-    let mut drained = 0u32;
+    let mut drained = 0;
     let mut close_at: Option<tokio::time::Instant> = None;
-    let failure = loop {
-        if reports.len() == workers as usize {
-            break None;
-        }
+    while reports.len() < workers {
         let settle = async {
             match close_at {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -149,43 +203,19 @@ pub async fn run(scenario: &Scenario, mut options: RunOptions) -> Result<Report,
                     }
                 }
                 Some((_, WorkerEvent::Done(report))) => reports.push(*report),
-                Some((worker, WorkerEvent::Failed { message })) => break Some(RunError::Worker { worker, message }),
-                None => break Some(RunError::Worker { worker: 0, message: "workers vanished".into() }),
+                Some((worker, WorkerEvent::Failed { message })) => return Err(RunError::Worker { worker, message }),
+                None => return Err(RunError::Worker { worker: 0, message: "workers vanished".into() }),
             },
             () = settle => {
                 close_at = None;
-                for h in &mut handles {
+                for h in handles.iter_mut() {
                     h.send(Control::Close).await;
                 }
             }
-            () = tokio::time::sleep_until(deadline) => break Some(RunError::Deadline { secs: budget.as_secs_f64() }),
+            () = tokio::time::sleep_until(deadline) => return Err(RunError::Deadline { secs: budget.as_secs_f64() }),
         }
-    };
-    if let Some(err) = failure {
-        for h in &mut handles {
-            h.send(Control::Close).await;
-            h.kill().await;
-        }
-        return Err(err);
     }
-    reports.sort_by_key(|r| r.worker);
-    let wall = now_us().saturating_sub(start_unix_us) as f64 / 1e6;
-    let info = RunInfo {
-        scenario: scenario.name.clone(),
-        run_id,
-        urls: scenario.urls.clone(),
-        users: scenario.users,
-        mode: if in_process { "threads" } else { "processes" },
-        ramp_secs: scenario.ramp_secs(),
-        duration_secs: scenario.duration_secs,
-        wall_secs: wall,
-        coordinator_cpu: if in_process {
-            Default::default()
-        } else {
-            cpu::process()
-        },
-    };
-    Ok(Report::build(info, &reports, &series))
+    Ok((reports, series))
 }
 
 /// One connection to `target` before the run, so an unreachable URL fails in seconds with one
