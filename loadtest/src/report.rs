@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cpu::CpuTime;
 use crate::engine::WorkerReport;
-use crate::stats::{Counters, Hist, RoomProblem, SecondStats, Summary, merge_rooms};
+use crate::stats::{Counters, Hist, RoomProblem, RoomTotals, SecondStats, Summary, merge_rooms};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
@@ -169,158 +169,30 @@ pub struct RunInfo {
 
 impl Report {
     pub fn build(info: RunInfo, workers: &[WorkerReport], series: &Series) -> Report {
-        let mut c = Counters::default();
-        let (mut connect, mut latency, mut ack, mut direct) = (
-            Hist::default(),
-            Hist::default(),
-            Hist::default(),
-            Hist::default(),
-        );
-        let mut samples: Vec<String> = Vec::new();
-        for w in workers {
-            c.merge(&w.counters);
-            connect.merge(&w.connect_time);
-            latency.merge(&w.latency);
-            ack.merge(&w.ack_latency);
-            direct.merge(&w.direct_latency);
-            for s in &w.error_samples {
-                if samples.len() < 10 && !samples.contains(s) {
-                    samples.push(s.clone());
-                }
-            }
-        }
+        let merged = Merged::of(workers);
         let rooms = merge_rooms(workers.iter().flat_map(|w| &w.rooms));
-        let series: Vec<Point> = series
-            .iter()
-            .map(|(&second, (s, connected))| Point {
-                second,
-                connected: *connected,
-                deliveries: s.deliveries,
-                bytes: s.bytes,
-                acks: s.acks,
-                p50_us: s.latency.quantile(0.5),
-                p90_us: s.latency.quantile(0.9),
-                p99_us: s.latency.quantile(0.99),
-                max_us: s.latency.max(),
-                tester_cpu_secs: s.cpu_secs,
-            })
-            .collect();
-        let receiving = series.iter().filter(|p| p.deliveries > 0);
-        let (recv_deliveries, recv_cpu) = receiving.fold((0u64, 0f64), |(d, c), p| {
-            (d + p.deliveries, c + p.tester_cpu_secs)
-        });
-        let busy: Vec<u64> = series
-            .iter()
-            .map(|p| p.deliveries)
-            .filter(|&d| d > 0)
-            .collect();
-        let worker_cpu: Vec<CpuTime> = workers.iter().map(|w| w.cpu).collect();
-        let worker_secs: f64 = worker_cpu.iter().map(CpuTime::total).sum();
-        let busiest = worker_cpu.iter().map(CpuTime::total).fold(0.0, f64::max);
-        let rss: Vec<u64> = workers
-            .iter()
-            .map(|w| w.peak_rss_kib)
-            .filter(|&k| k > 0)
-            .collect();
+        let series = points(series);
         Report {
-            scenario: info.scenario,
-            run_id: info.run_id,
-            urls: info.urls,
+            scenario: info.scenario.clone(),
+            run_id: info.run_id.clone(),
+            urls: info.urls.clone(),
             users: info.users,
             workers: workers.len() as u32,
             mode: info.mode.to_string(),
             ramp_secs: info.ramp_secs,
             duration_secs: info.duration_secs,
             wall_secs: info.wall_secs,
-            connections: Connections {
-                attempted: info.users,
-                ok: c.connects_ok,
-                failed: c.connects_failed
-                    + (info.users - workers.iter().map(|w| w.users).sum::<u64>()),
-                reconnects_ok: c.reconnects_ok,
-                reconnects_failed: c.reconnects_failed,
-                churn_disconnects: c.churn_disconnects,
-                server_drains: c.server_drains,
-                unexpected_disconnects: c.unexpected_disconnects,
-                close_codes: c.close_codes.clone(),
-                errors: c.connect_errors.clone(),
-                joins_ok: c.joins_ok,
-                join_failed: c.join_failed,
-                peak_concurrent: series.iter().map(|p| p.connected).max().unwrap_or(0),
-                pings: c.pings,
-                connect_time: connect.summary(),
-            },
-            messages: Messages {
-                published: c.published,
-                acked: c.acked,
-                request_errors: c.request_errors,
-                errors_by_code: c.errors_by_code.clone(),
-                unanswered: c.unanswered,
-                abandoned: c.abandoned,
-                deliveries: c.deliveries,
-                deliveries_per_sec: if busy.is_empty() {
-                    0.0
-                } else {
-                    busy.iter().sum::<u64>() as f64 / busy.len() as f64
-                },
-                deliveries_per_sec_peak: busy.iter().copied().max().unwrap_or(0),
-                frames_received: c.frames_received,
-                bytes_received: c.bytes_received,
-                latency: latency.summary(),
-                ack_latency: ack.summary(),
-            },
+            connections: connections(&info, workers, &merged, &series),
+            messages: messages(&merged, &series),
             direct: Direct {
-                sent: c.direct_sent,
-                acked: c.direct_acked,
-                received: c.direct_received,
-                latency: direct.summary(),
+                sent: merged.c.direct_sent,
+                acked: merged.c.direct_acked,
+                received: merged.c.direct_received,
+                latency: merged.direct.summary(),
             },
-            correctness: Correctness {
-                rooms: rooms.rooms,
-                acked_distinct: rooms.acked_distinct,
-                observed_distinct: rooms.observed_distinct,
-                acked_not_observed: rooms.acked_not_observed,
-                lost: c.faults.lost_in_gaps
-                    + rooms.lost_at_tail
-                    + c.faults.lost_unrecovered
-                    + rooms.lost_moved,
-                lost_in_gaps: c.faults.lost_in_gaps,
-                gaps: c.faults.gaps,
-                lost_at_tail: rooms.lost_at_tail,
-                lost_unrecovered: c.faults.lost_unrecovered + rooms.lost_moved,
-                resumes_recovered: c.resumes_recovered,
-                resumes_unrecovered: c.resumes_unrecovered,
-                replayed: c.replayed,
-                duplicates: c.faults.duplicates,
-                out_of_order: c.faults.out_of_order,
-                seq_regressions: c.faults.seq_regressions,
-                foreign_payloads: c.foreign_payloads,
-                rooms_with_problems: rooms.rooms_with_problems,
-                problem_rooms: rooms.problem_rooms,
-            },
-            cpu: Cpu {
-                total_secs: worker_secs + info.coordinator_cpu.total(),
-                coordinator: info.coordinator_cpu,
-                workers: worker_cpu,
-                deliveries_per_cpu_sec: if recv_cpu > 0.0 {
-                    recv_deliveries as f64 / recv_cpu
-                } else {
-                    0.0
-                },
-                peak_second_cpu: series.iter().map(|p| p.tester_cpu_secs).fold(0.0, f64::max),
-                busiest_worker_load: if info.wall_secs > 0.0 {
-                    busiest / info.wall_secs
-                } else {
-                    0.0
-                },
-                rss_per_user_kib: if rss.is_empty() {
-                    0.0
-                } else {
-                    rss.iter().sum::<u64>() as f64 / info.users as f64
-                },
-                worker_peak_rss_kib: rss,
-            },
-            error_samples: samples,
+            correctness: correctness(&merged.c, rooms),
+            cpu: cpu(&info, workers, &series),
+            error_samples: merged.samples,
             series,
         }
     }
@@ -567,4 +439,177 @@ fn tally(map: &BTreeMap<String, u64>) -> String {
     }
     let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k}×{v}")).collect();
     parts.join(", ")
+}
+
+/// The workers' counters, histograms and first error samples, merged.
+struct Merged {
+    c: Counters,
+    connect: Hist,
+    latency: Hist,
+    ack: Hist,
+    direct: Hist,
+    samples: Vec<String>,
+}
+
+impl Merged {
+    fn of(workers: &[WorkerReport]) -> Self {
+        let mut m = Merged {
+            c: Counters::default(),
+            connect: Hist::default(),
+            latency: Hist::default(),
+            ack: Hist::default(),
+            direct: Hist::default(),
+            samples: Vec::new(),
+        };
+        for w in workers {
+            m.c.merge(&w.counters);
+            m.connect.merge(&w.connect_time);
+            m.latency.merge(&w.latency);
+            m.ack.merge(&w.ack_latency);
+            m.direct.merge(&w.direct_latency);
+            for s in &w.error_samples {
+                if m.samples.len() < 10 && !m.samples.contains(s) {
+                    m.samples.push(s.clone());
+                }
+            }
+        }
+        m
+    }
+}
+
+/// The per-second series, with each second's latency percentiles.
+fn points(series: &Series) -> Vec<Point> {
+    series
+        .iter()
+        .map(|(&second, (s, connected))| Point {
+            second,
+            connected: *connected,
+            deliveries: s.deliveries,
+            bytes: s.bytes,
+            acks: s.acks,
+            p50_us: s.latency.quantile(0.5),
+            p90_us: s.latency.quantile(0.9),
+            p99_us: s.latency.quantile(0.99),
+            max_us: s.latency.max(),
+            tester_cpu_secs: s.cpu_secs,
+        })
+        .collect()
+}
+
+fn connections(
+    info: &RunInfo,
+    workers: &[WorkerReport],
+    m: &Merged,
+    series: &[Point],
+) -> Connections {
+    let c = &m.c;
+    let connect = &m.connect;
+    Connections {
+        attempted: info.users,
+        ok: c.connects_ok,
+        failed: c.connects_failed + (info.users - workers.iter().map(|w| w.users).sum::<u64>()),
+        reconnects_ok: c.reconnects_ok,
+        reconnects_failed: c.reconnects_failed,
+        churn_disconnects: c.churn_disconnects,
+        server_drains: c.server_drains,
+        unexpected_disconnects: c.unexpected_disconnects,
+        close_codes: c.close_codes.clone(),
+        errors: c.connect_errors.clone(),
+        joins_ok: c.joins_ok,
+        join_failed: c.join_failed,
+        peak_concurrent: series.iter().map(|p| p.connected).max().unwrap_or(0),
+        pings: c.pings,
+        connect_time: connect.summary(),
+    }
+}
+
+fn messages(m: &Merged, series: &[Point]) -> Messages {
+    let (c, latency, ack) = (&m.c, &m.latency, &m.ack);
+    let busy: Vec<u64> = series
+        .iter()
+        .map(|p| p.deliveries)
+        .filter(|&d| d > 0)
+        .collect();
+    Messages {
+        published: c.published,
+        acked: c.acked,
+        request_errors: c.request_errors,
+        errors_by_code: c.errors_by_code.clone(),
+        unanswered: c.unanswered,
+        abandoned: c.abandoned,
+        deliveries: c.deliveries,
+        deliveries_per_sec: if busy.is_empty() {
+            0.0
+        } else {
+            busy.iter().sum::<u64>() as f64 / busy.len() as f64
+        },
+        deliveries_per_sec_peak: busy.iter().copied().max().unwrap_or(0),
+        frames_received: c.frames_received,
+        bytes_received: c.bytes_received,
+        latency: latency.summary(),
+        ack_latency: ack.summary(),
+    }
+}
+
+fn correctness(c: &Counters, rooms: RoomTotals) -> Correctness {
+    Correctness {
+        rooms: rooms.rooms,
+        acked_distinct: rooms.acked_distinct,
+        observed_distinct: rooms.observed_distinct,
+        acked_not_observed: rooms.acked_not_observed,
+        lost: c.faults.lost_in_gaps
+            + rooms.lost_at_tail
+            + c.faults.lost_unrecovered
+            + rooms.lost_moved,
+        lost_in_gaps: c.faults.lost_in_gaps,
+        gaps: c.faults.gaps,
+        lost_at_tail: rooms.lost_at_tail,
+        lost_unrecovered: c.faults.lost_unrecovered + rooms.lost_moved,
+        resumes_recovered: c.resumes_recovered,
+        resumes_unrecovered: c.resumes_unrecovered,
+        replayed: c.replayed,
+        duplicates: c.faults.duplicates,
+        out_of_order: c.faults.out_of_order,
+        seq_regressions: c.faults.seq_regressions,
+        foreign_payloads: c.foreign_payloads,
+        rooms_with_problems: rooms.rooms_with_problems,
+        problem_rooms: rooms.problem_rooms,
+    }
+}
+
+fn cpu(info: &RunInfo, workers: &[WorkerReport], series: &[Point]) -> Cpu {
+    let receiving = series.iter().filter(|p| p.deliveries > 0);
+    let (recv_deliveries, recv_cpu) = receiving.fold((0u64, 0f64), |(d, c), p| {
+        (d + p.deliveries, c + p.tester_cpu_secs)
+    });
+    let worker_cpu: Vec<CpuTime> = workers.iter().map(|w| w.cpu).collect();
+    let worker_secs: f64 = worker_cpu.iter().map(CpuTime::total).sum();
+    let busiest = worker_cpu.iter().map(CpuTime::total).fold(0.0, f64::max);
+    let rss: Vec<u64> = workers
+        .iter()
+        .map(|w| w.peak_rss_kib)
+        .filter(|&k| k > 0)
+        .collect();
+    Cpu {
+        total_secs: worker_secs + info.coordinator_cpu.total(),
+        coordinator: info.coordinator_cpu,
+        workers: worker_cpu,
+        deliveries_per_cpu_sec: if recv_cpu > 0.0 {
+            recv_deliveries as f64 / recv_cpu
+        } else {
+            0.0
+        },
+        peak_second_cpu: series.iter().map(|p| p.tester_cpu_secs).fold(0.0, f64::max),
+        busiest_worker_load: if info.wall_secs > 0.0 {
+            busiest / info.wall_secs
+        } else {
+            0.0
+        },
+        rss_per_user_kib: if rss.is_empty() {
+            0.0
+        } else {
+            rss.iter().sum::<u64>() as f64 / info.users as f64
+        },
+        worker_peak_rss_kib: rss,
+    }
 }
