@@ -904,4 +904,20 @@ mod tests {
         };
         assert_eq!(false_ready_ms(&input), 2 * ready::EVERY.as_millis() as u64);
     }
+
+    #[test]
+    fn leaves_after_the_last_list_are_the_run_ending_not_the_view() {
+        // u1's own log ends with u0's leave, read as everyone closed after the last list.
+        let leave = Event::PresenceEvent {
+            at: 9_000,
+            join: false,
+            user: "u0".into(),
+            seq: 3,
+        };
+        let mut member = user(1, vec![joined(0, "e1", 0, true), end(9_001)]);
+        let at_end = member.events.len() - 1;
+        member.events.insert(at_end, leave);
+        let v = judge(&[user(0, vec![joined(0, "e1", 0, true), end(9_000)]), member]);
+        assert_eq!(v.presence_wrong_at_end, 0, "{v:?}");
+    }
 }
