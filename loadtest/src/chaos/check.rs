@@ -151,10 +151,11 @@ pub fn check(input: &Input) -> Verdict {
     };
     ledger.gaps(&mut v);
     ledger.classify(&mut v);
+    let deliveries = deliveries(input.logs);
     v.per_fault = input
         .faults
         .iter()
-        .map(|f| (0, recovery_ms(input.logs, f)))
+        .map(|f| (0, recovery_ms(&deliveries, f)))
         .collect();
     ledger.attribute_told(input.faults, &mut v);
     v.worst_recovery_ms = v.per_fault.iter().map(|f| f.1).max().unwrap_or(0);
@@ -455,7 +456,18 @@ impl Ledger<'_> {
 }
 
 /// From the fault's end until the last message first sent before it was delivered.
-fn recovery_ms(logs: &[UserLog], fault: &Fault) -> u64 {
+fn recovery_ms(deliveries: &[(u64, u64)], fault: &Fault) -> u64 {
+    deliveries
+        .iter()
+        .filter(|(first, at)| *first < fault.end_ms && *at >= fault.end_ms)
+        .map(|(_, at)| at - fault.end_ms)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Every delivery of an acknowledged message: (its first send, its arrival), in ms. Built once
+/// for all faults.
+fn deliveries(logs: &[UserLog]) -> Vec<(u64, u64)> {
     let mut sent: HashMap<(&str, u64, u64), u64> = HashMap::new();
     for log in logs {
         for e in &log.events {
@@ -464,21 +476,17 @@ fn recovery_ms(logs: &[UserLog], fault: &Fault) -> u64 {
             }
         }
     }
-    let mut worst = 0;
+    let mut out = Vec::new();
     for log in logs {
         for e in &log.events {
-            let Event::Message { at, p, s, .. } = e else {
-                continue;
-            };
-            let Some(first) = sent.get(&(log.room.as_str(), *p, *s)) else {
-                continue;
-            };
-            if *first < fault.end_ms && *at >= fault.end_ms {
-                worst = worst.max(at - fault.end_ms);
+            if let Event::Message { at, p, s, .. } = e {
+                if let Some(first) = sent.get(&(log.room.as_str(), *p, *s)) {
+                    out.push((*first, *at));
+                }
             }
         }
     }
-    worst
+    out
 }
 
 /// When each user was joined, and on which node: from a join's answer to the end of that

@@ -101,6 +101,9 @@ struct Shared {
     /// Whether the last write through the command connection succeeded ([`probe`]); always
     /// true in cluster mode.
     commands_ok: AtomicBool,
+    /// Rooms whose live gap read failed and is being retried: one retry task per room, however
+    /// many later messages find the same gap while Redis cannot answer.
+    refilling: Mutex<HashSet<Arc<str>>>,
     stop: CancellationToken,
 }
 
@@ -256,6 +259,7 @@ impl Shared {
             commands: tokio::sync::Mutex::new(()),
             connected: AtomicBool::new(false),
             commands_ok: AtomicBool::new(false),
+            refilling: Mutex::new(HashSet::new()),
             stop,
         }
     }

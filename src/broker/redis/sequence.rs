@@ -118,8 +118,15 @@ async fn on_room(shared: &Arc<Shared>, room: &str, payload: &[u8]) {
         // Hold this publication (it is in the history too) and read from the gap on, again
         // and again, until done: the next live message may never come to try once more.
         Err(err) => {
-            tracing::warn!(room, from, to = offset - 1, %err, "gap not filled; retrying");
-            tokio::spawn(retry_backfill(shared.clone(), vec![Arc::from(room)]));
+            let room: Arc<str> = Arc::from(room);
+            if shared.refilling.lock().insert(room.clone()) {
+                tracing::warn!(%room, from, to = offset - 1, %err, "gap not filled; retrying");
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    retry_backfill(shared.clone(), vec![room.clone()]).await;
+                    shared.refilling.lock().remove(&room);
+                });
+            }
         }
     }
 }
