@@ -25,6 +25,10 @@ pub struct RedisCluster {
 
 pub struct ClusterNode {
     pub port: u16,
+    /// The cluster bus port, chosen free like `port`. Left to Redis it would be `port + 10000`,
+    /// which does not exist for a port above 55535 (about one free port in six here: Redis
+    /// then exits at start) and may belong to another process below it.
+    bus_port: u16,
     pub id: String,
     dir: PathBuf,
     child: Option<Child>,
@@ -48,6 +52,7 @@ impl ClusterNode {
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-port", &self.bus_port.to_string()])
             .args(["--cluster-config-file", "nodes.conf"])
             .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
             .args(["--cluster-require-full-coverage", "no"])
@@ -106,6 +111,7 @@ impl RedisCluster {
             std::fs::create_dir_all(&node_dir).unwrap();
             let mut node = ClusterNode {
                 port,
+                bus_port: free_port(),
                 id: String::new(),
                 dir: node_dir,
                 child: None,
@@ -137,7 +143,13 @@ impl RedisCluster {
         }
         for node in &nodes[1..] {
             let _: () = node
-                .query(&["CLUSTER", "MEET", "127.0.0.1", &nodes[0].port.to_string()])
+                .query(&[
+                    "CLUSTER",
+                    "MEET",
+                    "127.0.0.1",
+                    &nodes[0].port.to_string(),
+                    &nodes[0].bus_port.to_string(),
+                ])
                 .unwrap();
         }
         let cluster = Self {

@@ -43,6 +43,9 @@ fn signal(child: &Child, sig: i32) {
 /// One `redis-server` process.
 pub struct RedisProc {
     pub port: u16,
+    /// The cluster bus port, chosen free like `port`: Redis's default, `port + 10000`, does not
+    /// exist above port 55535 (Redis then exits at start) and may be taken below it.
+    bus_port: u16,
     dir: PathBuf,
     cluster: bool,
     child: Option<Child>,
@@ -54,6 +57,7 @@ impl RedisProc {
         std::fs::create_dir_all(&dir).map_err(|e| setup("redis dir", e))?;
         Ok(Self {
             port: free_port()?,
+            bus_port: free_port()?,
             dir,
             cluster,
             child: None,
@@ -69,6 +73,7 @@ impl RedisProc {
             .arg(&self.dir);
         if self.cluster {
             cmd.args(["--appendonly", "no", "--cluster-enabled", "yes"])
+                .args(["--cluster-port", &self.bus_port.to_string()])
                 .args(["--cluster-config-file", "nodes.conf"])
                 .args(["--cluster-node-timeout", "2000"])
                 .args(["--cluster-require-full-coverage", "no"]);
@@ -164,10 +169,10 @@ impl Redis {
                 .map_err(|e| setup("CLUSTER ADDSLOTSRANGE", e))?;
         }
         for shard in &self.shards[1..] {
-            let port = shard.port.to_string();
+            let (port, bus) = (shard.port.to_string(), shard.bus_port.to_string());
             resp::command(
                 self.shards[0].port,
-                &["CLUSTER", "MEET", "127.0.0.1", &port],
+                &["CLUSTER", "MEET", "127.0.0.1", &port, &bus],
             )
             .map_err(|e| setup("CLUSTER MEET", e))?;
         }
