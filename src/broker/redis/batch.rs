@@ -1,6 +1,6 @@
 //! The publish batcher (single-Redis mode): publications from every session of this node go
 //! to one task, which sends whatever is waiting, possibly for many rooms, as one
-//! `PUBLISH_BATCH` script call (`scripts.rs`), so Redis pays a script call's fixed cost once per
+//! `PUBLISH_BATCH` script call (`scripts/publish.rs`), so Redis pays a script call's fixed cost once per
 //! batch instead of once per publication.
 //!
 //! When to send: at once while fewer than `pipeline` calls are in flight; otherwise
@@ -25,11 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::connection::Conn;
-use super::keys::Keys;
-use super::scripts::{Invocation, Scripts};
+use super::scripts::{Call, Scripts};
 use super::{BrokerError, timed_out, within};
-use crate::broker::memory::HistoryLimits;
-use crate::broker::new_epoch;
 
 /// A batch stops growing once its frames pass this many bytes, so one call (and the reply
 /// Redis buffers for it) stays small even with large messages.
@@ -62,9 +59,7 @@ struct Pending {
 /// What the batcher task needs to build and run its calls.
 pub(super) struct Context {
     pub conn: Conn,
-    pub keys: Keys,
-    pub scripts: &'static Scripts,
-    pub history: HistoryLimits,
+    pub scripts: Scripts,
     pub timeout: Duration,
     pub batch: PublishBatch,
 }
@@ -150,64 +145,29 @@ fn gather(first: Pending, waiting: &mut mpsc::Receiver<Pending>, max: usize) -> 
     batch
 }
 
-/// The `PUBLISH` script call ordering one publication: the path without batching, and a
-/// batch of one, which it orders for a little less Redis CPU than `PUBLISH_BATCH`.
-pub(super) fn publish_one(
-    keys: &Keys,
-    scripts: &'static Scripts,
-    history: HistoryLimits,
-    room: &str,
-    prefix: &str,
-    suffix: &str,
-) -> Invocation<'static> {
-    let mut invocation = scripts.publish.prepare_invoke();
-    invocation
-        .key(keys.meta(room))
-        .key(keys.history(room))
-        .arg(prefix)
-        .arg(suffix)
-        .arg(new_epoch().as_ref())
-        .arg(history.size)
-        .arg(history.ttl.as_millis() as u64)
-        .arg(keys.room_channel(room))
-        .arg(history.max_room_bytes);
-    invocation
+/// The script call ordering a batch.
+enum Order {
+    One(Call<i64>),
+    Many(Call<Vec<u64>>),
 }
 
 /// One script call for `batch`, answering every publication in it.
 fn call(context: &Context, batch: Vec<Pending>) -> impl Future<Output = ()> + 'static {
-    let (keys, history) = (&context.keys, context.history);
     let (groups, slots) = by_room(&batch);
-    let one = batch.len() == 1;
-    let invocation = if one {
-        let p = &batch[0];
-        publish_one(
-            keys,
-            context.scripts,
-            history,
-            &p.room,
-            &p.prefix,
-            &p.suffix,
-        )
-    } else {
-        let mut invocation = context.scripts.publish_batch.prepare_invoke();
-        invocation
-            .arg(new_epoch().as_ref())
-            .arg(history.size)
-            .arg(history.ttl.as_millis() as u64)
-            .arg(history.max_room_bytes);
-        for group in &groups {
-            let room = &batch[group[0]].room;
-            invocation
-                .key(keys.meta(room))
-                .key(keys.history(room))
-                .arg(group.len())
-                .arg(keys.room_channel(room));
-            for &i in group {
-                invocation.arg(&batch[i].prefix).arg(&batch[i].suffix);
+    // A batch of one takes the `PUBLISH` script, which orders it for a little less Redis CPU
+    // than `PUBLISH_BATCH`.
+    let order = match &batch[..] {
+        [p] => Order::One(context.scripts.publish(&p.room, &p.prefix, &p.suffix, None)),
+        _ => {
+            let mut call = context.scripts.publish_batch();
+            for group in &groups {
+                call.room(&batch[group[0]].room, group.len());
+                for &i in group {
+                    call.frame(&batch[i].prefix, &batch[i].suffix);
+                }
             }
+            Order::Many(call.done())
         }
-        invocation
     };
     metrics::histogram!("roomcast_redis_publish_batch_size").record(batch.len() as f64);
     let mut conn = context.conn.clone();
@@ -215,13 +175,9 @@ fn call(context: &Context, batch: Vec<Pending>) -> impl Future<Output = ()> + 's
     async move {
         // Each room's first offset; the room's publications have the ones after it, in order.
         let reply = async {
-            if one {
-                invocation
-                    .invoke_async::<u64>(&mut conn)
-                    .await
-                    .map(|o| vec![o])
-            } else {
-                invocation.invoke_async::<Vec<u64>>(&mut conn).await
+            match &order {
+                Order::One(call) => call.run(&mut conn).await.map(|o| vec![o.unsigned_abs()]),
+                Order::Many(call) => call.run(&mut conn).await,
             }
         };
         let firsts = match within(timeout, reply).await {

@@ -20,6 +20,7 @@
 mod batch;
 mod connection;
 mod keys;
+mod payload;
 mod presence;
 mod probe;
 mod scripts;
@@ -44,11 +45,11 @@ use tokio_util::sync::CancellationToken;
 use tungstenite::Utf8Bytes;
 
 use super::memory::HistoryLimits;
-use super::{Broker, BrokerError, Deliver, History, PresenceList, new_epoch, unix_ms};
-use crate::protocol::{Resume, encode_direct, message_parts, presence_parts};
+use super::{Broker, BrokerError, Deliver, History, PresenceList, unix_ms};
+use crate::protocol::{Resume, encode_direct, message_parts};
 use connection::Conn;
 use keys::Keys;
-use scripts::Scripts;
+use scripts::{Call, Scripts};
 
 pub use batch::PublishBatch;
 use sequence::Position;
@@ -79,7 +80,7 @@ const SINGLE_LINK: &str = "redis";
 struct Shared {
     opts: RedisOptions,
     keys: Keys,
-    scripts: &'static Scripts,
+    scripts: Scripts,
     /// `PUBLISH`, or `SPUBLISH` in cluster mode (a room's or user's channel stays on its shard).
     publish: &'static str,
     conn: Conn,
@@ -190,17 +191,6 @@ impl RedisBroker {
     }
 }
 
-/// `PRESENCE_LIST`'s answer, `{pseq, member...}`.
-fn parse_presence_list(reply: redis::Value) -> Result<(u64, Vec<String>), BrokerError> {
-    let mut items: Vec<redis::Value> = redis::from_redis_value(reply).map_err(unavailable)?;
-    if items.is_empty() {
-        return Err(unavailable("empty presence list reply"));
-    }
-    let seq = redis::from_redis_value(items.remove(0)).map_err(unavailable)?;
-    let members = redis::from_redis_value(redis::Value::Array(items)).map_err(unavailable)?;
-    Ok((seq, members))
-}
-
 fn unavailable(err: impl std::fmt::Display) -> BrokerError {
     BrokerError::Unavailable(err.to_string())
 }
@@ -231,15 +221,13 @@ impl Shared {
     ) -> Self {
         let cluster = shards.is_some();
         let keys = Keys::new(&opts.prefix, cluster);
-        let scripts = Scripts::get(cluster);
+        let scripts = Scripts::new(keys.clone(), opts.history, cluster);
         // Cluster mode: a script's keys must share one slot, and publications to different
         // rooms rarely do, so batching there would mostly send batches of one.
         let batcher = (!cluster && opts.publish_batch.max > 1).then(|| {
             let context = batch::Context {
                 conn: conn.clone(),
-                keys: keys.clone(),
-                scripts,
-                history: opts.history,
+                scripts: scripts.clone(),
                 timeout: opts.command_timeout,
                 batch: opts.publish_batch,
             };
@@ -276,29 +264,10 @@ impl Shared {
         self.conn.clone()
     }
 
-    /// The `HISTORY` script: the room's epoch and top (a fresh epoch is made if Redis has none),
-    /// whether `resume` is recovered (0/1), and the frames it missed.
-    async fn read_history(
-        &self,
-        room: &str,
-        resume: Option<&Resume>,
-    ) -> Result<(String, u64, u8, Vec<String>), BrokerError> {
-        let (since, epoch) = match resume {
-            // Past i64::MAX is past any room's top: clamping keeps it "not recoverable".
-            Some(r) => (r.since.min(i64::MAX as u64) as i64, r.epoch.as_str()),
-            None => (-1, ""),
-        };
+    /// Runs one script call under the command timeout.
+    async fn run<T: redis::FromRedisValue>(&self, call: Call<T>) -> Result<T, BrokerError> {
         let mut conn = self.conn();
-        let mut invocation = self.scripts.history.prepare_invoke();
-        invocation
-            .key(self.keys.meta(room))
-            .key(self.keys.history(room))
-            .arg(new_epoch().as_ref())
-            .arg(since)
-            .arg(epoch)
-            .arg(self.opts.history.ttl.as_millis() as u64)
-            .arg(self.opts.history.size);
-        self.call(invocation.invoke_async(&mut conn)).await
+        self.call(call.run(&mut conn)).await
     }
 }
 
@@ -310,10 +279,10 @@ impl Broker for RedisBroker {
         if let Some(batcher) = &s.batcher {
             return batcher.publish(room, prefix, suffix).await;
         }
-        let invocation =
-            batch::publish_one(&s.keys, s.scripts, s.opts.history, room, &prefix, &suffix);
-        let mut conn = s.conn();
-        s.call(invocation.invoke_async::<u64>(&mut conn)).await
+        let offset = s
+            .run(s.scripts.publish(room, &prefix, &suffix, None))
+            .await?;
+        Ok(offset.unsigned_abs())
     }
 
     /// Keyed publishes skip the batcher: a batch's offsets are one room's first and the ones
@@ -333,17 +302,14 @@ impl Broker for RedisBroker {
         };
         let s = &self.shared;
         let (prefix, suffix) = message_parts(room, from, data, unix_ms());
-        let mut invocation =
-            batch::publish_one(&s.keys, s.scripts, s.opts.history, room, &prefix, &suffix);
-        invocation.key(s.keys.publish_keys(room)).arg(key);
-        let mut conn = s.conn();
-        let offset: i64 = s.call(invocation.invoke_async(&mut conn)).await?;
+        let call = s.scripts.publish(room, &prefix, &suffix, Some(key));
+        let offset = s.run(call).await?;
         Ok((offset.unsigned_abs(), offset < 0))
     }
 
     async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<History, BrokerError> {
         let s = &self.shared;
-        let (epoch, top, recovered, frames) = s.read_history(room, resume).await?;
+        let (epoch, top, recovered, frames) = s.run(s.scripts.history(room, resume)).await?;
         let epoch: Arc<str> = Arc::from(epoch);
         if let Some(position) = s.subs.lock().rooms.get(room) {
             let mut seq = position.lock();
@@ -379,7 +345,7 @@ impl Broker for RedisBroker {
     async fn send_direct(&self, to: &str, from: &str, data: &RawValue) -> Result<(), BrokerError> {
         let s = &self.shared;
         let frame = encode_direct(from, data, unix_ms());
-        let payload = format!("d\n{}", frame.as_str());
+        let payload = payload::direct(frame.as_str());
         let mut conn = s.conn();
         let mut cmd = redis::cmd(s.publish);
         cmd.arg(s.keys.user_channel(to)).arg(payload);
@@ -390,7 +356,7 @@ impl Broker for RedisBroker {
         let s = &self.shared;
         let mut conn = s.conn();
         let mut cmd = redis::cmd(s.publish);
-        cmd.arg(s.keys.user_channel(user)).arg("k\n");
+        cmd.arg(s.keys.user_channel(user)).arg(payload::DISCONNECT);
         s.call(cmd.query_async::<u64>(&mut conn)).await.map(drop)
     }
 
@@ -403,17 +369,9 @@ impl Broker for RedisBroker {
         let s = &self.shared;
         let lease = s.opts.presence_lease.as_millis() as u64;
         let now = unix_ms();
-        let mut conn = s.conn();
-        let mut invocation = s.scripts.claim_session.prepare_invoke();
-        invocation
-            .key(s.keys.sessions(user))
-            .arg(key)
-            .arg(now + lease)
-            .arg(now)
-            .arg(limit)
-            .arg(lease * 2);
-        let reply = invocation.invoke_async::<u8>(&mut conn);
-        let claimed = s.call(reply).await? == 1;
+        let claimed = s
+            .run(s.scripts.claim_session(user, key, now, lease, limit))
+            .await?;
         if claimed {
             let mut subs = s.subs.lock();
             subs.sessions
@@ -454,20 +412,10 @@ impl Broker for RedisBroker {
             .or_default()
             .insert(Arc::from(user));
         let lease = s.opts.presence_lease.as_millis() as u64;
-        let mut conn = s.conn();
-        let mut invocation = s.scripts.presence_add.prepare_invoke();
-        invocation
-            .key(s.keys.leases(&room))
-            .key(s.keys.lease_index(&room))
-            .key(s.keys.meta(&room))
-            .arg(user)
-            .arg(&s.opts.node_id)
-            .arg(unix_ms() + lease)
-            .arg(lease * 2)
-            .arg(s.keys.room_channel(&room))
-            .presence_parts(&presence_parts(&room, true));
-        let reply = invocation.invoke_async::<u64>(&mut conn);
-        s.call(reply).await.map(drop)
+        let call = s
+            .scripts
+            .presence_add(&room, user, &s.opts.node_id, unix_ms(), lease);
+        s.run(call).await.map(drop)
     }
 
     async fn presence_remove(&self, room: &str, user: &str) {
@@ -481,18 +429,8 @@ impl Broker for RedisBroker {
                 }
             }
         }
-        let mut conn = s.conn();
-        let mut invocation = s.scripts.presence_remove.prepare_invoke();
-        invocation
-            .key(s.keys.leases(room))
-            .key(s.keys.lease_index(room))
-            .key(s.keys.meta(room))
-            .arg(user)
-            .arg(&s.opts.node_id)
-            .arg(s.keys.room_channel(room))
-            .presence_parts(&presence_parts(room, false));
-        let reply = invocation.invoke_async::<u64>(&mut conn);
-        if let Err(err) = s.call(reply).await {
+        let call = s.scripts.presence_remove(room, user, &s.opts.node_id);
+        if let Err(err) = s.run(call).await {
             // The lease expires by itself and is reaped with the same announcement.
             tracing::warn!(room, user, %err, "presence lease left to expire");
         }
@@ -500,16 +438,7 @@ impl Broker for RedisBroker {
 
     async fn presence(&self, room: &str) -> Result<PresenceList, BrokerError> {
         let s = &self.shared;
-        let mut conn = s.conn();
-        let mut invocation = s.scripts.presence_list.prepare_invoke();
-        invocation
-            .key(s.keys.leases(room))
-            .key(s.keys.meta(room))
-            .arg(unix_ms());
-        let (seq, leases): (u64, Vec<String>) = s
-            .call(invocation.invoke_async::<redis::Value>(&mut conn))
-            .await
-            .and_then(parse_presence_list)?;
+        let (seq, leases) = s.run(s.scripts.presence_list(room, unix_ms())).await?;
         let mut users: Vec<String> = leases
             .into_iter()
             .filter_map(|lease| lease.split_once('/').map(|(user, _)| user.to_owned()))

@@ -21,7 +21,6 @@ use tokio::sync::Semaphore;
 
 use super::{BrokerError, Shared};
 use crate::broker::unix_ms;
-use crate::protocol::presence_parts;
 
 /// Scripts in flight at once per pass; the multiplexed connection pipelines them.
 const CONCURRENCY: usize = 256;
@@ -204,18 +203,8 @@ async fn renew_leases(shared: &Shared, renew: &Members, now: u64, lease: u64) ->
             if members.is_empty() {
                 return Ok(0);
             }
-            let mut conn = shared.conn();
-            let mut invocation = shared.scripts.presence_refresh.prepare_invoke();
-            invocation
-                .key(shared.keys.leases(room))
-                .key(shared.keys.lease_index(room))
-                .key(shared.keys.meta(room))
-                .arg(now + lease)
-                .arg(lease * 2)
-                .arg(shared.keys.room_channel(room))
-                .presence_parts(&presence_parts(room, true))
-                .arg(members);
-            shared.call(invocation.invoke_async::<u64>(&mut conn)).await
+            let call = shared.scripts.presence_refresh(room, &members, now, lease);
+            shared.run(call).await
         });
         if failures.note(shared, join_all(calls).await) {
             break;
@@ -245,21 +234,10 @@ fn still_present<'a>(shared: &Shared, room: &str, members: &'a [String]) -> Vec<
 /// positions alive.
 async fn reap(shared: &Shared, hosted: &[Arc<str>], now: u64) -> Failures {
     let mut failures = Failures::default();
-    let ttl = shared.opts.history.ttl.as_millis() as u64;
     for chunk in hosted.chunks(CONCURRENCY) {
-        let calls = chunk.iter().map(|room| {
-            let mut conn = shared.conn();
-            let mut invocation = shared.scripts.presence_reap.prepare_invoke();
-            invocation
-                .key(shared.keys.leases(room))
-                .key(shared.keys.lease_index(room))
-                .key(shared.keys.meta(room))
-                .arg(now)
-                .arg(shared.keys.room_channel(room))
-                .arg(ttl)
-                .presence_parts(&presence_parts(room, false));
-            async move { shared.call(invocation.invoke_async::<u64>(&mut conn)).await }
-        });
+        let calls = chunk
+            .iter()
+            .map(|room| shared.run(shared.scripts.presence_reap(room, now)));
         if failures.note(shared, join_all(calls).await) {
             break;
         }

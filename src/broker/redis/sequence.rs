@@ -20,6 +20,8 @@ use parking_lot::Mutex;
 use tungstenite::Utf8Bytes;
 
 use super::keys::Channel;
+use super::payload;
+use super::scripts::Range;
 use super::{BrokerError, Shared};
 use crate::protocol::{ServerFrame, encode};
 
@@ -46,40 +48,29 @@ impl Shared {
 pub(super) async fn handle(shared: &Arc<Shared>, channel: &str, payload: &[u8]) {
     match shared.keys.parse_channel(channel) {
         Some(Channel::Room(room)) => on_room(shared, room, payload).await,
-        Some(Channel::User(user)) => match std::str::from_utf8(payload) {
-            Ok(payload) => match payload.split_once('\n') {
-                Some(("d", frame)) => shared.deliver.direct(user, &Utf8Bytes::from(frame)),
-                Some(("k", _)) => shared.deliver.disconnect(user),
-                _ => tracing::warn!(user, "malformed user payload dropped"),
-            },
-            Err(_) => tracing::warn!(user, "non-UTF-8 user payload dropped"),
+        Some(Channel::User(user)) => match payload::user(payload) {
+            Ok(payload::User::Direct(frame)) => {
+                shared.deliver.direct(user, &Utf8Bytes::from(frame))
+            }
+            Ok(payload::User::Disconnect) => shared.deliver.disconnect(user),
+            Err(err) => tracing::warn!(user, %err, "user payload dropped"),
         },
         None => {}
     }
 }
 
-/// Parses a room payload (see `scripts.rs`) and delivers it in order.
+/// Parses a room payload and delivers it in order.
 async fn on_room(shared: &Arc<Shared>, room: &str, payload: &[u8]) {
-    let Ok(payload) = std::str::from_utf8(payload) else {
-        tracing::warn!(room, "non-UTF-8 room payload dropped");
-        return;
-    };
-    let Some((header, frame)) = payload.split_once('\n') else {
-        tracing::warn!(room, "malformed room payload dropped");
-        return;
-    };
-    if header == "p" {
-        shared.deliver.presence(room, &Utf8Bytes::from(frame));
-        return;
-    }
-    let mut parts = header.split(' ');
-    let (Some("m"), Some(offset), Some(epoch)) = (parts.next(), parts.next(), parts.next()) else {
-        tracing::warn!(room, header, "unknown room payload dropped");
-        return;
-    };
-    let Ok(offset) = offset.parse::<u64>() else {
-        tracing::warn!(room, header, "bad offset dropped");
-        return;
+    let (offset, epoch, frame) = match payload::room(payload) {
+        Ok(payload::Room::Message {
+            offset,
+            epoch,
+            frame,
+        }) => (offset, epoch, frame),
+        Ok(payload::Room::Presence(frame)) => {
+            return shared.deliver.presence(room, &Utf8Bytes::from(frame));
+        }
+        Err(err) => return tracing::warn!(room, %err, "room payload dropped"),
     };
     let Some(position) = shared.position(room) else {
         return;
@@ -162,22 +153,9 @@ fn deliver_in_order(shared: &Shared, room: &str, offset: u64, frame: Utf8Bytes) 
     shared.deliver.publication(room, offset, &frame);
 }
 
-/// What the `RANGE` script answers: the room's epoch (none when Redis has no such room), the
-/// offset of the first frame, the frames, one per offset from there on, and the room's top.
-type Range = (Option<String>, u64, Vec<String>, u64);
-
 /// Reads offsets `from..=to` (`to` clamped to the room's top) of `room` from its history.
 async fn range(shared: &Shared, room: &str, from: u64, to: u64) -> Result<Range, BrokerError> {
-    let mut invocation = shared.scripts.range.prepare_invoke();
-    invocation
-        .key(shared.keys.meta(room))
-        .key(shared.keys.history(room))
-        .arg(from)
-        .arg(to);
-    let mut conn = shared.conn();
-    shared
-        .call(invocation.invoke_async::<Range>(&mut conn))
-        .await
+    shared.run(shared.scripts.range(room, from, to)).await
 }
 
 /// Delivers `frames`, the first of which has offset `first`, in order.
@@ -303,7 +281,7 @@ async fn backfill_once(shared: &Shared, rooms: &[Arc<str>]) -> Vec<Arc<str>> {
                 // Redis restarted empty and nothing was published here since. Members must hear
                 // now, not at a next message that may never come: the room's new epoch is made
                 // (or read, if another node or a publish made it first) and announced.
-                Ok((None, _, _, _)) => match shared.read_history(room, None).await {
+                Ok((None, _, _, _)) => match shared.run(shared.scripts.history(room, None)).await {
                     Ok((current, top, _, _)) => {
                         // A publish may have come between the two reads: deliver it too.
                         if restart(shared, room, &current) && top > 0 {
