@@ -2,9 +2,11 @@
 //!
 //! - Order: a publish runs one Lua script that takes the room's next offset, stores the frame in
 //!   a capped history and PUBLISHes it, so Redis fixes one order per room for the whole cluster.
+//!   Each script's keys, arguments and reply are typed in the call next to its Lua
+//!   ([`scripts`]); what the channels carry is built and parsed in [`payload`] only.
 //! - Delivery: one channel per room and per user, subscribed only while this node hosts a
 //!   member (or a session of the user); channels waiting for their SUBSCRIBE share one command
-//!   ([`subscriptions`]). One reader task per subscription connection delivers in arrival
+//!   ([`subscriptions`]), sent on the mode's connection(s) through [`links`]. One reader task per subscription connection delivers in arrival
 //!   order and fills offset gaps from the history before going on ([`subscriber`]).
 //! - Presence: leases per (room, user, node) that each node renews; leases of a node that
 //!   stopped renewing are reaped with `presence_leave` ([`presence`]).
@@ -20,6 +22,7 @@
 mod batch;
 mod connection;
 mod keys;
+mod links;
 mod payload;
 mod presence;
 mod probe;
@@ -38,7 +41,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +52,7 @@ use super::{Broker, BrokerError, Deliver, History, PresenceList, unix_ms};
 use crate::protocol::{Resume, encode_direct, message_parts};
 use connection::Conn;
 use keys::Keys;
+use links::Links;
 use scripts::{Call, Scripts};
 
 pub use batch::PublishBatch;
@@ -73,9 +77,6 @@ pub struct RedisBroker {
     shared: Arc<Shared>,
 }
 
-/// What `Sub::on` holds in single mode, where there is one subscription connection.
-const SINGLE_LINK: &str = "redis";
-
 /// State shared by the request path and the engine's background tasks.
 struct Shared {
     opts: RedisOptions,
@@ -88,11 +89,8 @@ struct Shared {
     batcher: Option<batch::Batcher>,
     deliver: Arc<dyn Deliver>,
     subs: Mutex<Subs>,
-    /// Single mode: the live subscription connection's command half; `None` while
-    /// reconnecting (and always in cluster mode).
-    sink: Mutex<Option<PubSubSink>>,
-    /// Cluster mode: the per-master subscription connections.
-    shards: Option<shards::Shards>,
+    /// The subscription connection(s): the single Redis's, or one per cluster master.
+    links: Links,
     /// Serializes SUBSCRIBE/UNSUBSCRIBE with the bookkeeping that decides them, so a delayed
     /// UNSUBSCRIBE can never overtake the SUBSCRIBE of a member that just joined. A tokio
     /// mutex because it is held across the round trip on purpose; its holder subscribes every
@@ -125,8 +123,8 @@ struct Subs {
 #[derive(Default)]
 struct Sub {
     refs: u32,
-    /// The connection on which Redis confirmed the subscription: [`SINGLE_LINK`], or in cluster
-    /// mode the address of the master it was SSUBSCRIBEd on. `None`: not subscribed (yet).
+    /// The link on which Redis confirmed the subscription ([`links`]). `None`: not
+    /// subscribed (yet).
     on: Option<Arc<str>>,
 }
 
@@ -148,7 +146,13 @@ impl RedisBroker {
             .set_max_delay(Duration::from_secs(1));
         let conn =
             ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
-        let shared = Arc::new(Shared::new(opts, Conn::Single(conn), None, deliver, stop));
+        let shared = Arc::new(Shared::new(
+            opts,
+            Conn::Single(conn),
+            Links::single(),
+            deliver,
+            stop,
+        ));
         tokio::spawn(subscriber::run(shared.clone(), client));
         tokio::spawn(presence::run(shared.clone()));
         tokio::spawn(probe::run(shared.clone()));
@@ -178,7 +182,7 @@ impl RedisBroker {
         let shared = Arc::new(Shared::new(
             opts,
             Conn::Cluster(conn),
-            Some(shards),
+            Links::Cluster(shards),
             deliver,
             stop,
         ));
@@ -215,11 +219,11 @@ impl Shared {
     fn new(
         opts: RedisOptions,
         conn: Conn,
-        shards: Option<shards::Shards>,
+        links: Links,
         deliver: Arc<dyn Deliver>,
         stop: CancellationToken,
     ) -> Self {
-        let cluster = shards.is_some();
+        let cluster = links.is_cluster();
         let keys = Keys::new(&opts.prefix, cluster);
         let scripts = Scripts::new(keys.clone(), opts.history, cluster);
         // Cluster mode: a script's keys must share one slot, and publications to different
@@ -242,8 +246,7 @@ impl Shared {
             batcher,
             deliver,
             subs: Mutex::default(),
-            sink: Mutex::default(),
-            shards,
+            links,
             commands: tokio::sync::Mutex::new(()),
             connected: AtomicBool::new(false),
             commands_ok: AtomicBool::new(false),

@@ -101,7 +101,7 @@ impl Failures {
             self.count += 1;
             self.first.get_or_insert(err);
         }
-        self.count > 0 && shared.shards.is_none()
+        self.count > 0 && !shared.links.is_cluster()
     }
 
     fn merge(mut self, other: Failures) -> Self {
@@ -142,7 +142,7 @@ async fn pass(shared: &Shared, may_reap: bool) -> Failures {
     let mut failures = Failures::default();
     // In a cluster, calls to a shard that is down would only wait out the command timeout:
     // skip them.
-    if let Some(shards) = &shared.shards {
+    if let Some(shards) = shared.links.shards() {
         let before = renew.len() + hosted.len() + sessions.len();
         renew.retain(|(room, _)| shards.reachable(&shared.keys.leases(room)));
         hosted.retain(|room| shards.reachable(&shared.keys.leases(room)));

@@ -40,7 +40,7 @@ use super::{BrokerError, Shared, sequence, unavailable};
 /// noticing a failover whose old master vanished without a word.
 const REFRESH: Duration = Duration::from_secs(1);
 
-/// The cluster's subscription links. Owned by `Shared`; driven by [`run`].
+/// The cluster's subscription links. Owned by [`super::links::Links`]; driven by [`run`].
 pub(super) struct Shards {
     /// The configured seed nodes, asked for the slot map when no link is up.
     seeds: Vec<ConnectionInfo>,
@@ -388,7 +388,7 @@ async fn ssubscribe(
 
 /// The supervisor: keeps the links and subscriptions matching the cluster until `stop`.
 pub(super) async fn run(shared: Arc<Shared>) {
-    let Some(shards) = shared.shards.as_ref() else {
+    let Some(shards) = shared.links.shards() else {
         return;
     };
     let mut tick = tokio::time::interval(REFRESH);
@@ -411,7 +411,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
 /// One master's subscription connection and its ordered reader, reconnecting with backoff
 /// until `stop` (the master left the slot map, or the engine stops).
 async fn link(shared: Arc<Shared>, addr: Arc<str>, generation: u64, stop: CancellationToken) {
-    let Some(shards) = shared.shards.as_ref() else {
+    let Some(shards) = shared.links.shards() else {
         return;
     };
     let Some(info) = shards.connection_info(&addr) else {
@@ -525,7 +525,7 @@ fn dropped(shared: &Shared, addr: &str, channel: &str) {
     };
     if moved {
         tracing::info!(shard = %addr, channel, "channel's slot moved away");
-        if let Some(shards) = &shared.shards {
+        if let Some(shards) = shared.links.shards() {
             shards.changed.notify_one();
         }
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use rand::Rng;
 
-use super::{SINGLE_LINK, Shared, sequence, subscriptions};
+use super::{Shared, sequence, subscriptions};
 
 pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Bounds how long delivery stays down after Redis comes back: one attempt per second at worst.
@@ -48,7 +48,6 @@ pub(super) async fn run(shared: Arc<Shared>, client: redis::Client) {
         };
         if let Err(err) = resubscribe(&shared, sink).await {
             tracing::warn!(%err, "redis resubscribe failed");
-            *shared.sink.lock() = None;
             if !pause(&shared, &mut backoff).await {
                 return;
             }
@@ -68,7 +67,7 @@ pub(super) async fn run(shared: Arc<Shared>, client: redis::Client) {
             sequence::handle(&shared, msg.get_channel_name(), msg.get_payload_bytes()).await;
         }
         shared.connected.store(false, Ordering::Release);
-        *shared.sink.lock() = None;
+        shared.links.lost();
         super::subscriptions::detach(&shared, None);
         tracing::warn!("redis subscription lost; reconnecting");
     }
@@ -89,7 +88,7 @@ pub(super) async fn pause(shared: &Shared, backoff: &mut Duration) -> bool {
 /// the callers waiting for a SUBSCRIBE meanwhile: their channels are among the wanted ones.
 async fn resubscribe(
     shared: &Shared,
-    mut sink: redis::aio::PubSubSink,
+    sink: redis::aio::PubSubSink,
 ) -> Result<(), super::BrokerError> {
     let _serial = shared.commands.lock().await;
     let (wanted, waiting) = {
@@ -102,16 +101,16 @@ async fn resubscribe(
             .collect();
         (wanted, std::mem::take(&mut subs.waiting))
     };
-    let result = subscriptions::subscribe_on(shared, &mut sink, &wanted).await;
-    if result.is_ok() {
+    let result = shared.links.attach(shared, sink, &wanted).await;
+    if let Ok(on) = &result {
         let mut subs = shared.subs.lock();
         for channel in &wanted {
             if let Some(sub) = subs.channels.get_mut(channel) {
-                sub.on = Some(SINGLE_LINK.into());
+                sub.on = Some(on.clone());
             }
         }
-        *shared.sink.lock() = Some(sink);
     }
+    let result = result.map(drop);
     subscriptions::settle(waiting, &result);
     result
 }

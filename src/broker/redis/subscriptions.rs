@@ -19,9 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use redis::aio::PubSubSink;
-
-use super::{BrokerError, SINGLE_LINK, Shared};
+use super::{BrokerError, Shared};
 
 /// Channels per SUBSCRIBE: a bound on one command's size (and on Redis's time in it) when
 /// thousands of sessions arrive at once or a reconnect resubscribes a whole node.
@@ -55,20 +53,6 @@ pub(super) fn settle(waiters: Vec<Waiter>, outcome: &Result<(), BrokerError>) {
     for waiter in waiters {
         let _ = waiter.outcome.set(outcome.clone());
     }
-}
-
-/// SUBSCRIBEs `channels` on the single Redis's subscription connection, [`SUBSCRIBE_MAX`] per
-/// command. Stops at the first failure: the connection is most likely gone, and the reconnect
-/// subscribes everything still wanted.
-pub(super) async fn subscribe_on(
-    shared: &Shared,
-    sink: &mut PubSubSink,
-    channels: &[String],
-) -> Result<(), BrokerError> {
-    for chunk in channels.chunks(SUBSCRIBE_MAX) {
-        shared.call(sink.subscribe(chunk)).await?;
-    }
-    Ok(())
 }
 
 impl Shared {
@@ -148,20 +132,7 @@ impl Shared {
             return settle(batch, &Ok(()));
         }
         metrics::histogram!("roomcast_redis_subscribe_batch_size").record(channels.len() as f64);
-        let results: Vec<Result<Arc<str>, BrokerError>> = match &self.shards {
-            Some(shards) => shards.subscribe(self, &channels).await,
-            None => {
-                let sink = self.sink.lock().clone();
-                let result = match sink {
-                    Some(mut sink) => subscribe_on(self, &mut sink, &channels).await,
-                    None => Err(BrokerError::Unavailable(
-                        "redis subscription is reconnecting".into(),
-                    )),
-                };
-                let on: Arc<str> = Arc::from(SINGLE_LINK);
-                vec![result.map(|()| on); channels.len()]
-            }
-        };
+        let results = self.links.subscribe(self, &channels).await;
         let mut outcomes: HashMap<&str, Result<(), BrokerError>> = HashMap::new();
         {
             let mut subs = self.subs.lock();
@@ -225,16 +196,7 @@ impl Shared {
                 }
             };
             let Some(on) = on else { return };
-            // A failure here means the connection is gone, and with it the subscription.
-            match &shared.shards {
-                Some(shards) => shards.unsubscribe(&shared, &channel, &on).await,
-                None => {
-                    let sink = shared.sink.lock().clone();
-                    if let Some(mut sink) = sink {
-                        let _ = shared.call(sink.unsubscribe(&channel)).await;
-                    }
-                }
-            }
+            shared.links.unsubscribe(&shared, &channel, &on).await;
         };
         tokio::spawn(unsubscribe);
     }
