@@ -183,6 +183,10 @@ impl From<NodeError> for ApiError {
     fn from(err: NodeError) -> Self {
         match err {
             NodeError::Unavailable(err) => Self::Unavailable(err.to_string()),
+            // The API joins no rooms; a membership refusal is the caller's mistake.
+            NodeError::AlreadyJoined | NodeError::TooManyRooms { .. } | NodeError::NotMember(_) => {
+                Self::BadRequest(err.to_string())
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod admission;
 pub(crate) mod limiter;
+mod rooms;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +21,7 @@ use crate::protocol::{RequestId, Resume, ServerFrame, encode};
 use crate::session::{Outbox, QueueLimits, SessionHandle};
 
 pub use admission::{Admission, IpPermit, PendingPermit, Refused};
+pub use rooms::Memberships;
 
 /// Cheap, cloneable handle to everything a connection needs.
 #[derive(Clone)]
@@ -103,6 +105,23 @@ pub enum NodeError {
     /// publish keys in docs/protocol.md).
     #[error("{0}")]
     Unavailable(#[from] BrokerError),
+    #[error("already joined")]
+    AlreadyJoined,
+    #[error("a connection may be in at most {max} rooms")]
+    TooManyRooms { max: usize },
+    #[error("not a member of {0}")]
+    NotMember(String),
+}
+
+/// What a join asks for besides the room.
+#[derive(Clone, Copy, Default)]
+pub struct JoinRequest<'a> {
+    /// Resume after this position: the missed messages, or `recovered: false`.
+    pub resume: Option<&'a Resume>,
+    /// Take part in presence.
+    pub presence: bool,
+    /// The request's id, echoed in `joined`.
+    pub id: Option<&'a RequestId>,
 }
 
 impl Node {
@@ -219,13 +238,9 @@ impl Node {
     }
 
     /// Removes a session from its rooms and the user table. Call exactly once, at its end.
-    pub async fn close_session(
-        &self,
-        session: &SessionHandle,
-        rooms: impl IntoIterator<Item = Arc<str>>,
-    ) {
-        for room in rooms {
-            self.leave(session, &room).await;
+    pub async fn close_session(&self, session: &SessionHandle, rooms: &mut Memberships) {
+        for room in rooms.take() {
+            self.remove_member(session, &room).await;
         }
         if self.0.hub.remove_user_session(session) {
             self.0.broker.unwatch_user(session.user()).await;
@@ -233,15 +248,33 @@ impl Node {
     }
 
     /// Joins `room`, queuing `joined` (and on resume the missed messages) on the session.
-    /// The caller has already checked the per-connection room limit and that the session is
-    /// not a member; on `Err` the session is not a member.
+    /// Refused for a room the session is in, or past `limits.max_rooms_per_connection`; on
+    /// `Err` the session is not a member.
     pub async fn join(
         &self,
         session: &SessionHandle,
+        rooms: &mut Memberships,
         room: &str,
-        resume: Option<&Resume>,
-        presence: bool,
-        id: Option<&RequestId>,
+        request: JoinRequest<'_>,
+    ) -> Result<(), NodeError> {
+        rooms.claim(room, self.0.config.limits.max_rooms_per_connection)?;
+        let joined = self.add_member(session, room, request).await;
+        if joined.is_err() {
+            rooms.release(room);
+        }
+        joined
+    }
+
+    /// The hub and broker side of [`Self::join`]; on `Err`, rolled back.
+    async fn add_member(
+        &self,
+        session: &SessionHandle,
+        room: &str,
+        JoinRequest {
+            resume,
+            presence,
+            id,
+        }: JoinRequest<'_>,
     ) -> Result<(), NodeError> {
         let cap = self.0.config.limits.outbound_queue;
         let first = self.0.hub.add_pending(room, session, presence, cap);
@@ -255,7 +288,7 @@ impl Node {
         let history = match result {
             Ok(history) => history,
             Err(err) => {
-                self.leave(session, room).await;
+                self.remove_member(session, room).await;
                 return Err(err.into());
             }
         };
@@ -279,8 +312,22 @@ impl Node {
         Ok(())
     }
 
-    /// Leaves `room`. Returns false when the session was not a member.
-    pub async fn leave(&self, session: &SessionHandle, room: &str) -> bool {
+    /// Leaves `room`; refused when the session is not in it.
+    pub async fn leave(
+        &self,
+        session: &SessionHandle,
+        rooms: &mut Memberships,
+        room: &str,
+    ) -> Result<(), NodeError> {
+        if !rooms.release(room) {
+            return Err(NodeError::NotMember(room.to_owned()));
+        }
+        self.remove_member(session, room).await;
+        Ok(())
+    }
+
+    /// The hub and broker side of leaving.
+    async fn remove_member(&self, session: &SessionHandle, room: &str) {
         let removed = self.0.hub.remove(room, session);
         if removed.user_gone {
             self.0.broker.presence_remove(room, session.user()).await;
@@ -288,7 +335,6 @@ impl Node {
         if removed.room_empty {
             self.0.broker.unsubscribe(room).await;
         }
-        removed.was_member
     }
 
     /// Publishes to `room`; returns the message's offset. With a publish `key` already used in

@@ -6,9 +6,7 @@
 //! Every wait on the socket also watches the session's close switch, so a client that stopped
 //! reading cannot pin the task: the hub flips the switch when its queue overflows.
 
-use std::collections::HashSet;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,7 +19,7 @@ use super::frame::{self, Incoming};
 use super::socket::{Event, RecvError, Socket};
 use crate::auth::{AuthError, Identity};
 use crate::node::limiter::{TokenBucket, Verdict};
-use crate::node::{Node, NodeError};
+use crate::node::{JoinRequest, Memberships, Node, NodeError};
 use crate::protocol::{
     CloseCode, ErrorCode, ProtocolError, Request, RequestId, Resume, ServerFrame, decode_request,
     encode,
@@ -78,7 +76,7 @@ pub fn serve(
         ),
         node,
         session,
-        rooms: HashSet::new(),
+        rooms: Memberships::default(),
         identity,
         clock: Clock {
             opened: Instant::now(),
@@ -94,8 +92,9 @@ pub fn serve(
         tracing::debug!("open");
         let exit = conn.run(&mut socket, &mut outbox).await;
         // Leave every room first so nothing new is queued while closing.
-        let rooms = std::mem::take(&mut conn.rooms);
-        conn.node.close_session(&conn.session, rooms).await;
+        conn.node
+            .close_session(&conn.session, &mut conn.rooms)
+            .await;
         let mut reason = None;
         let code = match exit {
             Exit::Gone => None,
@@ -166,8 +165,8 @@ impl Clock {
 struct Connection {
     node: Node,
     session: SessionHandle,
-    /// Rooms joined or being joined; cleaned up when the session ends.
-    rooms: HashSet<Arc<str>>,
+    /// Rooms joined or being joined; changed only by the node, emptied when the session ends.
+    rooms: Memberships,
     limiter: TokenBucket,
     /// Direct messages (`send`) have a budget of their own: one connection must not be able to
     /// flood another user off with them.
@@ -483,33 +482,23 @@ impl Connection {
         resume: Option<Resume>,
         presence: bool,
     ) -> Result<(), ProtocolError> {
-        if self.rooms.contains(room) {
-            return Err(ProtocolError::new(ErrorCode::BadRequest, "already joined"));
-        }
         if !self.identity.permissions.may_join(room) {
             return Err(forbidden("join", room));
         }
-        let max = self.node.config().limits.max_rooms_per_connection;
-        if self.rooms.len() >= max {
-            let msg = format!("a connection may be in at most {max} rooms");
-            return Err(ProtocolError::new(ErrorCode::TooManyRooms, msg));
-        }
-        self.rooms.insert(Arc::from(room));
+        let request = JoinRequest {
+            resume: resume.as_ref(),
+            presence,
+            id,
+        };
         let node = self.node.clone();
-        let joined = node
-            .join(&self.session, room, resume.as_ref(), presence, id)
-            .await;
-        if joined.is_err() {
-            self.rooms.remove(room);
-        }
-        Ok(joined?)
+        Ok(node
+            .join(&self.session, &mut self.rooms, room, request)
+            .await?)
     }
 
     async fn leave(&mut self, id: Option<&RequestId>, room: &str) -> Result<(), ProtocolError> {
-        if !self.rooms.remove(room) {
-            return Err(not_member(room));
-        }
-        self.node.clone().leave(&self.session, room).await;
+        let node = self.node.clone();
+        node.leave(&self.session, &mut self.rooms, room).await?;
         self.reply(&ServerFrame::Left { id, room });
         Ok(())
     }
@@ -521,9 +510,7 @@ impl Connection {
         data: &RawValue,
         key: Option<&str>,
     ) -> Result<(), ProtocolError> {
-        if !self.rooms.contains(room) {
-            return Err(not_member(room));
-        }
+        self.rooms.check(room)?;
         if !self.identity.permissions.may_publish(room) {
             return Err(forbidden("publish to", room));
         }
@@ -566,9 +553,7 @@ impl Connection {
     }
 
     async fn presence(&mut self, id: Option<&RequestId>, room: &str) -> Result<(), ProtocolError> {
-        if !self.rooms.contains(room) {
-            return Err(not_member(room));
-        }
+        self.rooms.check(room)?;
         let list = self.node.clone().presence(room).await?;
         let users: Vec<&str> = list.users.iter().map(String::as_str).collect();
         self.reply(&ServerFrame::Presence {
@@ -634,10 +619,6 @@ fn token_error(err: AuthError) -> ProtocolError {
     ProtocolError::new(code, err.to_string())
 }
 
-fn not_member(room: &str) -> ProtocolError {
-    ProtocolError::new(ErrorCode::NotMember, format!("not a member of {room}"))
-}
-
 /// Shutdown: writes out everything still queued, then a `goaway` telling the client when to
 /// reconnect. The delay is drawn per client so a draining node's clients do not all land on the
 /// remaining nodes in the same instant.
@@ -669,10 +650,15 @@ async fn close(socket: &mut Socket, code: CloseCode, reason: &str) {
 /// The node's errors on this endpoint's wire.
 impl From<NodeError> for ProtocolError {
     fn from(err: NodeError) -> Self {
-        match err {
-            NodeError::Unavailable(err) => {
+        match &err {
+            NodeError::Unavailable(_) => {
                 ProtocolError::new(ErrorCode::Unavailable, err.to_string())
             }
+            NodeError::AlreadyJoined => ProtocolError::new(ErrorCode::BadRequest, err.to_string()),
+            NodeError::TooManyRooms { .. } => {
+                ProtocolError::new(ErrorCode::TooManyRooms, err.to_string())
+            }
+            NodeError::NotMember(_) => ProtocolError::new(ErrorCode::NotMember, err.to_string()),
         }
     }
 }
