@@ -8,7 +8,8 @@
 //! this list and fails on any `use crate::…` that points sideways or up.
 //!
 //! 1. [`protocol`], [`net`], `shrink`: the v1 wire format (frames, error and close codes), address
-//!    ranges and client addresses, returning memory to the OS. No I/O.
+//!    ranges and client addresses (forwarding headers, PROXY protocol headers), returning
+//!    memory to the OS. No I/O.
 //! 2. [`config`]: layered configuration, one file per section; validation does no I/O.
 //! 3. [`auth`], [`session`]: token verification; a session's handle (bounded outbound queue and
 //!    close switch).
@@ -20,7 +21,7 @@
 //! 6. [`http`]: the JSON error shape and the health endpoints every endpoint shares.
 //! 7. [`ws`], [`api`], [`telemetry`], `accept`, [`demo`]: the endpoints; they call the node.
 //!    `accept` takes TCP connections and serves HTTP/1 on them (header timeout, per-IP cap
-//!    before the upgrade).
+//!    before the upgrade, a trusted proxy's PROXY header first).
 //! 8. [`server`]: wires the concrete engine and serves until shutdown:
 //!    `run(config, listener, shutdown)`.
 

@@ -1,6 +1,9 @@
 //! Address ranges (`10.0.0.0/8`, `::1`) and the client address behind trusted proxies, from
-//! `X-Forwarded-For` or `Forwarded`. No I/O; used by the configuration (to check
-//! `trusted_proxies`) and by admission (to count the real client against per-IP limits).
+//! `X-Forwarded-For` or `Forwarded`, or from a PROXY protocol header ([`proxy_header`]). No
+//! I/O; used by the configuration (to check `trusted_proxies`), by admission (to count the real
+//! client against per-IP limits) and by the accept loop (to read a PROXY header).
+
+pub mod proxy_header;
 
 use std::net::IpAddr;
 

@@ -11,7 +11,8 @@
 //!   `messages_published_total`, `publish_repeats_total` (answered from a publish key),
 //!   `deliveries_total`, `direct_messages_total`, `direct_dropped_total` (for a recipient holding
 //!   half its budget), `slow_consumer_closes_total`, `closes_total{code}`,
-//!   `auth_failures_total{reason}`, `rate_limited_total{kind}`, `publish_errors_total`;
+//!   `auth_failures_total{reason}`, `rate_limited_total{kind}`, `publish_errors_total`,
+//!   `proxy_header_errors_total{reason}` (`proxy_protocol`: `invalid`, `timeout`, `closed`);
 //! - histograms, with fixed buckets (`_bucket{le}`, `_sum`, `_count`) so that they add up across
 //!   nodes (`histogram_quantile` over `sum by (le)`) and take constant memory:
 //!   `broker_publish_seconds`; `redis_publish_batch_size` (publications per Redis script call,
@@ -97,6 +98,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "roomcast_rate_limited_total",
         "Frames, requests and connections refused by a limit, by kind.",
     ),
+    (
+        "roomcast_proxy_header_errors_total",
+        "Connections from trusted proxies closed for a missing, invalid or late PROXY header.",
+    ),
 ];
 
 /// The label values of the labelled counters, registered at zero with them.
@@ -134,6 +139,11 @@ const LABELLED: &[(&str, &str, &[&str])] = &[
             "too_many_sessions",
             "too_many_pending_connections",
         ],
+    ),
+    (
+        "roomcast_proxy_header_errors_total",
+        "reason",
+        &["invalid", "timeout", "closed"],
     ),
 ];
 

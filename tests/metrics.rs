@@ -157,6 +157,7 @@ async fn every_counter_is_present_from_the_start_and_every_metric_has_help() {
         "roomcast_closes_total{code=\"4029\"}",
         "roomcast_auth_failures_total{reason=\"token_invalid\"}",
         "roomcast_rate_limited_total{kind=\"too_many_pending_connections\"}",
+        "roomcast_proxy_header_errors_total{reason=\"timeout\"}",
     ] {
         assert!(
             sample(&text, counter).is_some(),

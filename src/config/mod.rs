@@ -88,6 +88,14 @@ pub struct Config {
     /// `limits.max_pending_connections_per_ip`, which cannot know the client before the request.
     /// Default empty: every peer is the client, and a header naming another address is ignored.
     pub trusted_proxies: Vec<String>,
+    /// Connections from `trusted_proxies` open with a PROXY protocol header (v1 or v2, told
+    /// apart by signature; haproxy `send-proxy`/`send-proxy-v2`), whose source address is then
+    /// the peer for everything after: the pending-connection cap, per-IP limits, logs. A
+    /// connection from such a peer without a valid header within `limits.header_timeout_ms` is
+    /// closed; `X-Forwarded-For` is then read only if that source is itself a trusted proxy.
+    /// Other peers are never asked for one, so a client cannot name an address. Default false:
+    /// a node behind no proxy, or one that sends `X-Forwarded-For`. Needs `trusted_proxies`.
+    pub proxy_protocol: bool,
     /// Serve the browser client at `/roomcast.js`, so a web app can import the client that
     /// matches the node it talks to. Default true, production included: it is public code.
     pub serve_client: bool,
@@ -131,6 +139,7 @@ impl Default for Config {
             demo: true,
             serve_client: true,
             trusted_proxies: Vec::new(),
+            proxy_protocol: false,
             worker_threads: 0,
             limits: Limits::default(),
             heartbeat: Heartbeat::default(),
@@ -266,6 +275,14 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "trusted_proxies",
                 reason,
+            });
+        }
+        if self.proxy_protocol && self.trusted_proxies.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "proxy_protocol",
+                reason: "PROXY headers are read only from `trusted_proxies`, which is empty; \
+                         list the proxies' addresses"
+                    .into(),
             });
         }
         if self.demo && !self.serve_client {

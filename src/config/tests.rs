@@ -92,6 +92,10 @@ fn errors_name_the_key() {
     }
     let err = load("trusted_proxies = [\"10.0.0.0/40\"]\n").unwrap_err();
     assert!(err.to_string().contains("trusted_proxies"), "{err}");
+    let err = load("proxy_protocol = true\n").unwrap_err();
+    assert!(err.to_string().contains("`proxy_protocol`"), "{err}");
+    let c = load("proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]\n").unwrap();
+    assert!(c.proxy_protocol);
     let err = load("serve_client = false\n").unwrap_err();
     assert!(err.to_string().contains("serve_client"), "{err}");
     let err = load("broker = \"carrier-pigeon\"\n").unwrap_err();
@@ -187,4 +191,17 @@ fn a_missing_config_file_is_an_error() {
     )
     .unwrap_err();
     assert!(matches!(err, ConfigError::MissingFile(_)));
+}
+
+/// The PROXY protocol set up as docker-compose.yml does, through the environment.
+#[test]
+fn proxy_protocol_and_its_trusted_proxies_load_from_the_environment() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("ROOMCAST_TRUSTED_PROXIES", r#"["172.28.0.10"]"#);
+        jail.set_env("ROOMCAST_PROXY_PROTOCOL", "true");
+        let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+        assert!(c.proxy_protocol);
+        assert_eq!(c.trusted_proxies, ["172.28.0.10"]);
+        Ok(())
+    });
 }

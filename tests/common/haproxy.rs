@@ -15,6 +15,12 @@ impl Haproxy {
     /// `redispatch` sends a request that found its server gone to another one, as operators
     /// configure it in production; without it a client could hit a node that just stopped.
     pub fn start(backends: &[String]) -> Self {
+        Self::start_with(backends, "check")
+    }
+
+    /// As [`Self::start`], with `server_options` on every server line instead of `check`
+    /// (e.g. `check send-proxy-v2`).
+    pub fn start_with(backends: &[String], server_options: &str) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -29,7 +35,7 @@ impl Haproxy {
              http-check expect status 200\n  default-server inter 200ms fall 1 rise 1\n"
         );
         for (i, addr) in backends.iter().enumerate() {
-            config.push_str(&format!("  server n{i} {addr} check\n"));
+            config.push_str(&format!("  server n{i} {addr} {server_options}\n"));
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("haproxy.cfg");
