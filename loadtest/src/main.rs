@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use loadtest::{Live, Overrides, RunOptions, Scenario};
+use loadtest::{Live, Overrides, Report, RunOptions, Scenario};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -159,39 +159,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(path) => Scenario::from_file(path)?,
         None => Scenario::default(),
     };
-    scenario.apply(&Overrides {
-        users: cli.users,
-        ramp_per_sec: cli.ramp,
-        urls: cli.urls.clone(),
-        duration_secs: cli.duration,
-        drain_secs: cli.drain,
-        rooms: cli.rooms,
-        room_size: cli.room_size,
-        publish_per_sec: cli.publish_rate,
-        message_bytes: cli.message_bytes,
-        direct_per_sec: cli.direct_rate,
-        churn: cli.churn,
-        churn_down_ms: cli.churn_down_ms,
-        resume_elsewhere: cli.resume_elsewhere.then_some(true),
-        workers: cli.workers,
-        source_ips: cli.source_ips,
-        jwt_secret: cli.jwt_secret.clone(),
-    })?;
+    scenario.apply(&cli.overrides())?;
 
-    let progress = if cli.quiet || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::with_draw_target(Some(scenario.users), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {elapsed:>4} [{bar:20}] {pos}/{len} connected  {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
-    };
+    let progress = progress_bar(cli.quiet, scenario.users);
     let bar = progress.clone();
     let worker_exe = if cli.in_process {
         None
@@ -208,14 +178,61 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let result = runtime.block_on(loadtest::run(&scenario, options));
     progress.finish_and_clear();
     let report = result?;
+    conclude(&report, &cli)
+}
 
+impl Cli {
+    /// The flags that replace scenario values.
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            users: self.users,
+            ramp_per_sec: self.ramp,
+            urls: self.urls.clone(),
+            duration_secs: self.duration,
+            drain_secs: self.drain,
+            rooms: self.rooms,
+            room_size: self.room_size,
+            publish_per_sec: self.publish_rate,
+            message_bytes: self.message_bytes,
+            direct_per_sec: self.direct_rate,
+            churn: self.churn,
+            churn_down_ms: self.churn_down_ms,
+            // A flag can only turn it on; absent, the scenario file decides.
+            resume_elsewhere: self.resume_elsewhere.then_some(true),
+            workers: self.workers,
+            source_ips: self.source_ips,
+            jwt_secret: self.jwt_secret.clone(),
+        }
+    }
+}
+
+/// The live progress line on stderr, hidden when quiet or when stderr is not a terminal (so
+/// logs and pipes get only the summary).
+fn progress_bar(quiet: bool, users: u64) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(users), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {elapsed:>4} [{bar:20}] {pos}/{len} connected  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Prints the table, writes `--json` and `--plot`, and turns the verdict into the exit code.
+fn conclude(report: &Report, cli: &Cli) -> anyhow::Result<ExitCode> {
     println!("{}", report.table());
     if let Some(path) = &cli.json {
-        let text = serde_json::to_string_pretty(&report)?;
+        let text = serde_json::to_string_pretty(report)?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &cli.plot {
-        loadtest::plot::draw(&report, path)?;
+        loadtest::plot::draw(report, path)?;
     }
     let problems = report.problems(cli.expect_no_loss);
     if problems.is_empty() {

@@ -1,14 +1,17 @@
 //! The merged result of a run: every figure (serialized as the `--json` file), the summary
-//! table, and the verdict (what makes the exit code non-zero).
+//! table (in `table`), and the verdict (what makes the exit code non-zero).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
 use crate::cpu::CpuTime;
 use crate::engine::WorkerReport;
 use crate::stats::{Counters, Hist, RoomProblem, RoomTotals, SecondStats, Summary, merge_rooms};
+
+mod table;
+#[cfg(test)]
+mod tests;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
@@ -235,200 +238,6 @@ impl Report {
             }
         }
         out
-    }
-
-    /// The human summary table.
-    pub fn table(&self) -> String {
-        let mut t = String::new();
-        let ms = |us: u64| format!("{:.2} ms", us as f64 / 1000.0);
-        let lat = |s: &Summary| {
-            if s.count == 0 {
-                return "no samples".to_string();
-            }
-            format!(
-                "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (n={})",
-                ms(s.p50_us),
-                ms(s.p90_us),
-                ms(s.p99_us),
-                ms(s.p999_us),
-                ms(s.max_us),
-                s.count
-            )
-        };
-        let mut row = |k: &str, v: String| {
-            let _ = writeln!(t, "  {k:<22} {v}");
-        };
-        let k = &self.connections;
-        let m = &self.messages;
-        let c = &self.correctness;
-        let mode = match (self.mode.as_str(), self.workers) {
-            ("processes", 1) => "worker process",
-            ("processes", _) => "worker processes",
-            (_, 1) => "worker thread",
-            _ => "worker threads",
-        };
-        row(
-            "scenario",
-            format!(
-                "{} (run {}, {} {mode})",
-                self.scenario, self.run_id, self.workers
-            ),
-        );
-        row("targets", self.urls.join(", "));
-        row(
-            "timing",
-            format!(
-                "ramp {:.1} s, publish {:.1} s, wall {:.1} s",
-                self.ramp_secs, self.duration_secs, self.wall_secs
-            ),
-        );
-        row(
-            "connections",
-            format!(
-                "{} ok / {} attempted, {} failed; {} open at peak, {} server pings answered",
-                k.ok, k.attempted, k.failed, k.peak_concurrent, k.pings
-            ),
-        );
-        if !k.errors.is_empty() {
-            row("connect errors", tally(&k.errors));
-        }
-        row(
-            "reconnects",
-            format!(
-                "{} ok, {} failed; {} churned, {} server drains (1001), {} unexpected closes ({})",
-                k.reconnects_ok,
-                k.reconnects_failed,
-                k.churn_disconnects,
-                k.server_drains,
-                k.unexpected_disconnects,
-                tally(&k.close_codes)
-            ),
-        );
-        row("connect time", lat(&k.connect_time));
-        row(
-            "published / acked",
-            format!(
-                "{} / {} ({} errors ({}), {} unanswered, {} abandoned)",
-                m.published,
-                m.acked,
-                m.request_errors,
-                tally(&m.errors_by_code),
-                m.unanswered,
-                m.abandoned
-            ),
-        );
-        row(
-            "deliveries",
-            format!(
-                "{} ({:.0}/s mean, {}/s peak), {:.1} MiB received",
-                m.deliveries,
-                m.deliveries_per_sec,
-                m.deliveries_per_sec_peak,
-                m.bytes_received as f64 / 1048576.0
-            ),
-        );
-        row("latency", lat(&m.latency));
-        row("ack latency", lat(&m.ack_latency));
-        row(
-            "direct",
-            format!(
-                "{} sent, {} acked, {} received; {}",
-                self.direct.sent,
-                self.direct.acked,
-                self.direct.received,
-                lat(&self.direct.latency)
-            ),
-        );
-        row(
-            "rooms",
-            format!(
-                "{} histories, {} acked, {} observed, {} acked-not-observed",
-                c.rooms, c.acked_distinct, c.observed_distinct, c.acked_not_observed
-            ),
-        );
-        row(
-            "loss",
-            format!(
-                "{} lost ({} in {} gaps, {} at tail, {} unrecovered)",
-                c.lost, c.lost_in_gaps, c.gaps, c.lost_at_tail, c.lost_unrecovered
-            ),
-        );
-        row(
-            "order",
-            format!(
-                "{} duplicates, {} out of order, {} seq regressions",
-                c.duplicates, c.out_of_order, c.seq_regressions
-            ),
-        );
-        row(
-            "resumes",
-            format!(
-                "{} recovered ({} messages replayed), {} not recovered",
-                c.resumes_recovered, c.replayed, c.resumes_unrecovered
-            ),
-        );
-        for p in &c.problem_rooms {
-            let f = &p.faults;
-            row(
-                "problem room",
-                format!(
-                    "{} (epoch {}): {} lost in {} gaps, {} at tail, {} unrecovered, {} acked-not-observed, {} dup, {} ooo, {} seq",
-                    p.room,
-                    p.epoch,
-                    f.lost_in_gaps,
-                    f.gaps,
-                    p.lost_at_tail,
-                    f.lost_unrecovered,
-                    p.acked_not_observed,
-                    f.duplicates,
-                    f.out_of_order,
-                    f.seq_regressions
-                ),
-            );
-        }
-        if c.rooms_with_problems > c.problem_rooms.len() as u64 {
-            row(
-                "problem rooms",
-                format!(
-                    "{} in all (worst {} listed)",
-                    c.rooms_with_problems,
-                    c.problem_rooms.len()
-                ),
-            );
-        }
-        row(
-            "tester cpu",
-            format!(
-                "{:.2} s over {} worker(s): busiest {:.0}% of a core over the run, peak second \
-                 {:.0}% of a core (all workers); {:.0} deliveries per cpu-second while receiving",
-                self.cpu.total_secs,
-                self.cpu.workers.len(),
-                self.cpu.busiest_worker_load * 100.0,
-                self.cpu.peak_second_cpu * 100.0,
-                self.cpu.deliveries_per_cpu_sec
-            ),
-        );
-        if !self.cpu.worker_peak_rss_kib.is_empty() {
-            let peak = self
-                .cpu
-                .worker_peak_rss_kib
-                .iter()
-                .max()
-                .copied()
-                .unwrap_or(0);
-            row(
-                "tester memory",
-                format!(
-                    "{:.1} KiB per user (peak RSS summed over workers; largest worker {:.1} MiB)",
-                    self.cpu.rss_per_user_kib,
-                    peak as f64 / 1024.0
-                ),
-            );
-        }
-        for e in &self.error_samples {
-            row("error sample", e.clone());
-        }
-        t
     }
 }
 

@@ -216,73 +216,119 @@ impl Scenario {
         self.validate()
     }
 
-    /// Checks ranges and targets; each error names its key.
+    /// Checks ranges and targets; each error names its key. The first broken rule, in the
+    /// order written below, is the one reported.
     pub fn validate(&self) -> Result<(), ScenarioError> {
-        fn invalid(key: &'static str, message: impl Into<String>) -> ScenarioError {
-            ScenarioError::Invalid {
-                key,
-                message: message.into(),
-            }
-        }
-        if self.users == 0 || self.users > 1_000_000 {
-            return Err(invalid("users", "must be between 1 and 1000000"));
-        }
-        if !(self.ramp_per_sec > 0.0 && self.ramp_per_sec <= 100_000.0) {
-            return Err(invalid("ramp_per_sec", "must be > 0 and at most 100000"));
-        }
-        if !(self.duration_secs > 0.0 && self.duration_secs <= 86_400.0) {
-            return Err(invalid("duration_secs", "must be > 0 and at most 86400"));
-        }
-        if !(0.0..=600.0).contains(&self.drain_secs) {
-            return Err(invalid("drain_secs", "must be between 0 and 600"));
-        }
-        if !(0.0..=1000.0).contains(&self.publish_per_sec) {
-            return Err(invalid("publish_per_sec", "must be between 0 and 1000"));
-        }
-        if !(0.0..=1000.0).contains(&self.direct_per_sec) {
-            return Err(invalid("direct_per_sec", "must be between 0 and 1000"));
-        }
-        if self.message_bytes > 1 << 20 {
-            return Err(invalid("message_bytes", "must be at most 1048576"));
-        }
-        if !(0.0..=1.0).contains(&self.churn) {
-            return Err(invalid("churn", "must be a fraction between 0 and 1"));
-        }
-        if self.churn_down_ms > 600_000 {
-            return Err(invalid("churn_down_ms", "must be at most 600000"));
-        }
+        self.validate_load()?;
+        self.validate_connections()?;
+        self.validate_rooms()?;
+        self.validate_worker_share()
+    }
+
+    /// Users, rates, durations and message sizes.
+    fn validate_load(&self) -> Result<(), ScenarioError> {
+        first_broken(&[
+            (
+                (1..=1_000_000).contains(&self.users),
+                "users",
+                "must be between 1 and 1000000",
+            ),
+            (
+                self.ramp_per_sec > 0.0 && self.ramp_per_sec <= 100_000.0,
+                "ramp_per_sec",
+                "must be > 0 and at most 100000",
+            ),
+            (
+                self.duration_secs > 0.0 && self.duration_secs <= 86_400.0,
+                "duration_secs",
+                "must be > 0 and at most 86400",
+            ),
+            (
+                (0.0..=600.0).contains(&self.drain_secs),
+                "drain_secs",
+                "must be between 0 and 600",
+            ),
+            (
+                (0.0..=1000.0).contains(&self.publish_per_sec),
+                "publish_per_sec",
+                "must be between 0 and 1000",
+            ),
+            (
+                (0.0..=1000.0).contains(&self.direct_per_sec),
+                "direct_per_sec",
+                "must be between 0 and 1000",
+            ),
+            (
+                self.message_bytes <= 1 << 20,
+                "message_bytes",
+                "must be at most 1048576",
+            ),
+            (
+                (0.0..=1.0).contains(&self.churn),
+                "churn",
+                "must be a fraction between 0 and 1",
+            ),
+            (
+                self.churn_down_ms <= 600_000,
+                "churn_down_ms",
+                "must be at most 600000",
+            ),
+        ])
+    }
+
+    /// Worker processes, source addresses, connect timeout, authentication and targets.
+    fn validate_connections(&self) -> Result<(), ScenarioError> {
         if self.workers > MAX_WORKERS {
             return Err(invalid("workers", format!("must be at most {MAX_WORKERS}")));
         }
-        if self.source_ips == 0 || self.source_ips > 254 {
-            return Err(invalid("source_ips", "must be between 1 and 254"));
-        }
-        if self.connect_timeout_ms == 0 || self.connect_timeout_ms > 120_000 {
-            return Err(invalid(
+        first_broken(&[
+            (
+                (1..=254).contains(&self.source_ips),
+                "source_ips",
+                "must be between 1 and 254",
+            ),
+            (
+                (1..=120_000).contains(&self.connect_timeout_ms),
                 "connect_timeout_ms",
                 "must be between 1 and 120000",
-            ));
-        }
-        if self.jwt_secret.as_deref().is_some_and(str::is_empty) {
-            return Err(invalid(
+            ),
+            (
+                !self.jwt_secret.as_deref().is_some_and(str::is_empty),
                 "jwt_secret",
                 "must not be empty (leave it out for a node without authentication)",
-            ));
-        }
-        if self.urls.is_empty() {
-            return Err(invalid("urls", "needs at least one ws:// URL"));
-        }
+            ),
+            (
+                !self.urls.is_empty(),
+                "urls",
+                "needs at least one ws:// URL",
+            ),
+        ])?;
         for url in &self.urls {
             Target::parse(url)?;
         }
+        Ok(())
+    }
+
+    fn validate_rooms(&self) -> Result<(), ScenarioError> {
         for g in &self.rooms {
-            if g.count == 0 || g.size == 0 {
-                return Err(invalid("rooms", "`count` and `size` must be at least 1"));
-            }
-            if g.publishers.is_some_and(|p| p > g.size) {
-                return Err(invalid("rooms", "`publishers` cannot exceed `size`"));
-            }
+            first_broken(&[
+                (
+                    g.count > 0 && g.size > 0,
+                    "rooms",
+                    "`count` and `size` must be at least 1",
+                ),
+                (
+                    g.publishers.is_none_or(|p| p <= g.size),
+                    "rooms",
+                    "`publishers` cannot exceed `size`",
+                ),
+            ])?;
         }
+        Ok(())
+    }
+
+    /// Each worker process must stay under the open-files cap.
+    fn validate_worker_share(&self) -> Result<(), ScenarioError> {
         let workers = self.worker_count();
         if self.users.div_ceil(u64::from(workers)) > MAX_USERS_PER_WORKER {
             return Err(invalid(
@@ -352,6 +398,24 @@ impl Scenario {
     }
 }
 
+fn invalid(key: &'static str, message: impl Into<String>) -> ScenarioError {
+    ScenarioError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// A validation rule: whether it holds, the key it is about, and what the key must be.
+type Rule = (bool, &'static str, &'static str);
+
+/// The error for the first rule that does not hold.
+fn first_broken(rules: &[Rule]) -> Result<(), ScenarioError> {
+    match rules.iter().find(|(holds, _, _)| !holds) {
+        Some(&(_, key, message)) => Err(invalid(key, message)),
+        None => Ok(()),
+    }
+}
+
 /// A user's room and role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placement {
@@ -361,134 +425,4 @@ pub struct Placement {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unknown_key_is_named() {
-        let err = Scenario::from_toml("userz = 5\n").unwrap_err().to_string();
-        assert!(err.contains("userz"), "{err}");
-    }
-
-    #[test]
-    fn wrong_type_is_named() {
-        let err = Scenario::from_toml("users = \"many\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("users"), "{err}");
-    }
-
-    #[test]
-    fn invalid_value_is_named() {
-        let err = Scenario::from_toml("churn = 2.0\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("`churn`"), "{err}");
-        let err = Scenario::from_toml("urls = [\"ws://10.1.2.3:80/ws\"]\n").unwrap_err();
-        assert!(err.to_string().contains("loopback"), "{err}");
-    }
-
-    #[test]
-    fn placement_fills_groups_in_order() {
-        let s = Scenario::from_toml(
-            "users = 10\n[[rooms]]\ncount = 2\nsize = 3\npublishers = 1\n[[rooms]]\ncount = 1\nsize = 2\n",
-        )
-        .unwrap();
-        let p: Vec<_> = (0..10).map(|i| s.placement(i)).collect();
-        assert_eq!(
-            p[0],
-            Some(Placement {
-                group: 0,
-                room: 0,
-                publishes: true
-            })
-        );
-        assert_eq!(
-            p[1],
-            Some(Placement {
-                group: 0,
-                room: 1,
-                publishes: true
-            })
-        );
-        assert_eq!(
-            p[2],
-            Some(Placement {
-                group: 0,
-                room: 1,
-                publishes: false
-            })
-        );
-        assert_eq!(
-            p[3],
-            Some(Placement {
-                group: 0,
-                room: 0,
-                publishes: false
-            })
-        );
-        assert_eq!(
-            p[6],
-            Some(Placement {
-                group: 1,
-                room: 0,
-                publishes: true
-            })
-        );
-        assert_eq!(p[8], None);
-    }
-
-    #[test]
-    fn rooms_are_full_and_span_urls() {
-        let s = Scenario::from_toml(
-            "users = 24
-[[rooms]]
-count = 4
-size = 6
-",
-        )
-        .unwrap();
-        let mut members = vec![Vec::new(); 4];
-        for i in 0..24 {
-            members[s.placement(i).unwrap().room as usize].push(i);
-        }
-        for m in &members {
-            assert_eq!(m.len(), 6);
-            // With two URLs (user i goes to URL i % 2), every room has members on both.
-            assert!(
-                m.iter().any(|i| i % 2 == 0) && m.iter().any(|i| i % 2 == 1),
-                "{m:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn jwt_secret_from_the_file_or_the_flag() {
-        let mut s = Scenario::from_toml("jwt_secret = \"from-the-file\"\n").unwrap();
-        assert_eq!(s.jwt_secret.as_deref(), Some("from-the-file"));
-        assert!(s.credentials().is_some());
-        s.apply(&Overrides {
-            jwt_secret: Some("from-the-flag".into()),
-            ..Overrides::default()
-        })
-        .unwrap();
-        assert_eq!(s.jwt_secret.as_deref(), Some("from-the-flag"));
-        assert!(Scenario::default().credentials().is_none());
-        let err = Scenario::from_toml("jwt_secret = \"\"\n").unwrap_err();
-        assert!(err.to_string().contains("`jwt_secret`"), "{err}");
-    }
-
-    #[test]
-    fn too_many_users_per_worker_is_refused() {
-        let err = Scenario::from_toml("users = 100000\nworkers = 2\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("`workers`"), "{err}");
-        assert_eq!(
-            Scenario::from_toml("users = 100000\n")
-                .unwrap()
-                .worker_count(),
-            7
-        );
-    }
-}
+mod tests;
