@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use roomcast::broker::memory::HistoryLimits;
+use roomcast::broker::memory::HistoryBudget;
 use roomcast::broker::redis::{PublishBatch, RedisBroker, RedisOptions};
 use roomcast::broker::{Broker, Deliver};
 use serde_json::json;
@@ -147,7 +147,7 @@ async fn run() {
             url: url.clone(),
             prefix: prefix.clone(),
             node_id: format!("n{n}"),
-            history: HistoryLimits::new(100, Duration::from_secs(300)),
+            history: HistoryBudget::new(100, Duration::from_secs(300)),
             presence_lease: Duration::from_secs(15),
             unsubscribe_delay: Duration::from_secs(1),
             command_timeout: Duration::from_secs(2),

@@ -16,8 +16,9 @@
 //! 4. [`hub`], [`broker`]: local room membership and fan-out of encoded frames; the `Broker`
 //!    trait (order, history, presence, cross-node delivery) and its engines. Neither sees the
 //!    other: the broker delivers through the `Deliver` callback the server wires to the hub.
-//! 5. [`node`]: request semantics over hub + broker; admission (per-IP limits, rate limiters);
-//!    lifecycle (draining, shutdown, task tracking).
+//! 5. [`node`]: request semantics over hub + broker, with each session's room memberships and
+//!    their rules; admission (per-IP limits, rate limiters); lifecycle (draining, shutdown, task
+//!    tracking). Its `NodeError` is mapped by each endpoint to its own wire.
 //! 6. [`http`]: the JSON error shape and the health endpoints every endpoint shares.
 //! 7. [`ws`], [`api`], [`telemetry`], `accept`, [`demo`]: the endpoints; they call the node.
 //!    `accept` takes TCP connections and serves HTTP/1 on them (header timeout, per-IP cap

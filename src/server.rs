@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::memory::{HistoryLimits, MemoryBroker};
+use crate::broker::memory::{HistoryBudget, MemoryBroker};
 use crate::broker::redis::{PublishBatch, RedisBroker, RedisOptions};
 use crate::broker::{Broker, BrokerError};
 use crate::config::{BrokerKind, Config};
@@ -60,7 +60,7 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
     telemetry::install();
     let hub = Hub::new();
     let deliver = Arc::new(HubDelivery(hub.clone()));
-    let limits = HistoryLimits {
+    let limits = HistoryBudget {
         size: config.history.size,
         ttl: config.history.ttl(),
         max_room_bytes: config.history.max_room_bytes,

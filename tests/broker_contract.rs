@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::redis::{RedisServer, unique_prefix};
 use common::redis_cluster::RedisCluster;
 use parking_lot::Mutex;
-use roomcast::broker::memory::{HistoryLimits, MemoryBroker};
+use roomcast::broker::memory::{HistoryBudget, MemoryBroker};
 use roomcast::broker::redis::{PublishBatch, RedisBroker, RedisOptions};
 use roomcast::broker::{Broker, BrokerError, Deliver};
 use roomcast::protocol::Resume;
@@ -134,9 +134,9 @@ fn data(json: &str) -> Box<RawValue> {
     RawValue::from_string(json.to_owned()).unwrap()
 }
 
-const LIMITS: HistoryLimits = HistoryLimits::new(10, Duration::from_secs(300));
+const LIMITS: HistoryBudget = HistoryBudget::new(10, Duration::from_secs(300));
 
-fn memory_node(limits: HistoryLimits) -> (Arc<MemoryBroker>, Node) {
+fn memory_node(limits: HistoryBudget) -> (Arc<MemoryBroker>, Node) {
     let seen = Arc::new(Recorder::default());
     let broker = Arc::new(MemoryBroker::new(limits, seen.clone()));
     (broker.clone(), Node { broker, seen })
@@ -643,7 +643,7 @@ async fn wait_available(broker: &dyn Broker) {
 #[tokio::test]
 async fn memory_engine_frees_idle_rooms_after_ttl() {
     let ttl = Duration::from_secs(60);
-    let (memory, node) = memory_node(HistoryLimits::new(10, ttl));
+    let (memory, node) = memory_node(HistoryBudget::new(10, ttl));
     for r in 0..1000 {
         node.broker
             .publish(&format!("churn:{r}"), "u", &data("1"))
@@ -785,10 +785,10 @@ async fn redis_engine_rides_out_a_redis_restart() {
 /// so their resumes answer `recovered: false` while recent rooms still recover.
 #[tokio::test]
 async fn memory_engine_keeps_history_under_its_byte_budgets() {
-    let limits = HistoryLimits {
+    let limits = HistoryBudget {
         max_room_bytes: 64 * 1024,
         max_bytes: 1024 * 1024,
-        ..HistoryLimits::new(100, Duration::from_secs(300))
+        ..HistoryBudget::new(100, Duration::from_secs(300))
     };
     let (memory, node) = memory_node(limits);
     let big = data(&format!("\"{}\"", "x".repeat(16 * 1024)));

@@ -20,13 +20,13 @@ use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use tungstenite::Utf8Bytes;
 
-use super::{Broker, BrokerError, Deliver, History, PresenceList, new_epoch, unix_ms};
+use super::{Broker, BrokerError, Catchup, Deliver, PresenceList, new_epoch, unix_ms};
 use crate::protocol::Resume;
 use crate::protocol::{ServerFrame, encode, encode_direct, encode_message};
 
 /// History limits for every room, and (memory engine) for the node.
 #[derive(Debug, Clone, Copy)]
-pub struct HistoryLimits {
+pub struct HistoryBudget {
     /// Messages per room.
     pub size: usize,
     pub ttl: Duration,
@@ -36,7 +36,7 @@ pub struct HistoryLimits {
     pub max_bytes: usize,
 }
 
-impl HistoryLimits {
+impl HistoryBudget {
     /// `size` messages per room kept for `ttl`, with no byte limit.
     pub const fn new(size: usize, ttl: Duration) -> Self {
         Self {
@@ -54,7 +54,7 @@ pub struct MemoryBroker {
     sessions: DashMap<Arc<str>, usize>,
     presence: DashMap<Arc<str>, Present>,
     deliver: Arc<dyn Deliver>,
-    limits: HistoryLimits,
+    limits: HistoryBudget,
     /// Bytes of frames in every log's history.
     held: AtomicUsize,
     /// Held while one publisher evicts, so others go on publishing instead of queuing to.
@@ -110,7 +110,7 @@ impl KeyEntry {
 const MAX_KEYS: usize = 1024;
 
 impl MemoryBroker {
-    pub fn new(limits: HistoryLimits, deliver: Arc<dyn Deliver>) -> Self {
+    pub fn new(limits: HistoryBudget, deliver: Arc<dyn Deliver>) -> Self {
         Self {
             logs: DashMap::new(),
             sessions: DashMap::new(),
@@ -279,7 +279,7 @@ impl Log {
 
     /// Appends a frame, then drops the oldest while the log is over `limits` (messages or
     /// bytes). Returns the change in bytes held.
-    fn push(&mut self, entry: Entry, limits: &HistoryLimits) -> isize {
+    fn push(&mut self, entry: Entry, limits: &HistoryBudget) -> isize {
         let before = self.bytes;
         self.bytes += entry.frame.len();
         self.entries.push_back(entry);
@@ -343,12 +343,12 @@ impl Broker for MemoryBroker {
         Ok(published)
     }
 
-    async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<History, BrokerError> {
+    async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<Catchup, BrokerError> {
         let ttl = self.limits.ttl;
         Ok(self.with_log(room, |log| {
             let freed = log.expire(Instant::now(), ttl);
             self.held.fetch_sub(freed, Ordering::Relaxed);
-            let mut history = History {
+            let mut history = Catchup {
                 epoch: log.epoch.clone(),
                 top: log.top,
                 recovered: false,

@@ -37,9 +37,10 @@ pub enum BrokerError {
     Unavailable(String),
 }
 
-/// A room's current position, and what a resuming client missed.
+/// What a joining member needs: the room's current position, and what a resuming client
+/// missed. (Not the `[history]` config section, nor the memory engine's [`memory::HistoryBudget`].)
 #[derive(Debug, Clone)]
-pub struct History {
+pub struct Catchup {
     /// Changes whenever the room's history is lost; offsets from another epoch mean nothing.
     pub epoch: Arc<str>,
     /// The offset of the room's latest message (0 before the first).
@@ -93,7 +94,7 @@ pub trait Broker: Send + Sync + 'static {
 
     /// The room's position, and with `resume` the messages after `resume.since` when the
     /// history still reaches back that far in the same epoch.
-    async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<History, BrokerError>;
+    async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<Catchup, BrokerError>;
 
     /// Starts delivering `room` to this node. Called when the room gets its first local member.
     async fn subscribe(&self, room: &str) -> Result<(), BrokerError>;

@@ -113,6 +113,11 @@ pub enum NodeError {
     NotMember(String),
 }
 
+/// A new session refused: its user has `limits.max_connections_per_user` open already.
+#[derive(Debug, thiserror::Error)]
+#[error("this user has too many open connections")]
+pub struct TooManySessions;
+
 /// What a join asks for besides the room.
 #[derive(Clone, Copy, Default)]
 pub struct JoinRequest<'a> {
@@ -157,8 +162,12 @@ impl Node {
 
     /// Counts a new session of `user` against `limits.max_connections_per_user` across the
     /// cluster. `Err` when the user is at the limit. While the broker is unreachable the limit
-    /// is not enforced (fail open): refusing everyone would turn a Redis outage into an outage.
-    pub async fn claim_session(&self, user: &Arc<str>) -> Result<Option<SessionClaim>, ()> {
+    /// is not enforced (fail open, `Ok(None)`): refusing everyone would turn a Redis outage
+    /// into an outage.
+    pub async fn claim_session(
+        &self,
+        user: &Arc<str>,
+    ) -> Result<Option<SessionClaim>, TooManySessions> {
         let key = format!("{}-{:016x}", self.0.id, rand::random::<u64>());
         let limit = self.0.config.limits.max_connections_per_user;
         match self.0.broker.claim_session(user, &key, limit).await {
@@ -167,7 +176,7 @@ impl Node {
                 user: user.clone(),
                 key,
             })),
-            Ok(false) => Err(()),
+            Ok(false) => Err(TooManySessions),
             Err(err) => {
                 tracing::warn!(%err, "per-user connection limit not enforced");
                 Ok(None)
@@ -402,7 +411,7 @@ impl Node {
         &self,
         room: &str,
         resume: Option<&Resume>,
-    ) -> Result<crate::broker::History, NodeError> {
+    ) -> Result<crate::broker::Catchup, NodeError> {
         Ok(self.0.broker.history(room, resume).await?)
     }
 

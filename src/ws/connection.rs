@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use super::Permits;
 use super::frame::{self, Incoming};
-use super::socket::{Event, RecvError, Socket};
+use super::socket::{Event, RecvError, WebSocket};
 use crate::auth::{AuthError, Identity};
 use crate::node::limiter::{TokenBucket, Verdict};
 use crate::node::{JoinRequest, Memberships, Node, NodeError};
@@ -54,7 +54,7 @@ enum Exit {
 /// so every value moved from them into a local is stored twice in each idle connection's task
 /// (`-Zprint-type-sizes` showed 136 such bytes here).
 pub fn serve(
-    mut socket: Socket,
+    mut socket: WebSocket,
     node: Node,
     identity: Identity,
     permits: Permits,
@@ -150,7 +150,7 @@ struct Intervals {
 impl Clock {
     /// The earliest deadline: the next ping, the token's expiry, the end of a write delay, a
     /// stalled write's or an unfinished message's time limit.
-    fn next_wake(&self, socket: &Socket, times: &Intervals, expiry: Instant) -> Instant {
+    fn next_wake(&self, socket: &WebSocket, times: &Intervals, expiry: Instant) -> Instant {
         [
             self.hold_until,
             socket.stalled_since().map(|at| at + times.write),
@@ -177,7 +177,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(&mut self, socket: &mut Socket, outbox: &mut Outbox) -> Exit {
+    async fn run(&mut self, socket: &mut WebSocket, outbox: &mut Outbox) -> Exit {
         let config = self.node.config();
         let times = Intervals {
             ping: config.heartbeat.interval(),
@@ -238,7 +238,7 @@ impl Connection {
     fn on_outgoing(
         &mut self,
         out: Outgoing,
-        socket: &mut Socket,
+        socket: &mut WebSocket,
         outbox: &mut Outbox,
         write_delay: Duration,
     ) -> Result<(), Exit> {
@@ -262,7 +262,7 @@ impl Connection {
 
     /// Writes what the socket takes now; the rest goes on in `socket.next()`, and a write that
     /// has to wait arms the write deadline.
-    fn write_now(&mut self, socket: &mut Socket, outbox: &mut Outbox) -> Result<(), Exit> {
+    fn write_now(&mut self, socket: &mut WebSocket, outbox: &mut Outbox) -> Result<(), Exit> {
         match socket.flush_now() {
             Ok(true) => {
                 outbox.written();
@@ -281,7 +281,7 @@ impl Connection {
     /// when the timer should fire next.
     fn on_timer(
         &mut self,
-        socket: &mut Socket,
+        socket: &mut WebSocket,
         outbox: &mut Outbox,
         times: &Intervals,
     ) -> Result<Instant, Exit> {
@@ -328,7 +328,7 @@ impl Connection {
     async fn on_received(
         &mut self,
         msg: Option<Result<Incoming, RecvError>>,
-        socket: &mut Socket,
+        socket: &mut WebSocket,
         outbox: &mut Outbox,
     ) -> Result<(), Exit> {
         let now = Instant::now();
@@ -623,7 +623,7 @@ fn token_error(err: AuthError) -> ProtocolError {
 /// reconnect. The delay is drawn per client so a draining node's clients do not all land on the
 /// remaining nodes in the same instant.
 async fn drain(
-    socket: &mut Socket,
+    socket: &mut WebSocket,
     outbox: &mut Outbox,
     reconnect_after_ms: u64,
 ) -> std::io::Result<()> {
@@ -634,7 +634,7 @@ async fn drain(
 
 /// Sends the close frame, then waits for the client's reply so the TCP close is clean. Frames
 /// not yet started are dropped: the client is not going to read them.
-async fn close(socket: &mut Socket, code: CloseCode, reason: &str) {
+async fn close(socket: &mut WebSocket, code: CloseCode, reason: &str) {
     socket.discard_unstarted();
     socket.queue_control(frame::close(code.code(), reason));
     if socket.flush().await.is_err() {

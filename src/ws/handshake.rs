@@ -1,8 +1,8 @@
 //! The HTTP side of opening a WebSocket (RFC 6455 §4.2): checks the request, answers 101, and
-//! hands the raw connection to a [`Socket`] once hyper lets go of it.
+//! hands the raw connection to a [`WebSocket`] once hyper lets go of it.
 //!
 //! roomcast does this itself rather than through axum's `WebSocketUpgrade`, because that one
-//! yields only a tungstenite stream, whose per-socket write buffer is what [`Socket`] avoids.
+//! yields only a tungstenite stream, whose per-socket write buffer is what [`WebSocket`] avoids.
 //! The checks and their status codes are the same as axum's.
 
 use std::future::Future;

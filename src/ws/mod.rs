@@ -21,7 +21,7 @@ use crate::auth::{AuthError, Identity, Permissions};
 use crate::http::json_error;
 use crate::node::{IpPermit, Node, SessionClaim};
 use crate::protocol::valid_name;
-use socket::Socket;
+use socket::WebSocket;
 
 /// The subprotocol a browser offers next to its token; the server selects it.
 pub const SUBPROTOCOL: &str = "roomcast.v1";
@@ -101,7 +101,7 @@ pub async fn upgrade(
     let tasks = node.tasks().clone();
     // Dropping the callback unrun (a failed upgrade) drops the permits with it.
     ws.accept(&tasks, move |upgraded| {
-        let socket = Socket::new(upgraded, read, write, max);
+        let socket = WebSocket::new(upgraded, read, write, max);
         connection::serve(socket, node, identity, permits)
     })
 }
@@ -127,13 +127,13 @@ async fn admit(
     };
     let user_claim = match node.claim_session(user).await {
         Ok(claim) => claim,
-        Err(()) => {
+        Err(refused) => {
             metrics::counter!("roomcast_rate_limited_total", "kind" => "too_many_sessions")
                 .increment(1);
             return Err(json_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_sessions",
-                "this user has too many open connections",
+                &refused.to_string(),
             ));
         }
     };

@@ -9,7 +9,7 @@
 //! batch. An idle socket holds no buffer at all: reads go through a buffer on the stack and
 //! only a partial frame is kept.
 //!
-//! A write never blocks the socket's task: [`Socket::next`] goes on with a pending write while
+//! A write never blocks the socket's task: [`WebSocket::next`] goes on with a pending write while
 //! it waits for the client's next frame, and the socket notes since when a pending write has
 //! made no progress, so the task can close a client whose window stays shut.
 
@@ -45,7 +45,7 @@ pub enum RecvError {
     Io(#[from] io::Error),
 }
 
-/// What [`Socket::next`] saw.
+/// What [`WebSocket::next`] saw.
 #[derive(Debug)]
 pub enum Event {
     /// A message or control frame from the client, a read error, or `None` at end of stream.
@@ -86,7 +86,7 @@ impl Out {
 /// the same value, so the socket's task can wait for either under one `select!`; both are
 /// cancel safe, since all progress is kept here. `Io` is the upgraded connection, or in unit
 /// tests a pipe.
-pub struct Socket<Io = TokioIo<Upgraded>> {
+pub struct WebSocket<Io = TokioIo<Upgraded>> {
     io: Io,
     decoder: Decoder,
     /// Bytes read but not yet decoded (a partial frame); unallocated between frames.
@@ -101,7 +101,7 @@ pub struct Socket<Io = TokioIo<Upgraded>> {
     stalled_at: Option<Instant>,
 }
 
-impl Socket {
+impl WebSocket {
     /// `read_chunk`: most bytes per read (at most [`MAX_READ_CHUNK`]); `write_chunk`: most
     /// bytes per write, at least one whole frame; `max_message`: the size limit of a message, whole or in fragments.
     pub fn new(io: Upgraded, read_chunk: usize, write_chunk: usize, max_message: usize) -> Self {
@@ -109,7 +109,7 @@ impl Socket {
     }
 }
 
-impl<Io: AsyncRead + AsyncWrite + Unpin> Socket<Io> {
+impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
     fn over(io: Io, read_chunk: usize, write_chunk: usize, max_message: usize) -> Self {
         Self {
             io,
@@ -317,7 +317,7 @@ mod tests {
         // A pipe that takes at most 7 bytes at a time: every frame is split across writes,
         // some inside their header.
         let (server, mut client) = duplex(7);
-        let mut socket = Socket::over(server, 1024, 100, 1 << 20);
+        let mut socket = WebSocket::over(server, 1024, 100, 1 << 20);
         let texts: Vec<Utf8Bytes> = [1, 125, 126, 300, 70_000]
             .iter()
             .map(|&n| Utf8Bytes::from("é".repeat(n / 2) + &"x".repeat(n % 2)))
@@ -346,7 +346,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_flush_goes_on_where_it_stopped_and_a_close_drops_only_unstarted_frames() {
         let (server, mut client) = duplex(64);
-        let mut socket = Socket::over(server, 1024, 1 << 20, 1 << 20);
+        let mut socket = WebSocket::over(server, 1024, 1 << 20, 1 << 20);
         let big = Utf8Bytes::from("a".repeat(200));
         socket.queue_text([big.clone(), big.clone(), big.clone()]);
         // The pipe fills after 64 bytes: the flush cannot finish, and is abandoned.
@@ -374,7 +374,7 @@ mod tests {
     async fn reads_decode_frames_across_chunks_and_end_at_eof() {
         let (server, mut client) = duplex(1024);
         // Reads of 3 bytes at most: every frame arrives in pieces.
-        let mut socket = Socket::over(server, 3, 1024, 1 << 20);
+        let mut socket = WebSocket::over(server, 3, 1024, 1 << 20);
         // "hi" masked with a zero mask, then a ping, then the end of the stream.
         client
             .write_all(&[0x81, 0x82, 0, 0, 0, 0, b'h', b'i', 0x89, 0x80, 0, 0, 0, 0])

@@ -47,8 +47,8 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 use tungstenite::Utf8Bytes;
 
-use super::memory::HistoryLimits;
-use super::{Broker, BrokerError, Deliver, History, PresenceList, unix_ms};
+use super::memory::HistoryBudget;
+use super::{Broker, BrokerError, Catchup, Deliver, PresenceList, unix_ms};
 use crate::protocol::{Resume, encode_direct, message_parts};
 use connection::Conn;
 use keys::Keys;
@@ -65,7 +65,7 @@ pub struct RedisOptions {
     pub url: String,
     pub prefix: String,
     pub node_id: String,
-    pub history: HistoryLimits,
+    pub history: HistoryBudget,
     pub presence_lease: Duration,
     pub unsubscribe_delay: Duration,
     pub command_timeout: Duration,
@@ -310,7 +310,7 @@ impl Broker for RedisBroker {
         Ok((offset.unsigned_abs(), offset < 0))
     }
 
-    async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<History, BrokerError> {
+    async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<Catchup, BrokerError> {
         let s = &self.shared;
         let (epoch, top, recovered, frames) = s.run(s.scripts.history(room, resume)).await?;
         let epoch: Arc<str> = Arc::from(epoch);
@@ -322,7 +322,7 @@ impl Broker for RedisBroker {
                 seq.epoch = Some(epoch.clone());
             }
         }
-        Ok(History {
+        Ok(Catchup {
             epoch,
             top,
             recovered: resume.is_some() && recovered == 1,

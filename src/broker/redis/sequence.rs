@@ -7,7 +7,7 @@
 //! longer holds are announced as lost (`announce_lost`) before what follows them, and a read
 //! that fails is retried in the background with the publication held, so members never see an
 //! offset skipped without notice. A new epoch means Redis lost the room: members are told
-//! (`announce_restart`) and numbering starts over at 1.
+//! (`announce_new_epoch`) and numbering starts over at 1.
 //!
 //! The decision and the delivery happen under the room's own lock, so two readers that both
 //! carry a room for a moment (cluster mode: the old and the new shard of a slot that moved)
@@ -83,7 +83,7 @@ async fn on_room(shared: &Arc<Shared>, room: &str, payload: &[u8]) {
                 if known.is_some() {
                     // Redis lost the room: numbering restarted at 1 in a new epoch.
                     seq.next = Some(1);
-                    announce_restart(shared, room, epoch);
+                    announce_new_epoch(shared, room, epoch);
                 }
                 seq.epoch = Some(Arc::from(epoch));
             }
@@ -124,7 +124,7 @@ async fn on_room(shared: &Arc<Shared>, room: &str, payload: &[u8]) {
 
 /// Tells the room's members that its history was lost and numbering restarts: an unsolicited
 /// `joined` with the new epoch and offset 0 (see docs/protocol.md).
-fn announce_restart(shared: &Shared, room: &str, epoch: &str) {
+fn announce_new_epoch(shared: &Shared, room: &str, epoch: &str) {
     tracing::warn!(
         room,
         epoch,
@@ -215,7 +215,7 @@ fn announce_lost(shared: &Shared, room: &str, epoch: &str, last: u64) {
 }
 
 /// Reads the whole history of `room`'s new `epoch` and delivers it (after a restart).
-async fn fill_restarted(shared: &Shared, room: &str, epoch: &str, to: u64) {
+async fn fill_new_epoch(shared: &Shared, room: &str, epoch: &str, to: u64) {
     match range(shared, room, 1, to).await {
         Ok(read) => deliver_read(shared, room, epoch, 1, to, read),
         Err(err) => tracing::warn!(room, %err, "history of the new epoch not read"),
@@ -273,8 +273,8 @@ async fn backfill_once(shared: &Shared, rooms: &[Arc<str>]) -> Vec<Arc<str>> {
                 }
                 // Redis restarted empty and the room was published to since: start over.
                 Ok((Some(current), _, _, _)) => {
-                    if restart(shared, room, &current) {
-                        fill_restarted(shared, room, &current, u64::MAX).await;
+                    if adopt_new_epoch(shared, room, &current) {
+                        fill_new_epoch(shared, room, &current, u64::MAX).await;
                     }
                     Ok(())
                 }
@@ -284,8 +284,8 @@ async fn backfill_once(shared: &Shared, rooms: &[Arc<str>]) -> Vec<Arc<str>> {
                 Ok((None, _, _, _)) => match shared.run(shared.scripts.history(room, None)).await {
                     Ok((current, top, _, _)) => {
                         // A publish may have come between the two reads: deliver it too.
-                        if restart(shared, room, &current) && top > 0 {
-                            fill_restarted(shared, room, &current, top).await;
+                        if adopt_new_epoch(shared, room, &current) && top > 0 {
+                            fill_new_epoch(shared, room, &current, top).await;
                         }
                         Ok(())
                     }
@@ -305,7 +305,7 @@ async fn backfill_once(shared: &Shared, rooms: &[Arc<str>]) -> Vec<Arc<str>> {
 /// Moves `room` to epoch `current` from offset 1 and tells its members, unless its position is
 /// already in that epoch (a live message or another pass got there first). Returns whether it
 /// moved.
-fn restart(shared: &Shared, room: &str, current: &str) -> bool {
+fn adopt_new_epoch(shared: &Shared, room: &str, current: &str) -> bool {
     let Some(position) = shared.position(room) else {
         return false;
     };
@@ -315,6 +315,6 @@ fn restart(shared: &Shared, room: &str, current: &str) -> bool {
     }
     seq.epoch = Some(Arc::from(current));
     seq.next = Some(1);
-    announce_restart(shared, room, current);
+    announce_new_epoch(shared, room, current);
     true
 }

@@ -22,7 +22,7 @@ use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind, ToRedi
 
 use super::keys::Keys;
 use super::payload;
-use crate::broker::memory::HistoryLimits;
+use crate::broker::memory::HistoryBudget;
 use crate::protocol::PresenceParts;
 
 pub use history::Range;
@@ -78,12 +78,12 @@ impl Bodies {
 pub struct Scripts {
     bodies: &'static Bodies,
     keys: Keys,
-    history: HistoryLimits,
+    history: HistoryBudget,
 }
 
 impl Scripts {
     /// The calls for a single Redis, or (`sharded`) for a Redis Cluster.
-    pub fn new(keys: Keys, history: HistoryLimits, sharded: bool) -> Self {
+    pub fn new(keys: Keys, history: HistoryBudget, sharded: bool) -> Self {
         let bodies = if sharded { &SHARDED } else { &SINGLE };
         Self {
             bodies: LazyLock::force(bodies),
