@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::memory::{HistoryBudget, MemoryBroker};
 use crate::broker::redis::{PublishBatch, RedisBroker, RedisOptions};
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{Broker, BrokerError, Presence};
 use crate::config::{BrokerKind, Config};
 use crate::hub::Hub;
 use crate::node::{HubDelivery, Node};
@@ -66,11 +66,11 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
         max_room_bytes: config.history.max_room_bytes,
         max_bytes: config.history.max_bytes,
     };
-    let broker: Arc<dyn Broker> = match config.broker {
+    let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) = match config.broker {
         BrokerKind::Memory => {
             let broker = Arc::new(MemoryBroker::new(limits, deliver));
             spawn_sweeper(&broker, stop.clone());
-            broker
+            (broker.clone(), broker)
         }
         BrokerKind::Redis => {
             let r = &config.redis;
@@ -87,20 +87,15 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
                     pipeline: r.publish_batches_in_flight,
                 },
             };
-            if r.cluster_nodes.is_empty() {
-                Arc::new(RedisBroker::start(opts, deliver, stop.clone())?)
+            let broker = Arc::new(if r.cluster_nodes.is_empty() {
+                RedisBroker::start(opts, deliver, stop.clone())?
             } else {
-                let nodes = &r.cluster_nodes;
-                Arc::new(RedisBroker::start_cluster(
-                    nodes,
-                    opts,
-                    deliver,
-                    stop.clone(),
-                )?)
-            }
+                RedisBroker::start_cluster(&r.cluster_nodes, opts, deliver, stop.clone())?
+            });
+            (broker.clone(), broker)
         }
     };
-    let node = Node::new(id, config, hub, broker)?;
+    let node = Node::new(id, config, hub, broker, presence)?;
     spawn_housekeeping(&node, stop.clone());
     Ok(node)
 }

@@ -10,7 +10,7 @@ use common::redis_cluster::RedisCluster;
 use parking_lot::Mutex;
 use roomcast::broker::memory::{HistoryBudget, MemoryBroker};
 use roomcast::broker::redis::{PublishBatch, RedisBroker, RedisOptions};
-use roomcast::broker::{Broker, BrokerError, Deliver};
+use roomcast::broker::{Broker, BrokerError, Deliver, Presence};
 use roomcast::protocol::Resume;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -127,7 +127,18 @@ impl Recorder {
 
 struct Node {
     broker: Arc<dyn Broker>,
+    presence: Arc<dyn Presence>,
     seen: Arc<Recorder>,
+}
+
+impl Node {
+    fn new<E: Broker + Presence>(engine: Arc<E>, seen: Arc<Recorder>) -> Self {
+        Self {
+            broker: engine.clone(),
+            presence: engine,
+            seen,
+        }
+    }
 }
 
 fn data(json: &str) -> Box<RawValue> {
@@ -139,7 +150,7 @@ const LIMITS: HistoryBudget = HistoryBudget::new(10, Duration::from_secs(300));
 fn memory_node(limits: HistoryBudget) -> (Arc<MemoryBroker>, Node) {
     let seen = Arc::new(Recorder::default());
     let broker = Arc::new(MemoryBroker::new(limits, seen.clone()));
-    (broker.clone(), Node { broker, seen })
+    (broker.clone(), Node::new(broker, seen))
 }
 
 // ---- the contract -------------------------------------------------------------------------
@@ -366,22 +377,22 @@ async fn presence_announces_first_join_and_last_leave(nodes: &[Node]) {
     for node in nodes {
         node.broker.subscribe(room).await.unwrap();
     }
-    nodes[0].broker.presence_add(room, "zoe").await.unwrap();
+    nodes[0].presence.add(room, "zoe").await.unwrap();
     nodes[nodes.len() - 1]
-        .broker
-        .presence_add(room, "adam")
+        .presence
+        .add(room, "adam")
         .await
         .unwrap();
-    nodes[0].broker.presence_add(room, "zoe").await.unwrap(); // already present: silent
+    nodes[0].presence.add(room, "zoe").await.unwrap(); // already present: silent
     for node in nodes {
-        let list = node.broker.presence(room).await.unwrap();
+        let list = node.presence.list(room).await.unwrap();
         assert_eq!(
             (list.users, list.seq),
             (vec!["adam".into(), "zoe".into()], 2)
         );
     }
-    nodes[0].broker.presence_remove(room, "zoe").await;
-    nodes[0].broker.presence_remove(room, "zoe").await; // already gone: silent
+    nodes[0].presence.remove(room, "zoe").await;
+    nodes[0].presence.remove(room, "zoe").await; // already gone: silent
     for node in nodes {
         let got = node
             .seen
@@ -419,23 +430,12 @@ async fn presence_announces_first_join_and_last_leave(nodes: &[Node]) {
             "on every node, in order"
         );
         assert_eq!(kinds.len(), 3, "no repeated announcements: {kinds:?}");
-        let list = node.broker.presence(room).await.unwrap();
+        let list = node.presence.list(room).await.unwrap();
         assert_eq!((list.users, list.seq), (vec!["adam".to_owned()], 3));
     }
     // A node removes what it added: presence is held per node.
-    nodes[nodes.len() - 1]
-        .broker
-        .presence_remove(room, "adam")
-        .await;
-    assert!(
-        nodes[0]
-            .broker
-            .presence(room)
-            .await
-            .unwrap()
-            .users
-            .is_empty()
-    );
+    nodes[nodes.len() - 1].presence.remove(room, "adam").await;
+    assert!(nodes[0].presence.list(room).await.unwrap().users.is_empty());
     for node in nodes {
         node.broker.unsubscribe(room).await;
     }
@@ -588,10 +588,7 @@ fn cluster_node(cluster: &RedisCluster, prefix: &str, i: usize, stop: &Cancellat
     let seen = Arc::new(Recorder::default());
     let opts = options(String::new(), prefix, i, BATCHED);
     let broker = RedisBroker::start_cluster(&cluster.seeds(), opts, seen.clone(), stop.clone());
-    Node {
-        broker: Arc::new(broker.unwrap()),
-        seen,
-    }
+    Node::new(Arc::new(broker.unwrap()), seen)
 }
 
 /// The default batching: up to 128 publications per script call, two calls in flight.
@@ -627,7 +624,7 @@ fn redis_node_with(
     let seen = Arc::new(Recorder::default());
     let opts = options(redis.url(), prefix, i, batch);
     let broker = Arc::new(RedisBroker::start(opts, seen.clone(), stop.clone()).unwrap());
-    Node { broker, seen }
+    Node::new(broker, seen)
 }
 
 async fn wait_available(broker: &dyn Broker) {

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use tungstenite::Utf8Bytes;
 
-use super::{Broker, BrokerError, Catchup, Deliver, PresenceList, new_epoch, unix_ms};
+use super::{Broker, BrokerError, Catchup, Deliver, Presence, PresenceList, new_epoch, unix_ms};
 use crate::protocol::Resume;
 use crate::protocol::{ServerFrame, encode, encode_direct, encode_message};
 
@@ -394,7 +394,10 @@ impl Broker for MemoryBroker {
         self.deliver.disconnect(user);
         Ok(())
     }
+}
 
+#[async_trait]
+impl Presence for MemoryBroker {
     async fn claim_session(
         &self,
         user: &str,
@@ -416,7 +419,7 @@ impl Broker for MemoryBroker {
         self.sessions.remove_if(user, |_, open| *open == 0);
     }
 
-    async fn presence_add(&self, room: &str, user: &str) -> Result<(), BrokerError> {
+    async fn add(&self, room: &str, user: &str) -> Result<(), BrokerError> {
         let mut present = self.presence.entry(Arc::from(room)).or_default();
         if present.users.insert(Arc::from(user)) {
             // Numbered and announced under the entry lock, so events stay in `seq` order.
@@ -428,7 +431,7 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn presence_remove(&self, room: &str, user: &str) {
+    async fn remove(&self, room: &str, user: &str) {
         let removed = self.presence.get_mut(room).is_some_and(|mut present| {
             let removed = present.users.remove(user);
             if removed {
@@ -447,7 +450,7 @@ impl Broker for MemoryBroker {
         }
     }
 
-    async fn presence(&self, room: &str) -> Result<PresenceList, BrokerError> {
+    async fn list(&self, room: &str) -> Result<PresenceList, BrokerError> {
         Ok(self
             .presence
             .get(room)

@@ -73,7 +73,33 @@ pub trait Deliver: Send + Sync + 'static {
     fn disconnect(&self, user: &str);
 }
 
-/// What every engine provides. Methods are cancel safe unless they say otherwise.
+/// Who is where, kept apart from delivery (as centrifuge keeps its `PresenceManager` apart
+/// from its `Broker`): users present per room, and sessions per user for the cluster-wide
+/// limit. Every engine implements both traits; the node holds each as its own handle.
+/// Methods are cancel safe.
+#[async_trait]
+pub trait Presence: Send + Sync + 'static {
+    /// Counts a new session `key` of `user` against `limit` sessions across every node.
+    /// Returns false (and counts nothing) when the user already has `limit`.
+    async fn claim_session(&self, user: &str, key: &str, limit: usize)
+    -> Result<bool, BrokerError>;
+
+    /// Stops counting session `key` of `user`.
+    async fn release_session(&self, user: &str, key: &str);
+
+    /// Marks `user` present in `room`; announces `presence_join` if it was not.
+    async fn add(&self, room: &str, user: &str) -> Result<(), BrokerError>;
+
+    /// Marks `user` gone from `room`; announces `presence_leave` if it was present.
+    async fn remove(&self, room: &str, user: &str);
+
+    /// The users present in `room`, sorted, with the `seq` of the last presence event they
+    /// reflect.
+    async fn list(&self, room: &str) -> Result<PresenceList, BrokerError>;
+}
+
+/// Ordering, history and cross-node delivery, what every engine provides. Methods are cancel
+/// safe unless they say otherwise.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Orders a message in `room`, stores it in history and delivers it to every node hosting
@@ -107,24 +133,6 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Closes every session of `user`, on whichever node it is.
     async fn disconnect_user(&self, user: &str) -> Result<(), BrokerError>;
-
-    /// Counts a new session `key` of `user` against `limit` sessions across every node.
-    /// Returns false (and counts nothing) when the user already has `limit`.
-    async fn claim_session(&self, user: &str, key: &str, limit: usize)
-    -> Result<bool, BrokerError>;
-
-    /// Stops counting session `key` of `user`.
-    async fn release_session(&self, user: &str, key: &str);
-
-    /// Marks `user` present in `room`; announces `presence_join` if it was not.
-    async fn presence_add(&self, room: &str, user: &str) -> Result<(), BrokerError>;
-
-    /// Marks `user` gone from `room`; announces `presence_leave` if it was present.
-    async fn presence_remove(&self, room: &str, user: &str);
-
-    /// The users present in `room`, sorted, with the `seq` of the last presence event they
-    /// reflect.
-    async fn presence(&self, room: &str) -> Result<PresenceList, BrokerError>;
 
     /// `user` has its first session on this node: start receiving its direct messages here.
     async fn watch_user(&self, _user: &str) -> Result<(), BrokerError> {

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tungstenite::Utf8Bytes;
 
 use crate::auth::Verifier;
-use crate::broker::{Broker, BrokerError, Deliver, PresenceList};
+use crate::broker::{Broker, BrokerError, Deliver, Presence, PresenceList};
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::protocol::{RequestId, Resume, ServerFrame, encode};
@@ -32,6 +32,7 @@ struct Inner {
     config: Config,
     hub: Hub,
     broker: Arc<dyn Broker>,
+    presence: Arc<dyn Presence>,
     verifier: Verifier,
     admission: Arc<Admission>,
     draining: AtomicBool,
@@ -40,20 +41,20 @@ struct Inner {
 
 /// One session counted against its user's limit; dropping it stops counting.
 pub struct SessionClaim {
-    broker: Arc<dyn Broker>,
+    presence: Arc<dyn Presence>,
     user: Arc<str>,
     key: String,
 }
 
 impl Drop for SessionClaim {
     fn drop(&mut self) {
-        let (broker, user, key) = (
-            self.broker.clone(),
+        let (presence, user, key) = (
+            self.presence.clone(),
             self.user.clone(),
             std::mem::take(&mut self.key),
         );
         // Drop cannot wait; the release is one Redis call (or a map update) in the background.
-        tokio::spawn(async move { broker.release_session(&user, &key).await });
+        tokio::spawn(async move { presence.release_session(&user, &key).await });
     }
 }
 
@@ -130,13 +131,15 @@ pub struct JoinRequest<'a> {
 }
 
 impl Node {
-    /// `hub` must be the hub the broker delivers into (see [`HubDelivery`]). Fails when the
-    /// authentication key cannot be loaded.
+    /// `hub` must be the hub the broker delivers into (see [`HubDelivery`]); `presence` is
+    /// normally the same engine as `broker`. Fails when the authentication key cannot be
+    /// loaded.
     pub fn new(
         id: String,
         config: Config,
         hub: Hub,
         broker: Arc<dyn Broker>,
+        presence: Arc<dyn Presence>,
     ) -> Result<Self, ConfigError> {
         let verifier = Verifier::new(&config.auth)?;
         let admission = Arc::new(Admission::new(&config.limits, &config.trusted_proxies));
@@ -145,6 +148,7 @@ impl Node {
             config,
             hub,
             broker,
+            presence,
             verifier,
             admission,
             draining: AtomicBool::new(false),
@@ -170,9 +174,9 @@ impl Node {
     ) -> Result<Option<SessionClaim>, TooManySessions> {
         let key = format!("{}-{:016x}", self.0.id, rand::random::<u64>());
         let limit = self.0.config.limits.max_connections_per_user;
-        match self.0.broker.claim_session(user, &key, limit).await {
+        match self.0.presence.claim_session(user, &key, limit).await {
             Ok(true) => Ok(Some(SessionClaim {
-                broker: self.0.broker.clone(),
+                presence: self.0.presence.clone(),
                 user: user.clone(),
                 key,
             })),
@@ -314,7 +318,7 @@ impl Node {
                 .activate(room, session.id(), joined, history.replay, history.top);
         if user_first {
             // The join itself succeeded and was answered; presence is best effort on top.
-            if let Err(err) = self.0.broker.presence_add(room, session.user()).await {
+            if let Err(err) = self.0.presence.add(room, session.user()).await {
                 tracing::warn!(room, %err, "presence not recorded");
             }
         }
@@ -339,7 +343,7 @@ impl Node {
     async fn remove_member(&self, session: &SessionHandle, room: &str) {
         let removed = self.0.hub.remove(room, session);
         if removed.user_gone {
-            self.0.broker.presence_remove(room, session.user()).await;
+            self.0.presence.remove(room, session.user()).await;
         }
         if removed.room_empty {
             self.0.broker.unsubscribe(room).await;
@@ -403,7 +407,7 @@ impl Node {
 
     /// The users present in `room`, sorted, and the `seq` of the presence event they reflect.
     pub async fn presence(&self, room: &str) -> Result<PresenceList, NodeError> {
-        Ok(self.0.broker.presence(room).await?)
+        Ok(self.0.presence.list(room).await?)
     }
 
     /// The room's position and, with `resume`, the messages after it (as encoded frames).

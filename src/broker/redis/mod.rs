@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tungstenite::Utf8Bytes;
 
 use super::memory::HistoryBudget;
-use super::{Broker, BrokerError, Catchup, Deliver, PresenceList, unix_ms};
+use super::{Broker, BrokerError, Catchup, Deliver, Presence, PresenceList, unix_ms};
 use crate::protocol::{Resume, encode_direct, message_parts};
 use connection::Conn;
 use keys::Keys;
@@ -363,6 +363,26 @@ impl Broker for RedisBroker {
         s.call(cmd.query_async::<u64>(&mut conn)).await.map(drop)
     }
 
+    async fn watch_user(&self, user: &str) -> Result<(), BrokerError> {
+        let s = &self.shared;
+        s.acquire(s.keys.user_channel(user), None).await
+    }
+
+    async fn unwatch_user(&self, user: &str) {
+        let s = &self.shared;
+        s.release(s.keys.user_channel(user), None, Duration::ZERO)
+            .await;
+    }
+
+    /// Subscribed, and able to complete a write: both, or publishes fail.
+    fn available(&self) -> bool {
+        let s = &self.shared;
+        s.connected.load(Ordering::Acquire) && s.commands_ok.load(Ordering::Acquire)
+    }
+}
+
+#[async_trait]
+impl Presence for RedisBroker {
     async fn claim_session(
         &self,
         user: &str,
@@ -405,7 +425,7 @@ impl Broker for RedisBroker {
         }
     }
 
-    async fn presence_add(&self, room: &str, user: &str) -> Result<(), BrokerError> {
+    async fn add(&self, room: &str, user: &str) -> Result<(), BrokerError> {
         let s = &self.shared;
         let room: Arc<str> = Arc::from(room);
         s.subs
@@ -421,7 +441,7 @@ impl Broker for RedisBroker {
         s.run(call).await.map(drop)
     }
 
-    async fn presence_remove(&self, room: &str, user: &str) {
+    async fn remove(&self, room: &str, user: &str) {
         let s = &self.shared;
         {
             let mut subs = s.subs.lock();
@@ -439,7 +459,7 @@ impl Broker for RedisBroker {
         }
     }
 
-    async fn presence(&self, room: &str) -> Result<PresenceList, BrokerError> {
+    async fn list(&self, room: &str) -> Result<PresenceList, BrokerError> {
         let s = &self.shared;
         let (seq, leases) = s.run(s.scripts.presence_list(room, unix_ms())).await?;
         let mut users: Vec<String> = leases
@@ -449,22 +469,5 @@ impl Broker for RedisBroker {
         users.sort_unstable();
         users.dedup();
         Ok(PresenceList { users, seq })
-    }
-
-    async fn watch_user(&self, user: &str) -> Result<(), BrokerError> {
-        let s = &self.shared;
-        s.acquire(s.keys.user_channel(user), None).await
-    }
-
-    async fn unwatch_user(&self, user: &str) {
-        let s = &self.shared;
-        s.release(s.keys.user_channel(user), None, Duration::ZERO)
-            .await;
-    }
-
-    /// Subscribed, and able to complete a write: both, or publishes fail.
-    fn available(&self) -> bool {
-        let s = &self.shared;
-        s.connected.load(Ordering::Acquire) && s.commands_ok.load(Ordering::Acquire)
     }
 }
