@@ -258,6 +258,19 @@ impl Hub {
         }
     }
 
+    /// Asks one local session older than `before` (by id) and not already leaving to flush
+    /// and close, as [`Self::drain_all`] does (rebalancing). Returns false when there is none.
+    pub fn drain_one(&self, before: SessionId) -> bool {
+        for sessions in self.0.users.iter() {
+            let mut eligible = sessions.iter().filter(|s| s.id() < before);
+            if let Some(session) = eligible.find(|s| !s.is_draining()) {
+                session.drain();
+                return true;
+            }
+        }
+        false
+    }
+
     /// Asks every local session to flush and close (shutdown).
     pub fn drain_all(&self) {
         for sessions in self.0.users.iter() {

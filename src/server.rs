@@ -97,6 +97,7 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
     };
     let node = Node::new(id, config, hub, broker, presence)?;
     spawn_housekeeping(&node, stop.clone());
+    crate::node::rebalance::spawn(&node, stop.clone());
     Ok(node)
 }
 

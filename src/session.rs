@@ -207,6 +207,16 @@ impl SessionHandle {
         self.0.waker.wake();
     }
 
+    /// The id the next session will get: every session with a lower one is older.
+    pub fn next_id() -> SessionId {
+        NEXT_ID.load(Ordering::Relaxed)
+    }
+
+    /// Whether `drain` was called (the session is on its way out).
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(Ordering::Acquire)
+    }
+
     /// Resolves once `close` has been called. Only the session's own task may wait on this
     /// (the session has one waker, shared with [`Outbox::next`]).
     pub async fn closed(&self) {

@@ -5,114 +5,15 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
+use common::cluster::{Cluster, repo};
 use common::run_binary;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Builds the roomcast binary (a no-op when `cargo test --workspace` already did) and returns
-/// its path, next to this test's own target directory.
-fn roomcast_binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "roomcast", "--bin", "roomcast"])
-        .current_dir(repo())
-        .status()
-        .expect("running cargo build");
-    assert!(status.success(), "building roomcast failed");
-    // This test runs from <target>/debug/deps/.
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("roomcast")
-}
-
-/// A base port P with P (haproxy), P+1..=P+3 (instances) and P+90 (Redis) all free.
-fn free_base_port() -> u16 {
-    for _ in 0..50 {
-        let base = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if base > 65_000 {
-            continue;
-        }
-        let free = [0, 1, 2, 3, 90]
-            .iter()
-            .all(|d| TcpListener::bind(("127.0.0.1", base + d)).is_ok());
-        if free {
-            return base;
-        }
-    }
-    panic!("no free port range found");
-}
-
-/// Runs `scripts/cluster` with this test's cluster settings.
-struct Cluster {
-    dir: tempfile::TempDir,
-    port: u16,
-    bin: PathBuf,
-}
-
-impl Cluster {
-    fn cmd(&self, args: &[&str]) -> std::process::Output {
-        let out = Command::new(repo().join("scripts/cluster"))
-            .args(args)
-            .current_dir(repo())
-            .env("CLUSTER_DIR", self.dir.path())
-            .env("CLUSTER_PORT", self.port.to_string())
-            .env("CLUSTER_BIN", &self.bin)
-            .env("CLUSTER_PREFIX", format!("rr{}", std::process::id()))
-            // Every simulated user comes through haproxy's address.
-            .env("ROOMCAST_LIMITS__MAX_CONNECTIONS_PER_IP", "100000")
-            .env("ROOMCAST_LIMITS__CONNECT_RATE_PER_IP", "100000")
-            .env("ROOMCAST_LIMITS__CONNECT_BURST_PER_IP", "100000")
-            .env("ROOMCAST_LIMITS__MAX_PENDING_CONNECTIONS_PER_IP", "100000")
-            .env("ROOMCAST_LIMITS__DIRECT_RATE_PER_SEC", "100000")
-            .env("ROOMCAST_LIMITS__DIRECT_BURST", "100000")
-            .env("ROOMCAST_LIMITS__INBOUND_RATE_PER_SEC", "100000")
-            .env("ROOMCAST_LIMITS__INBOUND_BURST", "100000")
-            .env("ROOMCAST_SHUTDOWN_GRACE_MS", "3000")
-            .env("ROOMCAST_RECONNECT_SPREAD_MS", "500")
-            .output()
-            .unwrap_or_else(|e| panic!("scripts/cluster {args:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "scripts/cluster {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(repo().join("scripts/cluster"))
-            .arg("down")
-            .env("CLUSTER_DIR", self.dir.path())
-            .env("CLUSTER_PORT", self.port.to_string())
-            .output();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_through_haproxy_loses_nothing() {
-    let cluster = Cluster {
-        dir: tempfile::tempdir().unwrap(),
-        port: free_base_port(),
-        bin: roomcast_binary(),
-    };
-    cluster.cmd(&["up", "3"]);
-
-    let url = format!("ws://127.0.0.1:{}/ws", cluster.port);
+    let cluster = Cluster::up(3);
+    let url = cluster.ws_url();
     let json = cluster.dir.path().join("report.json");
     let json_arg = json.to_str().unwrap().to_owned();
     let scenario = repo().join("loadtest/scenarios/churn-resume.toml");

@@ -16,6 +16,7 @@ mod error;
 mod extract;
 mod message;
 mod rooms;
+mod shed;
 mod stats;
 mod users;
 
@@ -60,6 +61,7 @@ fn documented() -> OpenApiRouter<Node> {
         .routes(routes!(users::send))
         .routes(routes!(users::disconnect))
         .routes(routes!(stats::stats))
+        .routes(routes!(shed::shed))
 }
 
 async fn not_found() -> Response {
@@ -108,7 +110,7 @@ mod tests {
         let doc = document();
         assert_eq!(doc["security"][0]["api_key"], serde_json::json!([]));
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 7);
+        assert_eq!(paths.len(), 8);
         for (path, item) in paths {
             for (method, op) in item.as_object().unwrap() {
                 let responses = op["responses"].as_object().unwrap();

@@ -460,4 +460,9 @@ impl Presence for MemoryBroker {
             })
             .unwrap_or_default())
     }
+
+    /// One node: nothing to compare with.
+    async fn node_loads(&self, sessions: u64) -> Result<Vec<u64>, BrokerError> {
+        Ok(vec![sessions])
+    }
 }

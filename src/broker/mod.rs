@@ -96,6 +96,11 @@ pub trait Presence: Send + Sync + 'static {
     /// The users present in `room`, sorted, with the `seq` of the last presence event they
     /// reflect.
     async fn list(&self, room: &str) -> Result<PresenceList, BrokerError>;
+
+    /// Records that this node holds `sessions` sessions (until one lease from now) and
+    /// returns the counts of every node whose record is live, this one's included, in no
+    /// particular order: what rebalancing compares.
+    async fn node_loads(&self, sessions: u64) -> Result<Vec<u64>, BrokerError>;
 }
 
 /// Ordering, history and cross-node delivery, what every engine provides. Methods are cancel

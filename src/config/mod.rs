@@ -19,6 +19,7 @@ mod auth;
 mod heartbeat;
 mod history;
 mod limits;
+mod rebalance;
 mod redis;
 mod socket;
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub use auth::{Auth, JwtAlgorithm, no_key_file};
 pub use heartbeat::Heartbeat;
 pub use history::History;
 pub use limits::Limits;
+pub use rebalance::Rebalance;
 pub use redis::Redis;
 pub use socket::{MAX_READ_BUFFER_BYTES, Socket};
 
@@ -106,6 +108,7 @@ pub struct Config {
     pub worker_threads: usize,
     pub limits: Limits,
     pub heartbeat: Heartbeat,
+    pub rebalance: Rebalance,
     pub history: History,
     pub socket: Socket,
     pub redis: Redis,
@@ -143,6 +146,7 @@ impl Default for Config {
             worker_threads: 0,
             limits: Limits::default(),
             heartbeat: Heartbeat::default(),
+            rebalance: Rebalance::default(),
             history: History::default(),
             socket: Socket::default(),
             redis: Redis::default(),
@@ -234,6 +238,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.limits.validate()?;
         self.heartbeat.validate()?;
+        self.rebalance.validate()?;
         self.history.validate()?;
         self.socket.validate()?;
         self.auth.validate()?;

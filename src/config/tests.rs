@@ -205,3 +205,17 @@ fn proxy_protocol_and_its_trusted_proxies_load_from_the_environment() {
         Ok(())
     });
 }
+
+#[test]
+fn rebalance_settings_are_checked() {
+    let err = load("[rebalance]\nmargin_percent = 150\n").unwrap_err();
+    assert!(
+        err.to_string().contains("rebalance.margin_percent"),
+        "{err}"
+    );
+    let err = load("[rebalance]\nmax_shed_per_sec = 0\n").unwrap_err();
+    assert!(
+        err.to_string().contains("rebalance.max_shed_per_sec"),
+        "{err}"
+    );
+}

@@ -4,6 +4,7 @@
 
 mod admission;
 pub(crate) mod limiter;
+pub mod rebalance;
 mod rooms;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ struct Inner {
     admission: Arc<Admission>,
     draining: AtomicBool,
     tasks: TaskTracker,
+    shedding: rebalance::Shedding,
 }
 
 /// One session counted against its user's limit; dropping it stops counting.
@@ -153,6 +155,7 @@ impl Node {
             admission,
             draining: AtomicBool::new(false),
             tasks: TaskTracker::new(),
+            shedding: Default::default(),
         })))
     }
 

@@ -46,10 +46,22 @@ impl Process {
         Self::launch(&[], &[], removed)
     }
 
+    /// Starts a node listening on `listen` (a port reserved earlier, e.g. one a load balancer
+    /// already lists), as [`Process::start_with_env`] does.
+    pub fn start_on(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut all = vec!["--listen", listen];
+        all.extend_from_slice(args);
+        Self::spawn(&all, env, &[])
+    }
+
     fn launch(args: &[&str], env: &[(&str, &str)], removed: &[&str]) -> Self {
         let mut all = vec!["--listen", "127.0.0.1:0"];
         all.extend_from_slice(args);
-        let mut command = command(&all, env);
+        Self::spawn(&all, env, removed)
+    }
+
+    fn spawn(all: &[&str], env: &[(&str, &str)], removed: &[&str]) -> Self {
+        let mut command = command(all, env);
         for var in removed {
             command.env_remove(var);
         }

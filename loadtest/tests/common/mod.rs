@@ -3,6 +3,8 @@
 //! limit.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cluster;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -46,6 +46,11 @@ impl Keys {
         self.tagged("pk", room)
     }
 
+    /// Every node's session count, with its expiry (one field per node), for rebalancing.
+    pub fn loads(&self) -> String {
+        format!("{}:loads", self.prefix)
+    }
+
     /// This node's readiness probe key ([`super::probe`]).
     pub fn probe(&self, node: &str) -> String {
         format!("{}:probe:{node}", self.prefix)

@@ -470,4 +470,13 @@ impl Presence for RedisBroker {
         users.dedup();
         Ok(PresenceList { users, seq })
     }
+
+    async fn node_loads(&self, sessions: u64) -> Result<Vec<u64>, BrokerError> {
+        let s = &self.shared;
+        let lease = s.opts.presence_lease.as_millis() as u64;
+        let call = s
+            .scripts
+            .node_loads(&s.opts.node_id, sessions, unix_ms(), lease);
+        s.run(call).await
+    }
 }

@@ -87,6 +87,18 @@ impl Scripts {
         call.reply()
     }
 
+    /// Records `node`'s session count until `now + lease`; replies with every live node's.
+    pub fn node_loads(&self, node: &str, sessions: u64, now: u64, lease: u64) -> Call<Vec<u64>> {
+        let mut call = self.bodies.node_loads.prepare();
+        call.key(self.keys.loads())
+            .arg(node)
+            .arg(sessions)
+            .arg(now)
+            .arg(now + lease)
+            .arg(lease * 2);
+        call.reply()
+    }
+
     /// Counts session `key` against `user`'s limit of `limit` until `now + lease`. Replies
     /// whether it was claimed.
     pub fn claim_session(
@@ -217,4 +229,25 @@ end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
+"#;
+
+/// Records one node's session count and reads every live node's, for rebalancing. KEYS: the
+/// loads hash (field = node, value = `count expiry_ms`). ARGV: node, count, now ms, expiry ms,
+/// key ttl ms. Fields past their expiry (a node that stopped or crashed) are dropped, so the
+/// hash holds one field per live node. Returns the live counts.
+pub(super) const NODE_LOADS: &str = r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local now = tonumber(ARGV[3])
+local all = redis.call('HGETALL', KEYS[1])
+local counts = {}
+for i = 1, #all, 2 do
+  local count, expiry = string.match(all[i + 1], '^(%d+) (%d+)$')
+  if count and tonumber(expiry) >= now then
+    counts[#counts + 1] = tonumber(count)
+  else
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return counts
 "#;

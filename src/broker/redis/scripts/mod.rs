@@ -40,6 +40,7 @@ struct Bodies {
     presence_reap: Lua,
     presence_list: Lua,
     claim_session: Lua,
+    node_loads: Lua,
 }
 
 static SINGLE: LazyLock<Bodies> = LazyLock::new(|| Bodies::build("PUBLISH"));
@@ -68,6 +69,7 @@ impl Bodies {
             presence_reap: script(&format!("{}{}", leases::ANNOUNCE, leases::PRESENCE_REAP)),
             presence_list: script(leases::PRESENCE_LIST),
             claim_session: script(leases::CLAIM_SESSION),
+            node_loads: script(leases::NODE_LOADS),
         }
     }
 }
