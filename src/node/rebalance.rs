@@ -16,7 +16,9 @@
 //! and only what the last two decisions both saw. Only sessions older than one interval are
 //! shed, so a client is never moved again while it is still joining its rooms.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -59,14 +61,28 @@ impl Node {
     }
 }
 
-/// Starts the decision and the shedding tasks; both end with `stop`.
+/// Starts the decision and the shedding tasks; both end with `stop` or the node's drain.
 pub fn spawn(node: &Node, stop: CancellationToken) {
-    tokio::spawn(decide_loop(node.clone(), stop.clone()));
-    tokio::spawn(shed_loop(node.clone(), stop));
+    let rebalance = &node.config().rebalance;
+    let (decide_every, shed_every) = (rebalance.interval(), rebalance.shed_every());
+    tokio::spawn(every(
+        decide_every,
+        node.clone(),
+        stop.clone(),
+        |node| async move { decide(&node).await },
+    ));
+    tokio::spawn(every(shed_every, node.clone(), stop, |node| async move {
+        shed_one(&node)
+    }));
 }
 
-async fn decide_loop(node: Node, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(node.config().rebalance.interval());
+/// Runs `step` every `period` (later if a step overruns) until `stop` or the node drains.
+async fn every<F, Fut>(period: Duration, node: Node, stop: CancellationToken, mut step: F)
+where
+    F: FnMut(Node) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -76,7 +92,7 @@ async fn decide_loop(node: Node, stop: CancellationToken) {
         if node.is_draining() {
             return;
         }
-        decide(&node).await;
+        step(node.clone()).await;
     }
 }
 
@@ -133,21 +149,6 @@ fn excess(local: u64, loads: &[u64], margin_percent: u32) -> u64 {
         return 0;
     }
     (local as f64 - mean).floor() as u64
-}
-
-async fn shed_loop(node: Node, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(node.config().rebalance.shed_every());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if node.is_draining() {
-            return;
-        }
-        shed_one(&node);
-    }
 }
 
 /// Sheds one session if any is due: a requested one first.
