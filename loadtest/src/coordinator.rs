@@ -13,7 +13,7 @@ use crate::engine::{Control, Tick, WorkerEvent, WorkerPlan, WorkerReport};
 use crate::report::{Report, RunInfo, Series};
 use crate::scenario::{MAX_USERS_PER_WORKER, Scenario, ScenarioError};
 use crate::stats::Counters;
-use crate::target::{self, Target};
+use crate::target::{self, Endpoint, ResolveError};
 use crate::wire::now_us;
 use crate::worker;
 
@@ -46,6 +46,8 @@ pub struct Live {
 pub enum RunError {
     #[error(transparent)]
     Scenario(#[from] ScenarioError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
     #[error("cannot reach {url}: {reason}")]
     Unreachable { url: String, reason: String },
     #[error(
@@ -113,7 +115,8 @@ pub async fn run(scenario: &Scenario, mut options: RunOptions) -> Result<Report,
 }
 
 /// Everything that can be refused before a worker starts: the scenario, the in-process bound,
-/// and one probe connection per target.
+/// each target's address and TLS set-up, source addresses that cannot reach a target, and one
+/// probe connection per target.
 async fn preflight(scenario: &Scenario, in_process: bool) -> Result<(), RunError> {
     scenario.validate()?;
     let targets = scenario.targets().map_err(ScenarioError::from)?;
@@ -122,10 +125,23 @@ async fn preflight(scenario: &Scenario, in_process: bool) -> Result<(), RunError
             users: scenario.users,
         });
     }
+    let endpoints = target::endpoints(&targets, scenario.insecure).await?;
+    if scenario.source_ips > 1 {
+        if let Some(e) = endpoints.iter().find(|e| !e.addr.ip().is_loopback()) {
+            return Err(ScenarioError::Invalid {
+                key: "source_ips",
+                message: format!(
+                    "spreads over 127.0.0.N, which cannot reach {} ({}); leave it at 1",
+                    e.target.url, e.addr
+                ),
+            }
+            .into());
+        }
+    }
     let probe_limit = Duration::from_millis(scenario.connect_timeout_ms.min(3000));
     let credentials = scenario.credentials();
-    for t in &targets {
-        probe(t, credentials.as_ref(), probe_limit).await?;
+    for e in &endpoints {
+        probe(e, credentials.as_ref(), probe_limit).await?;
     }
     Ok(())
 }
@@ -222,18 +238,18 @@ async fn follow(
 /// clear error instead of thousands of failed users. That includes a node refusing the probe's
 /// identity (401 `token_*` for a wrong `jwt_secret`, 400 `user_not_allowed` for none).
 async fn probe(
-    target: &Target,
+    endpoint: &Endpoint,
     credentials: Option<&Credentials>,
     limit: Duration,
 ) -> Result<(), RunError> {
     let name = format!("lt-probe-{}", std::process::id());
-    match target::connect(target, None, &name, credentials, limit).await {
+    match target::connect(endpoint, None, &name, credentials, limit).await {
         Ok(mut ws) => {
             let _ = tokio::time::timeout(Duration::from_millis(500), ws.close(None)).await;
             Ok(())
         }
         Err(e) => Err(RunError::Unreachable {
-            url: target.url.clone(),
+            url: endpoint.target.url.clone(),
             reason: e.to_string(),
         }),
     }

@@ -14,7 +14,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::cpu::{self, CpuTime};
 use crate::scenario::Scenario;
 use crate::stats::{Counters, Hist, RoomReport, SecondStats, WorkerStats};
-use crate::target::Target;
+use crate::target::{self, Endpoint};
 use crate::user::{self, Shared};
 use crate::wire::now_us;
 
@@ -158,10 +158,16 @@ async fn run(
     } else {
         cpu::thread()
     };
-    let targets = match plan.scenario.targets() {
+    // A worker process resolves for itself (the coordinator's addresses are not passed on).
+    let endpoints = match plan.scenario.targets() {
+        Ok(targets) => target::endpoints(&targets, plan.scenario.insecure)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let targets = match endpoints {
         Ok(t) => t,
-        Err(e) => {
-            let message = e.to_string();
+        Err(message) => {
             let _ = events.send(WorkerEvent::Failed { message }).await;
             return WorkerReport::default();
         }
@@ -199,7 +205,11 @@ async fn run(
 }
 
 /// What this worker's users share: the scenario, its timeline and the stats.
-fn shared_state(plan: &WorkerPlan, targets: Vec<Target>, closing: watch::Receiver<bool>) -> Shared {
+fn shared_state(
+    plan: &WorkerPlan,
+    targets: Vec<Endpoint>,
+    closing: watch::Receiver<bool>,
+) -> Shared {
     let s = plan.scenario.clone();
     let wait = Duration::from_micros(plan.start_unix_us.saturating_sub(now_us()));
     let start = Instant::now() + wait;

@@ -1,7 +1,7 @@
 //! # loadtest
 //!
-//! Drives simulated roomcast users (docs/protocol.md) against one or more loopback URLs and
-//! checks what they receive: publish→deliver latency, throughput, and per-member offset
+//! Drives simulated roomcast users (docs/protocol.md) against one or more `ws://` or `wss://`
+//! URLs and checks what they receive: publish→deliver latency, throughput, and per-member offset
 //! accounting (loss, duplicates, disorder, resume recovery).
 //!
 //! # Layout
@@ -11,18 +11,21 @@
 //! 1. [`auth`], [`cpu`], [`rng`], [`wire`]: the HS256 token a connection presents; the tester's
 //!    own CPU time and peak memory; seeded randomness; requests and a borrowed view of server
 //!    frames, the payload in `data`, the clock. No I/O.
-//! 2. [`target`]: loopback-only URLs and opening one WebSocket from a chosen source address.
-//! 3. [`scenario`]: what a run does (TOML + overrides), validated with the key named.
-//! 4. [`stats`]: counters, HDR histograms, offset range sets, per-room faults and the merge that
+//! 2. [`tls`]: the rustls client (system roots, or `insecure`: any certificate) and the plain or
+//!    TLS stream a socket runs over.
+//! 3. [`target`]: `ws://`/`wss://` URLs, resolved once per process, and opening one WebSocket
+//!    (from a chosen 127.0.0.N source address for loopback targets).
+//! 4. [`scenario`]: what a run does (TOML + overrides), validated with the key named.
+//! 5. [`stats`]: counters, HDR histograms, offset range sets, per-room faults and the merge that
 //!    finds what only the whole run can see. No I/O.
-//! 5. [`user`]: one simulated user (connect, join, publish, churn, resume) and the state a
+//! 6. [`user`]: one simulated user (connect, join, publish, churn, resume) and the state a
 //!    worker's users share; what it reads is checked in `user::receive`.
-//! 6. [`engine`]: one worker's users on one thread; ticks, drain, close.
-//! 7. [`worker`]: engines as child processes (JSON lines) or as threads.
-//! 8. [`report`]: the merged figures, summary table and verdict.
-//! 9. [`coordinator`], [`plot`], [`chaos`]: a whole run (probe, spread, follow, deadline, merge:
-//!    [`run`]); the SVG; the fault campaign (its own Redis and nodes, a seeded schedule of
-//!    faults, a verdict on every acknowledged message: `loadtest chaos`).
+//! 7. [`engine`]: one worker's users on one thread; ticks, drain, close.
+//! 8. [`worker`]: engines as child processes (JSON lines) or as threads.
+//! 9. [`report`]: the merged figures, summary table and verdict.
+//! 10. [`coordinator`], [`plot`], [`chaos`]: a whole run (probe, spread, follow, deadline, merge:
+//!     [`run`]); the SVG; the fault campaign (its own Redis and nodes, a seeded schedule of
+//!     faults, a verdict on every acknowledged message: `loadtest chaos`).
 
 #![deny(unsafe_code)]
 
@@ -37,6 +40,7 @@ pub mod rng;
 pub mod scenario;
 pub mod stats;
 pub mod target;
+pub mod tls;
 pub mod user;
 pub mod wire;
 pub mod worker;

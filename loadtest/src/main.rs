@@ -19,7 +19,7 @@ use loadtest::{Live, Overrides, Report, RunOptions, Scenario};
 #[command(
     name = "loadtest",
     version,
-    about = "Load and correctness tester for roomcast (loopback targets only)"
+    about = "Load and correctness tester for roomcast"
 )]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -27,7 +27,8 @@ struct Cli {
     command: Option<Command>,
     /// Scenario TOML file (see loadtest/scenarios/). Flags below override its values.
     scenario: Option<PathBuf>,
-    /// Target URL, repeatable; users are spread round-robin (e.g. ws://127.0.0.1:8080/ws).
+    /// Target URL, ws:// or wss://, repeatable; users are spread round-robin
+    /// (e.g. ws://127.0.0.1:8080/ws, wss://staging.example.com/ws).
     #[arg(long = "url")]
     urls: Vec<String>,
     /// Simulated users (one connection each).
@@ -69,12 +70,17 @@ struct Cli {
     /// Worker processes (0 = one per 15,000 users).
     #[arg(long)]
     workers: Option<u32>,
-    /// Spread client sockets over source addresses 127.0.0.1..=127.0.0.N.
+    /// Spread client sockets over source addresses 127.0.0.1..=127.0.0.N (loopback targets).
     #[arg(long)]
     source_ips: Option<u32>,
     /// The node's HS256 auth.secret: each user then sends a JWT for itself instead of ?user=.
     #[arg(long, value_name = "SECRET")]
     jwt_secret: Option<String>,
+    /// Accept any TLS certificate from wss:// targets (a self-signed staging front end).
+    /// DANGER: nothing then proves who answers; anyone on the route can read and change the
+    /// traffic, tokens included. For a private CA prefer SSL_CERT_FILE=ca.pem, which verifies.
+    #[arg(long)]
+    insecure: bool,
     /// Write every figure as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -202,6 +208,8 @@ impl Cli {
             workers: self.workers,
             source_ips: self.source_ips,
             jwt_secret: self.jwt_secret.clone(),
+            // Like `resume_elsewhere`: the flag turns it on, a scenario file may too.
+            insecure: self.insecure.then_some(true),
         }
     }
 }

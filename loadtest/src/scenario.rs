@@ -19,7 +19,8 @@ pub struct Scenario {
     pub users: u64,
     /// New connections per second over the whole run (all workers together). Default 500.
     pub ramp_per_sec: f64,
-    /// Targets; users are spread over them round-robin. Loopback only.
+    /// Targets, `ws://` or `wss://`, on this machine or any other; users are spread over them
+    /// round-robin.
     pub urls: Vec<String>,
     /// Length of the run after the ramp. Default 10 s. Users publish from their join until
     /// ramp + duration, then the run drains.
@@ -47,13 +48,19 @@ pub struct Scenario {
     /// open files, so 100k users need at least 6.
     pub workers: u32,
     /// Client source addresses 127.0.0.1..=127.0.0.N to spread sockets over (each has ~28k
-    /// ephemeral ports). Default 1 (let the kernel choose).
+    /// ephemeral ports). Default 1 (let the kernel choose). Above 1, every target must be on
+    /// loopback: 127.0.0.N cannot reach another machine.
     pub source_ips: u32,
     /// Bound on one connection attempt (TCP + handshake). Default 5000 ms.
     pub connect_timeout_ms: u64,
     /// The node's HS256 `auth.secret`. Default none: users connect as `?user=`. When set, every
     /// connection sends a token for its user instead, as a node with authentication requires.
     pub jwt_secret: Option<String>,
+    /// Accept any TLS certificate from `wss://` targets. Default false: certificates are
+    /// verified against the system's roots (or `SSL_CERT_FILE`). For a self-signed staging
+    /// front end on a network you trust only: an interceptor could read and change everything,
+    /// tokens included.
+    pub insecure: bool,
 }
 
 /// `count` rooms of `size` members; the first `publishers` members of each publish.
@@ -91,6 +98,7 @@ impl Default for Scenario {
             source_ips: 1,
             connect_timeout_ms: 5000,
             jwt_secret: None,
+            insecure: false,
         }
     }
 }
@@ -130,6 +138,7 @@ pub struct Overrides {
     pub workers: Option<u32>,
     pub source_ips: Option<u32>,
     pub jwt_secret: Option<String>,
+    pub insecure: Option<bool>,
 }
 
 /// Most processes a run may spawn; also bounds what a scenario file can make this machine do.
@@ -192,7 +201,8 @@ impl Scenario {
             churn_down_ms,
             resume_elsewhere,
             workers,
-            source_ips
+            source_ips,
+            insecure
         );
         if !o.urls.is_empty() {
             self.urls = o.urls.clone();
@@ -300,7 +310,7 @@ impl Scenario {
             (
                 !self.urls.is_empty(),
                 "urls",
-                "needs at least one ws:// URL",
+                "needs at least one ws:// or wss:// URL",
             ),
         ])?;
         for url in &self.urls {

@@ -1,8 +1,8 @@
-//! Target URLs: parsing, the loopback-only rule, and opening one WebSocket from a chosen
-//! 127.0.0.N source address, as `?user=` or with a token from `auth`. The tester never sends a
-//! byte anywhere but this machine.
+//! Target URLs: parsing `ws://` and `wss://`, resolving each once into an [`Endpoint`], and
+//! opening one WebSocket to it (over TLS for `wss://`, from a chosen 127.0.0.N source address
+//! for loopback targets), as `?user=` or with a token from `auth`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -14,40 +14,53 @@ use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::auth::{Credentials, TokenError};
+use crate::tls::{Stream, Tls, TlsError};
 
-/// A client WebSocket over plain TCP.
-pub type Ws = WebSocketStream<TcpStream>;
+/// A client WebSocket over TCP, plain or TLS.
+pub type Ws = WebSocketStream<Stream>;
 
 /// Why a URL cannot be a target.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TargetError {
-    #[error("`{0}` is not a ws:// URL (expected ws://127.0.0.1:PORT/ws)")]
-    NotWs(String),
+    #[error("`{0}` is not a ws:// or wss:// URL (expected e.g. ws://127.0.0.1:8080/ws)")]
+    Scheme(String),
+    #[error("`{url}` names no host")]
+    NoHost { url: String },
     #[error("`{url}` has an invalid port")]
     BadPort { url: String },
-    #[error(
-        "`{url}` is not a loopback address: loadtest only targets 127.0.0.0/8, localhost or [::1]"
-    )]
-    NotLoopback { url: String },
 }
 
-/// A parsed, loopback-checked target.
+/// Plain WebSocket or WebSocket over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scheme {
+    Ws,
+    Wss,
+}
+
+/// A parsed target URL. Parsing does no I/O; [`endpoints`] resolves it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
     pub url: String,
-    pub addr: SocketAddr,
+    pub scheme: Scheme,
+    /// As written, brackets of an IPv6 address included: the Host header, and (unbracketed)
+    /// the TLS server name the certificate must match.
+    pub host: String,
+    pub port: u16,
     /// Path and query of the URL, e.g. `/ws`.
     pub path: String,
 }
 
 impl Target {
-    /// Parses `ws://HOST[:PORT][/PATH]` where HOST is an address in 127.0.0.0/8, `localhost` or
-    /// `[::1]`. Names are not resolved (nothing but `localhost` is accepted), so a target can
-    /// never turn out to be off the machine.
+    /// Parses `ws://HOST[:PORT][/PATH]` or `wss://…`, HOST a name, an IPv4 address or an
+    /// `[IPv6]` address; the port defaults to 80 and 443.
     pub fn parse(url: &str) -> Result<Self, TargetError> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| TargetError::NotWs(url.to_string()))?;
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix("ws://") {
+            (Scheme::Ws, rest)
+        } else if let Some(rest) = url.strip_prefix("wss://") {
+            (Scheme::Wss, rest)
+        } else {
+            return Err(TargetError::Scheme(url.to_string()));
+        };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], rest[i..].to_string()),
             None => (rest, "/".to_string()),
@@ -57,37 +70,40 @@ impl Target {
         } else {
             path
         };
-        let (host, port) = split_host_port(authority, url)?;
-        let ip = match host {
-            "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            h if h.starts_with('[') && h.ends_with(']') => h[1..h.len() - 1]
-                .parse::<Ipv6Addr>()
-                .map(IpAddr::V6)
-                .map_err(|_| TargetError::NotLoopback {
-                    url: url.to_string(),
-                })?,
-            h => h
-                .parse::<Ipv4Addr>()
-                .map(IpAddr::V4)
-                .map_err(|_| TargetError::NotLoopback {
-                    url: url.to_string(),
-                })?,
+        let default_port = match scheme {
+            Scheme::Ws => 80,
+            Scheme::Wss => 443,
         };
-        if !ip.is_loopback() {
-            return Err(TargetError::NotLoopback {
+        let (host, port) = split_host_port(authority, default_port, url)?;
+        if host.is_empty() || host == "[]" || host.contains(['@', ' ']) {
+            return Err(TargetError::NoHost {
                 url: url.to_string(),
             });
         }
         Ok(Self {
             url: url.to_string(),
-            addr: SocketAddr::new(ip, port),
+            scheme,
+            host: host.to_string(),
+            port,
             path,
         })
     }
 
+    /// The host without IPv6 brackets, as DNS and TLS want it.
+    fn bare_host(&self) -> &str {
+        self.host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(&self.host)
+    }
+
     /// The request URI, naming `user` in the query if given.
     fn request_uri(&self, user: Option<&str>) -> String {
-        let base = format!("ws://{}{}", self.addr, self.path);
+        let scheme = match self.scheme {
+            Scheme::Ws => "ws",
+            Scheme::Wss => "wss",
+        };
+        let base = format!("{scheme}://{}:{}{}", self.host, self.port, self.path);
         match user {
             Some(user) => {
                 let sep = if self.path.contains('?') { '&' } else { '?' };
@@ -122,36 +138,102 @@ impl Target {
     }
 }
 
-fn split_host_port<'a>(authority: &'a str, url: &str) -> Result<(&'a str, u16), TargetError> {
+fn split_host_port<'a>(
+    authority: &'a str,
+    default_port: u16,
+    url: &str,
+) -> Result<(&'a str, u16), TargetError> {
     let bad_port = || TargetError::BadPort {
         url: url.to_string(),
     };
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(bad_port)
+    };
     if authority.starts_with('[') {
-        let close = authority
-            .find(']')
-            .ok_or_else(|| TargetError::NotWs(url.to_string()))?;
+        let close = authority.find(']').ok_or_else(|| TargetError::NoHost {
+            url: url.to_string(),
+        })?;
         let host = &authority[..=close];
         return match &authority[close + 1..] {
-            "" => Ok((host, 80)),
-            p => Ok((
-                host,
-                p.strip_prefix(':')
-                    .and_then(|p| p.parse().ok())
-                    .ok_or_else(bad_port)?,
-            )),
+            "" => Ok((host, default_port)),
+            p => Ok((host, port(p.strip_prefix(':').ok_or_else(bad_port)?)?)),
         };
     }
     match authority.rsplit_once(':') {
-        Some((host, port)) => Ok((host, port.parse().map_err(|_| bad_port())?)),
-        None => Ok((authority, 80)),
+        Some((host, p)) => Ok((host, port(p)?)),
+        None => Ok((authority, default_port)),
     }
 }
 
-/// The source address for the `n`-th spread slot: 127.0.0.(1+n) for IPv4 targets when spreading
-/// over `count` > 1 addresses, else none (the kernel picks). Each source address has its own
-/// ~28k ephemeral ports, which is what lets one machine open 100k connections.
-pub fn source_addr(target: &Target, n: u64, count: u32) -> Option<IpAddr> {
-    if count <= 1 || !target.addr.is_ipv4() {
+/// Why a target could not be made ready to dial.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("cannot resolve {url}: {source}")]
+    Lookup { url: String, source: std::io::Error },
+    #[error("{url}: its host resolves to no address")]
+    NoAddress { url: String },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// A target ready to dial: its address, resolved once (per connection would be one DNS query
+/// per simulated user), and for `wss://` the process's TLS client.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub target: Target,
+    pub addr: SocketAddr,
+    tls: Option<Tls>,
+}
+
+/// Resolves `targets`, building the TLS client once if any is `wss://` (`insecure`: accept
+/// any certificate, see `tls::insecure`). A name takes its first IPv4 address if it has one,
+/// so `localhost` is 127.0.0.1 whatever order the resolver gives.
+pub async fn endpoints(targets: &[Target], insecure: bool) -> Result<Vec<Endpoint>, ResolveError> {
+    let tls = if targets.iter().any(|t| t.scheme == Scheme::Wss) {
+        Some(Tls::new(insecure)?)
+    } else {
+        None
+    };
+    let mut out = Vec::with_capacity(targets.len());
+    for t in targets {
+        let addr = match t.bare_host().parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, t.port),
+            Err(_) => lookup(t).await?,
+        };
+        out.push(Endpoint {
+            target: t.clone(),
+            addr,
+            tls: (t.scheme == Scheme::Wss).then(|| tls.clone()).flatten(),
+        });
+    }
+    Ok(out)
+}
+
+async fn lookup(t: &Target) -> Result<SocketAddr, ResolveError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((t.bare_host(), t.port))
+        .await
+        .map_err(|source| ResolveError::Lookup {
+            url: t.url.clone(),
+            source,
+        })?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| ResolveError::NoAddress { url: t.url.clone() })
+}
+
+/// The source address for the `n`-th spread slot: 127.0.0.(1+n) for IPv4 loopback targets when
+/// spreading over `count` > 1 addresses, else none (the kernel picks). Each source address has
+/// its own ~28k ephemeral ports, which is what lets one machine open 100k connections; a
+/// remote target is never reachable from 127.0.0.N, so it gets none.
+pub fn source_addr(endpoint: &Endpoint, n: u64, count: u32) -> Option<IpAddr> {
+    if count <= 1 || !endpoint.addr.is_ipv4() || !endpoint.addr.ip().is_loopback() {
         return None;
     }
     let host = 1 + (n % u64::from(count)) as u8;
@@ -180,6 +262,8 @@ pub enum ConnectError {
         status: u16,
         code: String,
     },
+    #[error("TLS with {url}: {source}")]
+    Tls { url: String, source: TlsError },
     #[error("websocket handshake with {url}: {source}")]
     Handshake {
         url: String,
@@ -197,6 +281,7 @@ impl ConnectError {
             ConnectError::Bind { .. } => "bind to source address".into(),
             ConnectError::Timeout { .. } => "timeout".into(),
             ConnectError::Refused { status, code, .. } => format!("{status} {code}"),
+            ConnectError::Tls { source, .. } => source.kind().into(),
             ConnectError::Handshake { .. } => "handshake".into(),
             ConnectError::Token { .. } => "token".into(),
         }
@@ -240,42 +325,30 @@ pub fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(1 << 20))
 }
 
-/// Opens a WebSocket to `target` as `user`, from `source` if given, with a token from
-/// `credentials` if given. The whole attempt (TCP and handshake) is bounded by `limit`.
+/// Opens a WebSocket to `endpoint` as `user`, from `source` if given, with a token from
+/// `credentials` if given. The whole attempt (TCP, TLS and handshake) is bounded by `limit`.
 pub async fn connect(
-    target: &Target,
+    endpoint: &Endpoint,
     source: Option<IpAddr>,
     user: &str,
     credentials: Option<&Credentials>,
     limit: Duration,
 ) -> Result<Ws, ConnectError> {
+    let target = &endpoint.target;
     let attempt = async {
         let request = target.request(user, credentials)?;
-        let socket = if target.addr.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(|source| ConnectError::Tcp {
-            addr: target.addr,
-            source,
-        })?;
-        if let Some(ip) = source {
-            socket
-                .bind(SocketAddr::new(ip, 0))
-                .map_err(|source| ConnectError::Bind {
-                    source_ip: ip,
-                    source,
-                })?;
-        }
-        let stream = socket
-            .connect(target.addr)
-            .await
-            .map_err(|source| ConnectError::Tcp {
-                addr: target.addr,
-                source,
-            })?;
-        stream.set_nodelay(true).ok();
+        let tcp = tcp(endpoint.addr, source).await?;
+        let stream = match &endpoint.tls {
+            Some(tls) => {
+                tls.wrap(target.bare_host(), tcp)
+                    .await
+                    .map_err(|source| ConnectError::Tls {
+                        url: target.url.clone(),
+                        source,
+                    })?
+            }
+            None => Stream::Plain(tcp),
+        };
         let (ws, _response) =
             tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
                 .await
@@ -285,29 +358,79 @@ pub async fn connect(
     match tokio::time::timeout(limit, attempt).await {
         Ok(result) => result,
         Err(_) => Err(ConnectError::Timeout {
-            addr: target.addr,
+            addr: endpoint.addr,
             ms: limit.as_millis(),
         }),
     }
+}
+
+/// A TCP connection to `addr`, from `source` if given, without Nagle's delay.
+async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, ConnectError> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|source| ConnectError::Tcp { addr, source })?;
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(|source| ConnectError::Bind {
+                source_ip: ip,
+                source,
+            })?;
+    }
+    let stream = socket
+        .connect(addr)
+        .await
+        .map_err(|source| ConnectError::Tcp { addr, source })?;
+    stream.set_nodelay(true).ok();
+    Ok(stream)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn endpoint(url: &str) -> Endpoint {
+        let t = Target::parse(url).unwrap();
+        // IP literals and `localhost` only: resolving them sends nothing off this machine.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(endpoints(&[t], true)).unwrap().remove(0)
+    }
+
     #[test]
-    fn accepts_loopback_forms() {
+    fn parses_both_schemes_with_their_default_ports() {
         let t = Target::parse("ws://127.0.0.1:8080/ws").unwrap();
-        assert_eq!(t.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(
+            (t.scheme, t.host.as_str(), t.port),
+            (Scheme::Ws, "127.0.0.1", 8080)
+        );
         assert_eq!(t.path, "/ws");
-        assert!(Target::parse("ws://127.3.4.5:1/ws").is_ok());
-        assert_eq!(Target::parse("ws://localhost:9/ws").unwrap().addr.port(), 9);
-        assert!(Target::parse("ws://[::1]:9/ws").unwrap().addr.is_ipv6());
+        let t = Target::parse("wss://staging.example.com/ws").unwrap();
+        assert_eq!((t.scheme, t.port), (Scheme::Wss, 443));
+        assert_eq!(t.bare_host(), "staging.example.com");
+        assert_eq!(Target::parse("ws://example.com").unwrap().port, 80);
+        let t = Target::parse("wss://[2001:db8::1]:9443/ws").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.bare_host()),
+            ("[2001:db8::1]", "2001:db8::1")
+        );
         assert_eq!(
             Target::parse("ws://127.0.0.1:1/ws?x=1")
                 .unwrap()
                 .request_uri(Some("u")),
             "ws://127.0.0.1:1/ws?x=1&user=u"
+        );
+        // The Host header and TLS server name are the host as written, not its address.
+        assert_eq!(
+            Target::parse("wss://localhost:9/ws")
+                .unwrap()
+                .request_uri(None),
+            "wss://localhost:9/ws"
         );
     }
 
@@ -325,26 +448,58 @@ mod tests {
     }
 
     #[test]
-    fn refuses_anything_else() {
-        for url in [
-            "ws://10.0.0.1:80/ws",
-            "ws://192.168.1.1/ws",
-            "ws://example.com/ws",
-            "ws://[::2]:80/ws",
-            "ws://8.8.8.8:53/ws",
-        ] {
+    fn refuses_other_schemes_and_broken_authorities() {
+        for url in ["http://127.0.0.1/ws", "127.0.0.1:80/ws", "WS://x/ws"] {
             assert!(
-                matches!(Target::parse(url), Err(TargetError::NotLoopback { .. })),
+                matches!(Target::parse(url), Err(TargetError::Scheme(_))),
                 "{url}"
             );
         }
-        assert!(matches!(
-            Target::parse("wss://127.0.0.1/ws"),
-            Err(TargetError::NotWs(_))
-        ));
-        assert!(matches!(
-            Target::parse("ws://127.0.0.1:x/ws"),
-            Err(TargetError::BadPort { .. })
-        ));
+        for url in ["ws:///ws", "wss://:443/ws", "ws://[::1/ws", "ws://u@h/ws"] {
+            assert!(
+                matches!(Target::parse(url), Err(TargetError::NoHost { .. })),
+                "{url}"
+            );
+        }
+        for url in [
+            "ws://127.0.0.1:x/ws",
+            "ws://h:0/ws",
+            "ws://h:70000/ws",
+            "ws://[::1]x/ws",
+        ] {
+            assert!(
+                matches!(Target::parse(url), Err(TargetError::BadPort { .. })),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn addresses_resolve_once_and_only_wss_gets_tls() {
+        let e = endpoint("ws://127.3.4.5:1/ws");
+        assert_eq!(e.addr, "127.3.4.5:1".parse().unwrap());
+        assert!(e.tls.is_none());
+        let e = endpoint("wss://[::1]:9/ws");
+        assert_eq!(e.addr, "[::1]:9".parse().unwrap());
+        assert!(e.tls.is_some());
+        // Whatever order the resolver lists them in, `localhost` is its IPv4 address.
+        assert_eq!(
+            endpoint("ws://localhost:9/ws").addr,
+            "127.0.0.1:9".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn source_addresses_spread_only_over_loopback_targets() {
+        let local = endpoint("ws://127.0.0.1:1/ws");
+        assert_eq!(source_addr(&local, 0, 1), None);
+        assert_eq!(
+            source_addr(&local, 5, 4),
+            Some("127.0.0.2".parse().unwrap())
+        );
+        // 127.0.0.N cannot reach another machine: the kernel picks the source.
+        let remote = endpoint("ws://10.0.0.1:80/ws");
+        assert_eq!(source_addr(&remote, 5, 4), None);
+        assert_eq!(source_addr(&endpoint("ws://[::1]:1/ws"), 5, 4), None);
     }
 }

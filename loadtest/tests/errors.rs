@@ -1,5 +1,6 @@
 //! A run that cannot happen must say why, quickly, with exit code 1: a broken scenario file, a
-//! target off this machine, a port nobody listens on, a port that never answers.
+//! malformed URL, source addresses that cannot reach a target, a port nobody listens on, a port
+//! that never answers. (TLS refusals: tests/tls.rs.)
 
 mod common;
 
@@ -49,21 +50,30 @@ async fn missing_scenario_file_is_reported() {
 }
 
 #[tokio::test]
-async fn non_loopback_urls_are_refused_before_any_connection() {
-    for url in [
-        "ws://10.0.0.1:8080/ws",
-        "ws://example.com/ws",
-        "ws://[2001:db8::1]:80/ws",
-    ] {
-        let ran = run_binary(&["--url", url, "--users", "1"], FAIL_FAST).await;
-        assert_refused(&ran, &["not a loopback address", url]);
-    }
+async fn malformed_urls_are_refused_before_any_connection() {
     let ran = run_binary(&["--url", "http://127.0.0.1:8080/ws"], FAIL_FAST).await;
-    assert_refused(&ran, &["not a ws:// URL"]);
-    // The same rule holds in a scenario file, whatever the flags.
-    let file = scenario_file("urls = [\"ws://127.0.0.1:1/ws\", \"ws://192.168.0.10:8080/ws\"]\n");
+    assert_refused(&ran, &["not a ws:// or wss:// URL"]);
+    let ran = run_binary(&["--url", "wss://127.0.0.1:99999/ws"], FAIL_FAST).await;
+    assert_refused(&ran, &["invalid port", "wss://127.0.0.1:99999/ws"]);
+    // The same rules hold in a scenario file, whatever the flags.
+    let file = scenario_file("urls = [\"ws://127.0.0.1:1/ws\", \"wss://:443/ws\"]\n");
     let ran = run_binary(&[file.path().to_str().unwrap()], FAIL_FAST).await;
-    assert_refused(&ran, &["scenario key `urls`", "192.168.0.10"]);
+    assert_refused(
+        &ran,
+        &["scenario key `urls`", "`wss://:443/ws` names no host"],
+    );
+}
+
+#[tokio::test]
+async fn source_addresses_are_refused_for_a_target_off_this_machine() {
+    // An address literal is not resolved, and the rule is checked before the probe: no packet
+    // leaves this machine.
+    let url = "ws://10.0.0.1:8080/ws";
+    let ran = run_binary(&["--url", url, "--source-ips", "4"], FAIL_FAST).await;
+    assert_refused(
+        &ran,
+        &["scenario key `source_ips`", &format!("cannot reach {url}")],
+    );
 }
 
 #[tokio::test]

@@ -22,8 +22,14 @@ fn invalid_value_is_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("`churn`"), "{err}");
-    let err = Scenario::from_toml("urls = [\"ws://10.1.2.3:80/ws\"]\n").unwrap_err();
-    assert!(err.to_string().contains("loopback"), "{err}");
+    let err = Scenario::from_toml("urls = [\"http://10.1.2.3:80/ws\"]\n").unwrap_err();
+    assert!(
+        err.to_string().contains("not a ws:// or wss:// URL"),
+        "{err}"
+    );
+    // Any host, either scheme.
+    let s = Scenario::from_toml("urls = [\"ws://10.1.2.3/ws\", \"wss://example.com/ws\"]\n");
+    assert!(s.is_ok(), "{s:?}");
 }
 
 #[test]
@@ -193,7 +199,11 @@ fn connection_and_room_rules_name_their_key_just_past_their_bounds() {
             "jwt_secret",
             "must not be empty (leave it out for a node without authentication)",
         ),
-        ("urls = []", "urls", "needs at least one ws:// URL"),
+        (
+            "urls = []",
+            "urls",
+            "needs at least one ws:// or wss:// URL",
+        ),
         (
             "rooms = [{ count = 0, size = 1 }]",
             "rooms",

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::auth::Credentials;
 use crate::scenario::Scenario;
 use crate::stats::{MemberCursor, WorkerStats};
-use crate::target::{self, Target, Ws};
+use crate::target::{self, Endpoint, Ws};
 use crate::wire::now_us;
 use crate::wire::{self, Frame, Kind, Payload};
 
@@ -72,7 +72,7 @@ enum End {
 /// State every user of this worker shares (single thread, hence `Rc`/`RefCell`).
 pub struct Shared {
     pub scenario: Scenario,
-    pub targets: Vec<Target>,
+    pub targets: Vec<Endpoint>,
     /// Signs each connection's token when the scenario has a `jwt_secret`.
     pub credentials: Option<Credentials>,
     pub start: Instant,

@@ -26,7 +26,8 @@ pub fn roomcast_binary() -> PathBuf {
     exe.parent().unwrap().parent().unwrap().join("roomcast")
 }
 
-/// A base port P with P (haproxy), P+1..=P+3 (instances) and P+90 (Redis) all free.
+/// A base port P with P (haproxy), P+1..=P+3 (instances), P+90 (Redis) and P+91 (haproxy's
+/// runtime API) all free.
 pub fn free_base_port() -> u16 {
     for _ in 0..50 {
         let base = TcpListener::bind("127.0.0.1:0")
@@ -37,7 +38,7 @@ pub fn free_base_port() -> u16 {
         if base > 65_000 {
             continue;
         }
-        let free = [0, 1, 2, 3, 90]
+        let free = [0, 1, 2, 3, 90, 91]
             .iter()
             .all(|d| TcpListener::bind(("127.0.0.1", base + d)).is_ok());
         if free {

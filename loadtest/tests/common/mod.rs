@@ -1,7 +1,9 @@
 //! Test helpers: a real roomcast node served in-process on 127.0.0.1:0, the shipped scenarios,
-//! a run and the invariants of a clean one, and the real `loadtest` binary run under a time
-//! limit.
+//! a run and the invariants of a clean one, the real `loadtest` binary run under a time limit,
+//! and (`tls`) a haproxy TLS front end with throwaway certificates.
 #![allow(dead_code)] // each test binary uses a different subset
+
+pub mod tls;
 
 pub mod cluster;
 
@@ -153,9 +155,15 @@ pub const FAIL_FAST: Duration = Duration::from_secs(15);
 
 /// Runs the `loadtest` binary with `args`, killing it if it outlives `limit`.
 pub async fn run_binary(args: &[&str], limit: Duration) -> Ran {
+    run_binary_with(args, &[], limit).await
+}
+
+/// As [`run_binary`], with `env` added to the binary's environment.
+pub async fn run_binary_with(args: &[&str], env: &[(&str, &Path)], limit: Duration) -> Ran {
     let started = Instant::now();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
@@ -182,6 +190,16 @@ pub const RUN_LIMIT: Duration = Duration::from_secs(40);
 /// Runs the binary on the smoke scenario against `url` over `workers` worker processes, with
 /// `--expect-no-loss` and `extra` flags; it must pass. Returns its output and `--json` report.
 pub async fn smoke_binary(url: &str, workers: u32, extra: &[&str]) -> (Ran, Report) {
+    smoke_binary_with(url, workers, extra, &[]).await
+}
+
+/// As [`smoke_binary`], with `env` added to the binary's environment.
+pub async fn smoke_binary_with(
+    url: &str,
+    workers: u32,
+    extra: &[&str],
+    env: &[(&str, &Path)],
+) -> (Ran, Report) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let smoke = scenario_path("smoke");
@@ -197,7 +215,7 @@ pub async fn smoke_binary(url: &str, workers: u32, extra: &[&str]) -> (Ran, Repo
         json.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let ran = run_binary(&args, RUN_LIMIT).await;
+    let ran = run_binary_with(&args, env, RUN_LIMIT).await;
     let report = passed_report(&ran, &json);
     (ran, report)
 }
