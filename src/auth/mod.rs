@@ -1,21 +1,27 @@
-//! Who is connecting: JWT verification (HS256 with a shared secret, RS256/ES256 with a public
-//! key), the permissions a token carries (rooms, direct messages), the origin allow-list, and
-//! the one parser of `Authorization: Bearer` that the WebSocket and the API share.
+//! Who is connecting: JWT verification (HS256 secrets, an RS256/ES256 public key, and a JWKS
+//! fetched from a URL or read from a file, keys picked by `kid`), the permissions a token
+//! carries (rooms, direct messages), the origin allow-list, and the one parser of
+//! `Authorization: Bearer` that the WebSocket and the API share.
 //!
 //! Every refusal maps to one stable [`AuthError`] code; the reason behind `token_invalid`
 //! (bad signature, wrong algorithm, `alg: none`, malformed, missing `sub`) is logged at debug
 //! level and never told to the client.
 
+mod fetch;
+mod jwks;
+mod keys;
 mod pattern;
 
 use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::config::{Auth, ConfigError, JwtAlgorithm, no_key_file};
+use crate::config::{Auth, ConfigError};
 use crate::protocol::valid_name;
+use fetch::Source;
+use jwks::Jwks;
+use keys::Selected;
 pub use pattern::Permissions;
 
 /// Why a connection or a `refresh` was refused. The string codes are part of the protocol.
@@ -103,29 +109,42 @@ pub fn bearer(header: &[u8]) -> Option<&[u8]> {
 
 /// Verifies tokens as configured; `None` inside means authentication is off.
 pub struct Verifier {
-    key: Option<(DecodingKey, Validation)>,
+    keys: Option<Keys>,
     max_token_bytes: usize,
     leeway: u64,
     allowed_origins: Vec<String>,
 }
 
+/// The configured keys and, with `auth.jwks_url` or `auth.jwks_file`, the JWKS cache.
+struct Keys {
+    configured: Vec<keys::Key>,
+    jwks: Option<Jwks>,
+}
+
+/// Why a token was refused before the claims are looked at, or that a fetch may help.
+enum Refusal {
+    Auth(AuthError),
+    UnknownKid,
+}
+
 impl Verifier {
-    /// Builds the verifier, reading the public key file if one is configured.
+    /// Builds the verifier, reading the public key file and the JWKS file if configured; with
+    /// `auth.jwks_url` it starts the task that fetches it (so it must run inside a Tokio
+    /// runtime) and verifications wait for the first fetch.
     pub fn new(config: &Auth) -> Result<Self, ConfigError> {
         config.validate()?;
-        let key = if config.enabled() {
-            let (key, algorithm) = decoding_key(config)?;
-            let mut validation = Validation::new(algorithm);
-            validation.leeway = config.leeway_secs;
-            validation.validate_nbf = true;
-            validation.validate_aud = false;
-            validation.set_required_spec_claims(&["exp", "sub"]);
-            Some((key, validation))
+        let keys = if config.enabled() {
+            let configured = keys::configured(config)?;
+            let jwks = match Source::from_config(config)? {
+                Some(source) => Some(Jwks::start(source, config)?),
+                None => None,
+            };
+            Some(Keys { configured, jwks })
         } else {
             None
         };
         Ok(Self {
-            key,
+            keys,
             max_token_bytes: config.max_token_bytes,
             leeway: config.leeway_secs,
             allowed_origins: config.allowed_origins.clone(),
@@ -133,7 +152,7 @@ impl Verifier {
     }
 
     pub fn enabled(&self) -> bool {
-        self.key.is_some()
+        self.keys.is_some()
     }
 
     /// Whether a browser from `origin` may connect. Non-browser clients send no origin.
@@ -147,29 +166,33 @@ impl Verifier {
     }
 
     /// Verifies `token` and returns who it names. Only call when [`Verifier::enabled`].
-    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let Some((key, validation)) = &self.key else {
+    /// Returns at once unless the token names a `kid` no key has: then it waits for a JWKS
+    /// fetch (see `auth.jwks_min_refetch_secs`) and looks once more.
+    pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let Some(keys) = &self.keys else {
             return Err(AuthError::Invalid);
         };
-        if token.len() > self.max_token_bytes {
-            return Err(AuthError::TooLarge);
-        }
-        // RFC 7515 §4.1.11: a `crit` header names extensions the verifier must understand, and
-        // roomcast understands none.
-        if jsonwebtoken::decode_header(token).is_ok_and(|h| h.crit.is_some()) {
-            tracing::debug!("token refused: crit header");
-            return Err(AuthError::Invalid);
-        }
-        let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|err| {
-            let refused = match err.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                _ => AuthError::Invalid,
-            };
-            tracing::debug!(%err, code = refused.code(), "token refused");
-            refused
-        })?;
-        let claims = data.claims;
+        let claims = match self.verify_now(keys, token) {
+            Ok(claims) => claims,
+            Err(Refusal::Auth(refused)) => return Err(refused),
+            Err(Refusal::UnknownKid) => {
+                let jwks = keys.jwks.as_ref().ok_or(AuthError::Invalid)?;
+                // Boxed: a fetch's future is large and rare, and this one is part of every
+                // session's task (`refresh`).
+                if !Box::pin(jwks.refetch_for_unknown_kid()).await {
+                    tracing::debug!("token refused: unknown kid, no new keys");
+                    return Err(AuthError::Invalid);
+                }
+                self.verify_now(keys, token)
+                    .map_err(|refusal| match refusal {
+                        Refusal::Auth(refused) => refused,
+                        Refusal::UnknownKid => {
+                            tracing::debug!("token refused: unknown kid");
+                            AuthError::Invalid
+                        }
+                    })?
+            }
+        };
         if !valid_name(&claims.sub) {
             tracing::debug!("token refused: sub is not a valid user name");
             return Err(AuthError::Invalid);
@@ -180,30 +203,72 @@ impl Verifier {
             expires_at: Some(claims.exp.saturating_add(self.leeway)),
         })
     }
-}
 
-fn decoding_key(config: &Auth) -> Result<(DecodingKey, Algorithm), ConfigError> {
-    let invalid = |key: &'static str, reason: String| ConfigError::Invalid { key, reason };
-    match config.algorithm {
-        // The secret's length was checked by `Auth::validate`.
-        JwtAlgorithm::HS256 => Ok((
-            DecodingKey::from_secret(config.secret.as_bytes()),
-            Algorithm::HS256,
-        )),
-        JwtAlgorithm::RS256 | JwtAlgorithm::ES256 => {
-            let path = config.public_key_file.as_ref().ok_or_else(no_key_file)?;
-            let pem = std::fs::read(path)
-                .map_err(|e| invalid("auth.public_key_file", format!("{}: {e}", path.display())))?;
-            let (key, algorithm) = if config.algorithm == JwtAlgorithm::RS256 {
-                (DecodingKey::from_rsa_pem(&pem), Algorithm::RS256)
-            } else {
-                (DecodingKey::from_ec_pem(&pem), Algorithm::ES256)
-            };
-            let key = key
-                .map_err(|e| invalid("auth.public_key_file", format!("{}: {e}", path.display())))?;
-            Ok((key, algorithm))
+    /// The token's claims, checked against the keys it selects as they are now.
+    fn verify_now(&self, keys: &Keys, token: &str) -> Result<Claims, Refusal> {
+        if token.len() > self.max_token_bytes {
+            return Err(Refusal::Auth(AuthError::TooLarge));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|err| {
+            tracing::debug!(%err, "token refused: bad header");
+            Refusal::Auth(AuthError::Invalid)
+        })?;
+        // RFC 7515 §4.1.11: a `crit` header names extensions the verifier must understand, and
+        // roomcast understands none.
+        if header.crit.is_some() {
+            tracing::debug!("token refused: crit header");
+            return Err(Refusal::Auth(AuthError::Invalid));
+        }
+        let fetched = keys.jwks.as_ref().map(Jwks::keys);
+        let fetched = fetched.as_deref().map_or(&[][..], Vec::as_slice);
+        let legacy_single = keys.jwks.is_none();
+        match keys::select(&header, &keys.configured, fetched, legacy_single) {
+            Selected::UnknownKid => Err(Refusal::UnknownKid),
+            Selected::Keys(candidates) => decode(token, &candidates).map_err(Refusal::Auth),
         }
     }
+}
+
+/// The claims under the first candidate whose signature matches. Once a signature matches,
+/// that key's answer (expired, missing claim…) is the answer.
+fn decode(token: &str, candidates: &[&keys::Key]) -> Result<Claims, AuthError> {
+    let mut last = None;
+    for key in candidates {
+        match jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation) {
+            Ok(data) => return Ok(data.claims),
+            Err(err) if not_this_key(err.kind()) => last = Some(err),
+            Err(err) => return Err(refused(&err)),
+        }
+    }
+    match last {
+        Some(err) => Err(refused(&err)),
+        None => {
+            tracing::debug!("token refused: no key for it");
+            Err(AuthError::Invalid)
+        }
+    }
+}
+
+/// Errors that say the key does not fit the token, so another candidate may.
+fn not_this_key(kind: &ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::InvalidSignature
+            | ErrorKind::InvalidAlgorithm
+            | ErrorKind::InvalidKeyFormat
+            | ErrorKind::InvalidRsaKey(_)
+            | ErrorKind::InvalidEcdsaKey
+    )
+}
+
+fn refused(err: &jsonwebtoken::errors::Error) -> AuthError {
+    let refused = match err.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        _ => AuthError::Invalid,
+    };
+    tracing::debug!(%err, code = refused.code(), "token refused");
+    refused
 }
 
 #[cfg(test)]

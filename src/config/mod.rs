@@ -26,7 +26,7 @@ mod socket;
 mod tests;
 
 pub use api::Api;
-pub use auth::{Auth, JwtAlgorithm, no_key_file};
+pub use auth::{Auth, HsSecret, JwtAlgorithm, no_key_file};
 pub use heartbeat::Heartbeat;
 pub use history::History;
 pub use limits::Limits;
