@@ -57,7 +57,7 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
         .node_id
         .clone()
         .unwrap_or_else(|| format!("n-{:08x}", rand::random::<u32>()));
-    telemetry::install();
+    telemetry::install(&id);
     let hub = Hub::new();
     let deliver = Arc::new(HubDelivery(hub.clone()));
     let limits = HistoryBudget {

@@ -12,11 +12,22 @@
 //!   `deliveries_total`, `direct_messages_total`, `direct_dropped_total` (for a recipient holding
 //!   half its budget), `slow_consumer_closes_total`, `closes_total{code}`,
 //!   `auth_failures_total{reason}`, `rate_limited_total{kind}`, `publish_errors_total`,
-//!   `proxy_header_errors_total{reason}` (`proxy_protocol`: `invalid`, `timeout`, `closed`);
+//!   `proxy_header_errors_total{reason}` (`proxy_protocol`: `invalid`, `timeout`, `closed`),
+//!   `resumes_total{recovered}` (joins with `resume`: `true` when the missed messages were
+//!   replayed), `rebalance_shed_total{reason}` (sessions sent away to even out the cluster:
+//!   `auto`, or `api` when an operator asked);
 //! - histograms, with fixed buckets (`_bucket{le}`, `_sum`, `_count`) so that they add up across
 //!   nodes (`histogram_quantile` over `sum by (le)`) and take constant memory:
-//!   `broker_publish_seconds`; `redis_publish_batch_size` (publications per Redis script call,
-//!   single-Redis mode with batching) and `redis_subscribe_batch_size` (channels per SUBSCRIBE).
+//!   `broker_publish_seconds`; `delivery_seconds` (a room message's `ts` to its write on a
+//!   recipient's socket, sampled: see `ws::latency`); `redis_publish_batch_size` (publications
+//!   per Redis script call, single-Redis mode with batching) and `redis_subscribe_batch_size`
+//!   (channels per SUBSCRIBE).
+//!
+//! **One node per process.** Every series carries a `node` label. Gauges are set per node at
+//! each scrape; counters and histograms are the process's (the recorder is process-wide) and
+//! get the `node` label of the first node built in the process, once, at install: so a
+//! counter's hot path pays nothing for it. A process hosting several nodes (only tests do)
+//! reports their counters summed under the first node's id.
 //!
 //! Every metric has a `# HELP` line (`COUNTERS` and `OTHERS` below). The standard `process_*`
 //! metrics (memory, open files and their limit, CPU, threads) are read at each scrape.
@@ -33,12 +44,14 @@ use crate::node::Node;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Installs the process-wide Prometheus recorder, once. Later calls (more nodes in one
-/// process, as in tests) share it. `None` if another recorder was installed first.
-pub fn install() -> Option<&'static PrometheusHandle> {
+/// Installs the process-wide Prometheus recorder, once, labelling every series `node` =
+/// `node` (gauges set their own). Later calls (more nodes in one process, as in tests) share
+/// it, first node's label included. `None` if another recorder was installed first.
+pub fn install(node: &str) -> Option<&'static PrometheusHandle> {
     HANDLE
-        .get_or_init(
-            || match builder().and_then(PrometheusBuilder::install_recorder) {
+        .get_or_init(|| {
+            let built = builder().map(|b| b.add_global_label("node", node));
+            match built.and_then(PrometheusBuilder::install_recorder) {
                 Ok(handle) => {
                     describe();
                     Some(handle)
@@ -47,9 +60,14 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                     tracing::warn!(%err, "metrics recorder not installed");
                     None
                 }
-            },
-        )
+            }
+        })
         .as_ref()
+}
+
+/// The recorder's handle, once [`install`] succeeded.
+fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE.get().and_then(Option::as_ref)
 }
 
 /// Every counter, with what it counts (its `# HELP` line).
@@ -102,6 +120,18 @@ const COUNTERS: &[(&str, &str)] = &[
         "roomcast_proxy_header_errors_total",
         "Connections from trusted proxies closed for a missing, invalid or late PROXY header.",
     ),
+    (
+        "roomcast_resumes_total",
+        "Joins with resume, by whether the missed messages were replayed (recovered).",
+    ),
+    (
+        "roomcast_rebalance_shed_total",
+        "Sessions sent away (goaway) to even out the cluster, by reason: auto, or api.",
+    ),
+    (
+        "roomcast_jwks_refetches_limited_total",
+        "Tokens with an unknown kid that fetched no JWKS, one having been fetched within auth.jwks_min_refetch_secs.",
+    ),
 ];
 
 /// The label values of the labelled counters, registered at zero with them.
@@ -145,6 +175,8 @@ const LABELLED: &[(&str, &str, &[&str])] = &[
         "reason",
         &["invalid", "timeout", "closed"],
     ),
+    ("roomcast_resumes_total", "recovered", &["true", "false"]),
+    ("roomcast_rebalance_shed_total", "reason", &["auto", "api"]),
 ];
 
 /// Gauges and histograms, with what they show.
@@ -169,6 +201,10 @@ const OTHERS: &[(&str, &str)] = &[
     (
         "roomcast_broker_publish_seconds",
         "Time the broker took to order a publish.",
+    ),
+    (
+        "roomcast_delivery_seconds",
+        "A room message's ts (publish accepted) to its write on a recipient's socket, sampled.",
     ),
     (
         "roomcast_redis_publish_batch_size",
@@ -214,6 +250,12 @@ fn describe() {
 const SECONDS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
+/// Delivery latency buckets, seconds: the publish buckets, on to past `socket.write_delay_ms`
+/// and a slow reader's writes (closed after `limits.write_timeout_ms`, 10 s). Each sample is a
+/// whole number of milliseconds (`ts` has no finer grain): 0 lands in the first bucket.
+const DELIVERY_SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 /// Batch size buckets: powers of two up to past `redis.publish_batch_max`'s default of 128.
 const COUNTS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
 
@@ -221,7 +263,12 @@ const COUNTS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 102
 /// added up across nodes, and its sketches keep growing with the spread of the values (after
 /// a 30 s load of 2,000 users the node held 1.2 MB with summaries, 0.5 MB with buckets).
 fn builder() -> Result<PrometheusBuilder, BuildError> {
+    // A `Full` matcher is tried before any `Suffix` one.
     PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("roomcast_delivery_seconds".into()),
+            DELIVERY_SECONDS,
+        )?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)?
         .set_buckets_for_metric(Matcher::Suffix("_batch_size".into()), COUNTS)
 }
@@ -238,7 +285,7 @@ fn builder() -> Result<PrometheusBuilder, BuildError> {
 /// blocks stayed allocated for good (312 KB in a heap profile taken 40 s after a 19,000-user
 /// load left). A few pins right after the fold advance the epoch and free them.
 pub fn upkeep() {
-    if let Some(handle) = install() {
+    if let Some(handle) = handle() {
         handle.run_upkeep();
         for _ in 0..4 {
             crossbeam_epoch::pin().flush();
@@ -248,7 +295,7 @@ pub fn upkeep() {
 
 /// `GET /metrics`: the Prometheus text format.
 pub async fn handler(State(node): State<Node>) -> Response {
-    let Some(handle) = install() else {
+    let Some(handle) = handle() else {
         return crate::http::json_error(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "metrics_unavailable",

@@ -8,13 +8,33 @@ use std::time::Duration;
 use common::{Client, Ended, TestServer};
 use serde_json::json;
 
-/// The value of the first sample whose line starts with `prefix` (name and labels).
-fn sample(text: &str, prefix: &str) -> Option<f64> {
+/// The value of the first sample named as `wanted` (`name` or `name{label="value",...}`) and
+/// carrying at least its labels, in any order: every series also has a `node` label.
+fn sample(text: &str, wanted: &str) -> Option<f64> {
+    let (name, labels) = split_series(wanted);
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| {
+            let (n, have) = split_series(series);
+            n == name && labels.iter().all(|label| have.contains(label))
+        })
+        .and_then(|(_, value)| value.parse().ok())
+}
+
+/// `name{a="1",b="2"}` into its name and its `a="1"` label pairs.
+fn split_series(series: &str) -> (&str, Vec<&str>) {
+    match series.split_once('{') {
+        Some((name, rest)) => {
+            let inner = rest.strip_suffix('}').unwrap_or(rest);
+            let labels = inner
+                .split("\",")
+                .map(|l| l.trim_end_matches('"'))
+                .collect();
+            (name, labels)
+        }
+        None => (series, Vec::new()),
+    }
 }
 
 async fn scrape(server: &TestServer) -> String {
@@ -34,6 +54,7 @@ async fn metrics_follow_traffic() {
     let before = scrape(&server).await;
     let deliveries_before = sample(&before, "roomcast_deliveries_total").unwrap_or(0.0);
     let published_before = sample(&before, "roomcast_messages_published_total").unwrap_or(0.0);
+    let sampled_before = sample(&before, "roomcast_delivery_seconds_count").unwrap_or(0.0);
 
     let mut a = server.connect("a").await;
     let mut b = server.connect("b").await;
@@ -75,6 +96,12 @@ async fn metrics_follow_traffic() {
     let under_2_5_s = sample(&text, "roomcast_broker_publish_seconds_bucket{le=\"2.5\"}").unwrap();
     let all = sample(&text, "roomcast_broker_publish_seconds_bucket{le=\"+Inf\"}").unwrap();
     assert!(under_2_5_s >= 10.0 && all >= under_2_5_s, "{text}");
+    // Delivery latency is sampled (at most one write a millisecond per thread): some of the
+    // writes to a and b were, and fell in buckets that reach past the write timeout.
+    let sampled = sample(&text, "roomcast_delivery_seconds_count").unwrap();
+    assert!(sampled > sampled_before, "{sampled_before} -> {sampled}");
+    let under_10_s = sample(&text, "roomcast_delivery_seconds_bucket{le=\"10\"}").unwrap();
+    assert_eq!(under_10_s, sampled, "{text}");
     assert!(sample(&text, "roomcast_frames_in_total").unwrap() >= 12.0);
 }
 
@@ -137,10 +164,39 @@ async fn auth_failures_are_counted_by_reason() {
     assert!(after > before, "{before} -> {after}");
 }
 
+/// Joins with `resume` are counted by outcome: `recovered="true"` when the missed messages
+/// were replayed, `"false"` when they could not be (here, an epoch the room never had).
+#[tokio::test]
+async fn resumes_are_counted_by_whether_they_recovered() {
+    let server = TestServer::start().await;
+    let key = |recovered| format!("roomcast_resumes_total{{recovered=\"{recovered}\"}}");
+    let before = scrape(&server).await;
+    let mut a = server.connect("a").await;
+    let joined = a.join("room").await;
+    a.publish("room", json!(1)).await;
+    a.request(json!({"type": "leave", "room": "room"})).await;
+    for (epoch, recovered) in [(joined["epoch"].clone(), true), (json!("other"), false)] {
+        let join = json!({"type": "join", "room": "room",
+            "epoch": epoch, "since": joined["offset"]});
+        let reply = a.request(join).await;
+        assert_eq!(reply["recovered"], recovered, "{reply}");
+        a.request(json!({"type": "leave", "room": "room"})).await;
+    }
+    let after = scrape(&server).await;
+    for recovered in [true, false] {
+        let (was, is) = (
+            sample(&before, &key(recovered)),
+            sample(&after, &key(recovered)),
+        );
+        assert_eq!(is, was.map(|n| n + 1.0), "{recovered}: {after}");
+    }
+}
+
 /// Every counter is there from the start (at zero before its first event, each label value
-/// too), the process's memory, open files, file limit and CPU are there, and every metric has
-/// its `# HELP` text: an alert on a rate, or a dashboard panel, sees 0 instead of no series.
-/// Before, counters appeared only after their first event and there were no process metrics.
+/// too), the process's memory, open files, file limit and CPU are there, every series carries
+/// a `node` label, and every metric has its `# HELP` text: an alert on a rate, or a dashboard
+/// panel, sees 0 instead of no series. Before, counters appeared only after their first event
+/// and there were no process metrics.
 #[tokio::test]
 async fn every_counter_is_present_from_the_start_and_every_metric_has_help() {
     let server = TestServer::start().await;
@@ -158,6 +214,10 @@ async fn every_counter_is_present_from_the_start_and_every_metric_has_help() {
         "roomcast_auth_failures_total{reason=\"token_invalid\"}",
         "roomcast_rate_limited_total{kind=\"too_many_pending_connections\"}",
         "roomcast_proxy_header_errors_total{reason=\"timeout\"}",
+        "roomcast_resumes_total{recovered=\"true\"}",
+        "roomcast_resumes_total{recovered=\"false\"}",
+        "roomcast_rebalance_shed_total{reason=\"auto\"}",
+        "roomcast_rebalance_shed_total{reason=\"api\"}",
     ] {
         assert!(
             sample(&text, counter).is_some(),
@@ -176,6 +236,13 @@ async fn every_counter_is_present_from_the_start_and_every_metric_has_help() {
     }
     assert!(sample(&text, "process_resident_memory_bytes").unwrap() > 1_000_000.0);
     assert!(sample(&text, "process_open_fds").unwrap() >= 1.0);
+    // Every series, counters, histograms and process metrics included, names its node.
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        assert!(line.contains("node=\""), "no node label: {line}");
+    }
     for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
         let name = line.split_whitespace().nth(2).unwrap();
         assert!(

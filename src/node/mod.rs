@@ -308,6 +308,10 @@ impl Node {
                 return Err(err.into());
             }
         };
+        if resume.is_some() {
+            let recovered = if history.recovered { "true" } else { "false" };
+            metrics::counter!("roomcast_resumes_total", "recovered" => recovered).increment(1);
+        }
         let joined = encode(&ServerFrame::Joined {
             id,
             room,

@@ -127,6 +127,22 @@ pub fn encode_message(room: &str, offset: u64, from: &str, data: &RawValue, ts: 
     encode_sized(&frame, capacity)
 }
 
+/// The `ts` of a `message` frame, read from its last bytes without parsing it: `ts` is the
+/// frame's last field (fixed by `ServerFrame::Message`), so the frame ends `"ts":DIGITS}`.
+/// `None` for any other frame. For sampling delivery latency on the write path, where a JSON
+/// parse per frame would cost more than the write.
+pub fn message_ts(frame: &str) -> Option<u64> {
+    const HEAD: &str = r#"{"type":"message","#;
+    const TS: &str = r#","ts":"#;
+    let body = frame.strip_prefix(HEAD)?.strip_suffix('}')?;
+    let rest = body.trim_end_matches(|c: char| c.is_ascii_digit());
+    let digits = &body[rest.len()..];
+    if !rest.ends_with(TS) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// A `message` frame cut around its offset, for a broker that assigns the offset elsewhere
 /// (the Redis engine's publish script): `prefix + offset + suffix` is exactly what
 /// [`encode_message`] produces, so every engine hands clients the same bytes.
@@ -197,6 +213,20 @@ mod tests {
             let whole = encode_message("r:0", offset, "u", &data, 99);
             assert_eq!(format!("{prefix}{offset}{suffix}"), whole.as_str());
         }
+    }
+
+    #[test]
+    fn message_ts_reads_the_last_field_of_message_frames_only() {
+        // Data that looks like a timestamp must not fool it.
+        let data = RawValue::from_string(r#"{"x":",\"ts\":5}é"}"#.into()).unwrap();
+        for ts in [0, 1_700_000_000_123, u64::MAX] {
+            let frame = encode_message("r", 3, "u", &data, ts);
+            assert_eq!(message_ts(frame.as_str()), Some(ts));
+        }
+        let direct = encode_direct("u", &data, 42);
+        assert_eq!(message_ts(direct.as_str()), None);
+        assert_eq!(message_ts(r#"{"type":"message","ts":"x"}"#), None);
+        assert_eq!(message_ts(""), None);
     }
 
     #[test]

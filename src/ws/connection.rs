@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use super::Permits;
 use super::frame::{self, Incoming};
+use super::latency::Sample;
 use super::socket::{Event, RecvError, WebSocket};
 use crate::auth::{AuthError, Identity};
 use crate::node::limiter::{TokenBucket, Verdict};
@@ -24,7 +25,7 @@ use crate::protocol::{
     CloseCode, ErrorCode, ProtocolError, Request, RequestId, Resume, ServerFrame, decode_request,
     encode,
 };
-use crate::session::{Outbox, Outgoing, SessionHandle};
+use crate::session::{Batch, Outbox, Outgoing, SessionHandle};
 
 /// The heartbeat: a ping frame with no payload.
 const PING: Bytes = Bytes::from_static(&[0x80 | frame::PING, 0]);
@@ -85,6 +86,7 @@ pub fn serve(
             hold_until: None,
             message_started: None,
             rearm: false,
+            sample: Sample::default(),
         },
     };
     async move {
@@ -137,6 +139,8 @@ struct Clock {
     message_started: Option<Instant>,
     /// A deadline may have moved earlier than the timer's: compute the next wake-up again.
     rearm: bool,
+    /// The delivery latency sample of the batch being written, if it was sampled.
+    sample: Sample,
 }
 
 /// The fixed intervals the clock measures against, from the configuration.
@@ -215,7 +219,7 @@ impl Connection {
                 },
                 event = socket.next() => match event {
                     Event::Flushed => {
-                        outbox.written();
+                        self.written(outbox);
                         Ok(())
                     }
                     Event::Received(msg) => Box::pin(self.on_received(msg, socket, outbox)).await,
@@ -246,7 +250,7 @@ impl Connection {
             Outgoing::Close(code) => Err(Exit::Close(code)),
             Outgoing::Drain => Err(Exit::Drain),
             Outgoing::Frames(batch) if write_delay.is_zero() => {
-                socket.queue_text(batch);
+                self.queue_batch(socket, batch);
                 self.write_now(socket, outbox)
             }
             Outgoing::Frames(batch) => {
@@ -260,12 +264,25 @@ impl Connection {
         }
     }
 
+    /// Hands frames taken from the session's queue to the socket, sampling their latency.
+    fn queue_batch(&mut self, socket: &mut WebSocket, batch: Batch) {
+        self.clock.sample.taken(&batch);
+        socket.queue_text(batch);
+    }
+
+    /// Everything handed to the socket is written: it no longer counts against the session's
+    /// limits, and a latency sample taken with it is recorded.
+    fn written(&mut self, outbox: &mut Outbox) {
+        outbox.written();
+        self.clock.sample.written();
+    }
+
     /// Writes what the socket takes now; the rest goes on in `socket.next()`, and a write that
     /// has to wait arms the write deadline.
     fn write_now(&mut self, socket: &mut WebSocket, outbox: &mut Outbox) -> Result<(), Exit> {
         match socket.flush_now() {
             Ok(true) => {
-                outbox.written();
+                self.written(outbox);
                 Ok(())
             }
             Ok(false) => {
@@ -289,7 +306,7 @@ impl Connection {
         if self.clock.hold_until.is_some_and(|at| at <= now) {
             self.clock.hold_until = None;
             if !socket.writing() {
-                socket.queue_text(outbox.take());
+                self.queue_batch(socket, outbox.take());
                 self.write_now(socket, outbox)?;
             }
         }
@@ -467,7 +484,7 @@ impl Connection {
             }
             Request::Send { to, data } => self.send_direct(id, &to, &data).await,
             Request::Presence { room } => self.presence(id, &room).await,
-            Request::Refresh { token } => self.refresh(id, &token),
+            Request::Refresh { token } => self.refresh(id, &token).await,
             Request::Ping => {
                 self.reply(&ServerFrame::Pong { id });
                 Ok(())
@@ -567,7 +584,7 @@ impl Connection {
 
     /// Replaces the session's token: same user, new expiry and permissions. Rooms already
     /// joined stay joined.
-    fn refresh(&mut self, id: Option<&RequestId>, token: &str) -> Result<(), ProtocolError> {
+    async fn refresh(&mut self, id: Option<&RequestId>, token: &str) -> Result<(), ProtocolError> {
         let verifier = self.node.verifier();
         if !verifier.enabled() {
             return Err(ProtocolError::new(
@@ -575,7 +592,7 @@ impl Connection {
                 "authentication is off; nothing to refresh",
             ));
         }
-        let identity = verifier.verify(token).map_err(token_error)?;
+        let identity = verifier.verify(token).await.map_err(token_error)?;
         if identity.user != self.identity.user {
             return Err(token_error(AuthError::WrongUser));
         }

@@ -5,6 +5,7 @@ mod close_log;
 mod connection;
 mod frame;
 mod handshake;
+mod latency;
 mod socket;
 
 use std::net::SocketAddr;
@@ -87,7 +88,7 @@ pub async fn upgrade(
             return json_error(rejection.status(), "bad_query", &rejection.body_text());
         }
     };
-    let identity = match identify(&node, &headers, params) {
+    let identity = match identify(&node, &headers, params).await {
         Ok(identity) => identity,
         Err(refusal) => return refusal.into_response(),
     };
@@ -179,7 +180,7 @@ impl IntoResponse for Unidentified {
 }
 
 /// The connecting user: from a verified token when authentication is on, else from `?user=`.
-fn identify(
+async fn identify(
     node: &Node,
     headers: &HeaderMap,
     params: ConnectParams,
@@ -202,7 +203,7 @@ fn identify(
     }
     let token = params.token.or_else(|| token_from_headers(headers));
     match token {
-        Some(token) => verifier.verify(&token).map_err(Unidentified::Token),
+        Some(token) => verifier.verify(&token).await.map_err(Unidentified::Token),
         None => Err(Unidentified::Token(AuthError::Missing)),
     }
 }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod haproxy;
 pub mod process;
+pub mod prometheus;
 pub mod redis;
 pub mod redis_cluster;
 
