@@ -123,12 +123,18 @@ async fn header_errors(addr: SocketAddr, reason: &str) -> f64 {
         .sum()
 }
 
-/// haproxy with `server_options` in front of a node allowing 2 connections per address:
-/// two clients from 127.0.0.2 are upgraded, a third is refused, and a client from 127.0.0.3
-/// still gets in. Were the node counting haproxy's address, the bystander would be the third.
-async fn per_ip_limit_counts_each_client_behind(server_options: &str) {
-    let node = node("127.0.0.1/32", |c| c.limits.max_connections_per_ip = 2).await;
-    let lb = Haproxy::start_with(&[node.addr.to_string()], server_options);
+/// haproxy with `server_options` (and `backend_lines`) in front of a node allowing 2
+/// connections per address: two clients from 127.0.0.2 are upgraded, a third is refused, and a
+/// client from 127.0.0.3 still gets in. Were the node counting haproxy's address, the bystander
+/// would be the third.
+async fn per_ip_limit_counts_each_client_behind(server_options: &str, backend_lines: &str) {
+    let proxy_protocol = server_options.contains("send-proxy");
+    let node = node("127.0.0.1/32", |c| {
+        c.limits.max_connections_per_ip = 2;
+        c.proxy_protocol = proxy_protocol;
+    })
+    .await;
+    let lb = Haproxy::start_configured(&[node.addr.to_string()], backend_lines, server_options);
     // The health checks carry a header too (v2 LOCAL): the server must be up.
     wait_ready(&lb.base(), 200).await;
     let lb_addr: SocketAddr = ([127, 0, 0, 1], lb.port).into();
@@ -148,12 +154,19 @@ async fn per_ip_limit_counts_each_client_behind(server_options: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_haproxy_send_proxy_v2_per_ip_limits_count_the_real_clients() {
-    per_ip_limit_counts_each_client_behind("check send-proxy-v2").await;
+    per_ip_limit_counts_each_client_behind("check send-proxy-v2", "").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_haproxy_send_proxy_v1_per_ip_limits_count_the_real_clients() {
-    per_ip_limit_counts_each_client_behind("check send-proxy").await;
+    per_ip_limit_counts_each_client_behind("check send-proxy", "").await;
+}
+
+/// The same through haproxy's `X-Forwarded-For` (`option forwardfor`), PROXY protocol off: the
+/// node counts the client the trusted balancer names in the header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_haproxy_x_forwarded_for_per_ip_limits_count_the_real_clients() {
+    per_ip_limit_counts_each_client_behind("check", "option forwardfor").await;
 }
 
 /// The request after a header is read whole (nothing of it taken with the header), and the

@@ -21,6 +21,16 @@ impl Haproxy {
     /// As [`Self::start`], with `server_options` on every server line instead of `check`
     /// (e.g. `check send-proxy-v2`).
     pub fn start_with(backends: &[String], server_options: &str) -> Self {
+        Self::start_configured(backends, "", server_options)
+    }
+
+    /// As [`Self::start_with`], with `backend_lines` (e.g. `option forwardfor`) added to the
+    /// backend.
+    pub fn start_configured(
+        backends: &[String],
+        backend_lines: &str,
+        server_options: &str,
+    ) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -36,6 +46,9 @@ impl Haproxy {
         );
         for (i, addr) in backends.iter().enumerate() {
             config.push_str(&format!("  server n{i} {addr} {server_options}\n"));
+        }
+        for line in backend_lines.lines() {
+            config.push_str(&format!("  {line}\n"));
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("haproxy.cfg");
