@@ -95,9 +95,18 @@ async fn member(i: usize, url: String, fleet: Arc<Fleet>, reconnect: bool) {
     }
 }
 
+/// A free port below the kernel's ephemeral range: the third node binds it only after 300
+/// clients hold outgoing connections, and one of those could take a port from that range.
 fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let start = 10_000 + (std::process::id() % 10_000) as u16;
+    (start..low)
+        .chain(10_000..start)
+        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 /// Waits until `done` holds for the fleet, or panics with the counts after `limit`.

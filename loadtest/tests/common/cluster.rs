@@ -27,17 +27,19 @@ pub fn roomcast_binary() -> PathBuf {
 }
 
 /// A base port P with P (haproxy), P+1..=P+3 (instances), P+90 (Redis) and P+91 (haproxy's
-/// runtime API) all free.
+/// runtime API) all free, below the kernel's ephemeral range: an instance started later (`scale`)
+/// binds its port while the test's clients hold hundreds of outgoing connections, and one of
+/// those could have taken a port from that range (seen once in CI).
 pub fn free_base_port() -> u16 {
-    for _ in 0..50 {
-        let base = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if base > 65_000 {
-            continue;
-        }
+    let low = ephemeral_low();
+    let seed =
+        std::process::id() as u64 ^ std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos() as u64;
+    for attempt in 0..200u64 {
+        // Spread over [10000, low - 100), away from the ephemeral ports.
+        let span = u64::from(low.saturating_sub(10_100).max(1));
+        let base = 10_000
+            + ((seed.wrapping_mul(6364136223846793005) ^ attempt.wrapping_mul(1442695040888963407))
+                % span) as u16;
         let free = [0, 1, 2, 3, 90, 91]
             .iter()
             .all(|d| TcpListener::bind(("127.0.0.1", base + d)).is_ok());
@@ -45,7 +47,15 @@ pub fn free_base_port() -> u16 {
             return base;
         }
     }
-    panic!("no free port range found");
+    panic!("no free port range found below the ephemeral ports");
+}
+
+/// The first port the kernel hands out for outgoing connections (32768 by default).
+pub fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Runs `scripts/cluster` with this test's cluster settings.
