@@ -274,6 +274,53 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Records what a history read of `room` saw (`top` in `epoch`) as the room's position if
+    /// it has none yet. Returns the next offset due when the position, in the same epoch, is
+    /// already past `top`: another join's newer read, or live messages, moved it on while this
+    /// read was under way, and the offsets in between will not come live again.
+    fn settle_position(&self, room: &str, epoch: &Arc<str>, top: u64) -> Option<u64> {
+        let position = self.subs.lock().rooms.get(room).cloned()?;
+        let mut seq = position.lock();
+        match seq.next {
+            None => {
+                seq.next = Some(top + 1);
+                seq.epoch = Some(epoch.clone());
+                None
+            }
+            Some(next) if next > top + 1 && seq.epoch.as_ref() == Some(epoch) => Some(next),
+            Some(_) => None,
+        }
+    }
+
+    /// Moves a join's `catchup` up to the live stream, which continues at `next`: a plain join
+    /// starts there; a recovered resume also gets the frames in between from the history, or
+    /// is told it is not recovered if the history no longer holds them all.
+    async fn catch_up_to(&self, room: &str, catchup: &mut Catchup, next: u64) {
+        let (from, to) = (catchup.top + 1, next - 1);
+        catchup.top = to;
+        if !catchup.recovered {
+            return;
+        }
+        let read = self.run(self.scripts.range(room, from, to)).await;
+        match read {
+            Ok((Some(epoch), first, frames, _))
+                if *epoch == *catchup.epoch
+                    && first == from
+                    && frames.len() as u64 == to - from + 1 =>
+            {
+                catchup
+                    .replay
+                    .extend(frames.into_iter().map(Utf8Bytes::from));
+            }
+            _ => {
+                catchup.recovered = false;
+                catchup.replay.clear();
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Broker for RedisBroker {
     async fn publish(&self, room: &str, from: &str, data: &RawValue) -> Result<u64, BrokerError> {
@@ -314,20 +361,16 @@ impl Broker for RedisBroker {
         let s = &self.shared;
         let (epoch, top, recovered, frames) = s.run(s.scripts.history(room, resume)).await?;
         let epoch: Arc<str> = Arc::from(epoch);
-        if let Some(position) = s.subs.lock().rooms.get(room) {
-            let mut seq = position.lock();
-            // Before the first live message, the position the room had when we looked.
-            if seq.next.is_none() {
-                seq.next = Some(top + 1);
-                seq.epoch = Some(epoch.clone());
-            }
-        }
-        Ok(Catchup {
+        let mut catchup = Catchup {
             epoch,
             top,
             recovered: resume.is_some() && recovered == 1,
             replay: frames.into_iter().map(Utf8Bytes::from).collect(),
-        })
+        };
+        if let Some(next) = s.settle_position(room, &catchup.epoch, top) {
+            s.catch_up_to(room, &mut catchup, next).await;
+        }
+        Ok(catchup)
     }
 
     async fn subscribe(&self, room: &str) -> Result<(), BrokerError> {
