@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{Cluster, repo};
+use common::cluster::{Cluster, assert_resumed_without_loss, passed_report, repo};
 use common::run_binary;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,16 +60,8 @@ async fn rolling_restart_through_haproxy_loses_nothing() {
     restarts.await;
     let ran = load.await.unwrap();
     println!("{}", ran.stdout);
-    assert_eq!(
-        ran.code,
-        Some(0),
-        "loadtest failed:\nstdout:\n{}\nstderr:\n{}",
-        ran.stdout,
-        ran.stderr
-    );
 
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = passed_report(&ran, &json);
     let c = &report["correctness"];
     let m = &report["messages"];
     let conn = &report["connections"];
@@ -89,12 +81,7 @@ async fn rolling_restart_through_haproxy_loses_nothing() {
     assert!(m["acked"].as_u64().unwrap() > 1000, "traffic flowed");
     // The restarts really hit users (close 1001), and they came back and resumed.
     assert!(conn["server_drains"].as_u64().unwrap() >= 150, "{conn}");
-    assert_eq!(conn["unexpected_disconnects"], 0, "{conn}");
-    assert_eq!(conn["reconnects_failed"], 0, "{conn}");
     assert!(c["resumes_recovered"].as_u64().unwrap() >= 150, "{c}");
-    assert_eq!(c["resumes_unrecovered"], 0, "{c}");
-    for key in ["lost", "duplicates", "out_of_order", "acked_not_observed"] {
-        assert_eq!(c[key], 0, "{key}: {c}");
-    }
+    assert_resumed_without_loss(&report);
     cluster.cmd(&["down"]);
 }

@@ -149,3 +149,27 @@ impl Cluster {
             .sum()
     }
 }
+
+/// The JSON report of a load-tester run that exited 0 (panics with its output otherwise).
+pub fn passed_report(ran: &super::Ran, json: &Path) -> serde_json::Value {
+    assert_eq!(
+        ran.code,
+        Some(0),
+        "loadtest failed:\nstdout:\n{}\nstderr:\n{}",
+        ran.stdout,
+        ran.stderr
+    );
+    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+}
+
+/// Users sent away by the cluster came back and resumed, and nothing was lost, duplicated or
+/// reordered.
+pub fn assert_resumed_without_loss(report: &serde_json::Value) {
+    let (c, conn) = (&report["correctness"], &report["connections"]);
+    assert_eq!(conn["unexpected_disconnects"], 0, "{conn}");
+    assert_eq!(conn["reconnects_failed"], 0, "{conn}");
+    assert_eq!(c["resumes_unrecovered"], 0, "{c}");
+    for key in ["lost", "duplicates", "out_of_order", "acked_not_observed"] {
+        assert_eq!(c[key], 0, "{key}: {c}");
+    }
+}
