@@ -125,7 +125,7 @@ async fn preflight(scenario: &Scenario, in_process: bool) -> Result<(), RunError
             users: scenario.users,
         });
     }
-    let endpoints = target::endpoints(&targets, scenario.insecure).await?;
+    let endpoints = target::endpoints(&targets, scenario.insecure, scenario.deflate).await?;
     if scenario.source_ips > 1 {
         if let Some(e) = endpoints.iter().find(|e| !e.addr.ip().is_loopback()) {
             return Err(ScenarioError::Invalid {

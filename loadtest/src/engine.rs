@@ -160,7 +160,7 @@ async fn run(
     };
     // A worker process resolves for itself (the coordinator's addresses are not passed on).
     let endpoints = match plan.scenario.targets() {
-        Ok(targets) => target::endpoints(&targets, plan.scenario.insecure)
+        Ok(targets) => target::endpoints(&targets, plan.scenario.insecure, plan.scenario.deflate)
             .await
             .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),

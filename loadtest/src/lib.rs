@@ -8,11 +8,13 @@
 //! Layers, lowest first. A module uses only modules of lower layers: the root crate's
 //! `tests/layering.rs` reads this list and fails on any `use crate::…` that points sideways or up.
 //!
-//! 1. [`auth`], [`cpu`], [`rng`], [`wire`]: the HS256 token a connection presents; the tester's
-//!    own CPU time and peak memory; seeded randomness; requests and a borrowed view of server
-//!    frames, the payload in `data`, the clock. No I/O.
-//! 2. [`tls`]: the rustls client (system roots, or `insecure`: any certificate) and the plain or
-//!    TLS stream a socket runs over.
+//! 1. [`auth`], [`cpu`], [`deflate`], [`rng`], [`wire`]: the HS256 token a connection presents;
+//!    the tester's own CPU time and peak memory; the permessage-deflate offer and inflater;
+//!    seeded randomness; requests and a borrowed view of server frames, the payload in `data`,
+//!    the clock. No I/O.
+//! 2. [`tls`], [`socket`]: the rustls client (system roots, or `insecure`: any certificate) and
+//!    the plain or TLS stream a socket runs over; the byte stream under each WebSocket, counting
+//!    wire bytes and inflating compressed messages.
 //! 3. [`target`]: `ws://`/`wss://` URLs, resolved once per process, and opening one WebSocket
 //!    (from a chosen 127.0.0.N source address for loopback targets).
 //! 4. [`scenario`]: what a run does (TOML + overrides), validated with the key named.
@@ -33,11 +35,13 @@ pub mod auth;
 pub mod chaos;
 pub mod coordinator;
 pub mod cpu;
+pub mod deflate;
 pub mod engine;
 pub mod plot;
 pub mod report;
 pub mod rng;
 pub mod scenario;
+pub mod socket;
 pub mod stats;
 pub mod target;
 pub mod tls;

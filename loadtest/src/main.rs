@@ -81,6 +81,10 @@ struct Cli {
     /// traffic, tokens included. For a private CA prefer SSL_CERT_FILE=ca.pem, which verifies.
     #[arg(long)]
     insecure: bool,
+    /// Offer permessage-deflate on every connection; the report counts those the server
+    /// accepted, and wire bytes per delivery with or without it.
+    #[arg(long)]
+    deflate: bool,
     /// Write every figure as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -210,6 +214,7 @@ impl Cli {
             jwt_secret: self.jwt_secret.clone(),
             // Like `resume_elsewhere`: the flag turns it on, a scenario file may too.
             insecure: self.insecure.then_some(true),
+            deflate: self.deflate.then_some(true),
         }
     }
 }

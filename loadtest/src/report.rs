@@ -58,6 +58,9 @@ pub struct Connections {
     pub peak_concurrent: u64,
     /// Server heartbeat pings received and answered: idle connections stayed alive.
     pub pings: u64,
+    /// Connections (first connects and reconnects) whose server accepted permessage-deflate.
+    #[serde(default)]
+    pub deflate_negotiated: u64,
     /// TCP connect + WebSocket handshake.
     pub connect_time: Summary,
 }
@@ -77,6 +80,14 @@ pub struct Messages {
     pub deliveries_per_sec_peak: u64,
     pub frames_received: u64,
     pub bytes_received: u64,
+    /// WebSocket bytes read off the connections: every frame with its header, compressed as
+    /// the server sent it (above TLS; HTTP handshakes excluded).
+    #[serde(default)]
+    pub wire_bytes_received: u64,
+    /// `wire_bytes_received / deliveries` (0 without deliveries): what one delivery costs on
+    /// the wire, replies, pings and framing included.
+    #[serde(default)]
+    pub wire_bytes_per_delivery: f64,
     /// Publish (sender's clock) to delivery (receiver's clock).
     pub latency: Summary,
     /// Publish to `ack`.
@@ -328,6 +339,7 @@ fn connections(
         join_failed: c.join_failed,
         peak_concurrent: series.iter().map(|p| p.connected).max().unwrap_or(0),
         pings: c.pings,
+        deflate_negotiated: c.deflate_connections,
         connect_time: connect.summary(),
     }
 }
@@ -355,6 +367,12 @@ fn messages(m: &Merged, series: &[Point]) -> Messages {
         deliveries_per_sec_peak: busy.iter().copied().max().unwrap_or(0),
         frames_received: c.frames_received,
         bytes_received: c.bytes_received,
+        wire_bytes_received: c.wire_bytes_received,
+        wire_bytes_per_delivery: if c.deliveries == 0 {
+            0.0
+        } else {
+            c.wire_bytes_received as f64 / c.deliveries as f64
+        },
         latency: latency.summary(),
         ack_latency: ack.summary(),
     }

@@ -61,6 +61,9 @@ pub struct Scenario {
     /// front end on a network you trust only: an interceptor could read and change everything,
     /// tokens included.
     pub insecure: bool,
+    /// Offer permessage-deflate (RFC 7692) on every connection. Default false. The report
+    /// counts the connections whose server accepted, and wire bytes per delivery either way.
+    pub deflate: bool,
 }
 
 /// `count` rooms of `size` members; the first `publishers` members of each publish.
@@ -99,6 +102,7 @@ impl Default for Scenario {
             connect_timeout_ms: 5000,
             jwt_secret: None,
             insecure: false,
+            deflate: false,
         }
     }
 }
@@ -139,6 +143,7 @@ pub struct Overrides {
     pub source_ips: Option<u32>,
     pub jwt_secret: Option<String>,
     pub insecure: Option<bool>,
+    pub deflate: Option<bool>,
 }
 
 /// Most processes a run may spawn; also bounds what a scenario file can make this machine do.
@@ -202,7 +207,8 @@ impl Scenario {
             resume_elsewhere,
             workers,
             source_ips,
-            insecure
+            insecure,
+            deflate
         );
         if !o.urls.is_empty() {
             self.urls = o.urls.clone();

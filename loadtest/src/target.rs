@@ -1,6 +1,7 @@
 //! Target URLs: parsing `ws://` and `wss://`, resolving each once into an [`Endpoint`], and
 //! opening one WebSocket to it (over TLS for `wss://`, from a chosen 127.0.0.N source address
-//! for loopback targets), as `?user=` or with a token from `auth`.
+//! for loopback targets), as `?user=` or with a token from `auth`, offering permessage-deflate
+//! when asked (the `socket` under it inflates what the server compresses).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -10,14 +11,17 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
-use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::header::{AUTHORIZATION, SEC_WEBSOCKET_EXTENSIONS};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::auth::{Credentials, TokenError};
+use crate::deflate;
+use crate::socket::Socket;
 use crate::tls::{Stream, Tls, TlsError};
 
-/// A client WebSocket over TCP, plain or TLS.
-pub type Ws = WebSocketStream<Stream>;
+/// A client WebSocket over TCP, plain or TLS, counting what it reads (`Socket`).
+pub type Ws = WebSocketStream<Socket<Stream>>;
 
 /// Why a URL cannot be a target.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -120,6 +124,7 @@ impl Target {
         &self,
         user: &str,
         credentials: Option<&Credentials>,
+        deflate: bool,
     ) -> Result<Request, ConnectError> {
         let uri = self.request_uri(credentials.is_none().then_some(user));
         let mut request = uri
@@ -133,6 +138,12 @@ impl Target {
                     source,
                 })?;
             request.headers_mut().insert(AUTHORIZATION, value);
+        }
+        if deflate {
+            request.headers_mut().insert(
+                SEC_WEBSOCKET_EXTENSIONS,
+                HeaderValue::from_static(deflate::OFFER),
+            );
         }
         Ok(request)
     }
@@ -186,12 +197,19 @@ pub struct Endpoint {
     pub target: Target,
     pub addr: SocketAddr,
     tls: Option<Tls>,
+    /// Offer permessage-deflate in the handshake (`--deflate`).
+    pub deflate: bool,
 }
 
 /// Resolves `targets`, building the TLS client once if any is `wss://` (`insecure`: accept
 /// any certificate, see `tls::insecure`). A name takes its first IPv4 address if it has one,
-/// so `localhost` is 127.0.0.1 whatever order the resolver gives.
-pub async fn endpoints(targets: &[Target], insecure: bool) -> Result<Vec<Endpoint>, ResolveError> {
+/// so `localhost` is 127.0.0.1 whatever order the resolver gives. `deflate`: every connection
+/// offers permessage-deflate.
+pub async fn endpoints(
+    targets: &[Target],
+    insecure: bool,
+    deflate: bool,
+) -> Result<Vec<Endpoint>, ResolveError> {
     let tls = if targets.iter().any(|t| t.scheme == Scheme::Wss) {
         Some(Tls::new(insecure)?)
     } else {
@@ -207,6 +225,7 @@ pub async fn endpoints(targets: &[Target], insecure: bool) -> Result<Vec<Endpoin
             target: t.clone(),
             addr,
             tls: (t.scheme == Scheme::Wss).then(|| tls.clone()).flatten(),
+            deflate,
         });
     }
     Ok(out)
@@ -316,13 +335,16 @@ struct RefusalBody {
     error: String,
 }
 
+/// The largest message or frame read, inflated or not.
+const MAX_MESSAGE: usize = 1 << 20;
+
 /// Small buffers: an idle connection should cost a few KiB, not tungstenite's 128 KiB default.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
-        .max_message_size(Some(1 << 20))
-        .max_frame_size(Some(1 << 20))
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
 }
 
 /// Opens a WebSocket to `endpoint` as `user`, from `source` if given, with a token from
@@ -336,7 +358,7 @@ pub async fn connect(
 ) -> Result<Ws, ConnectError> {
     let target = &endpoint.target;
     let attempt = async {
-        let request = target.request(user, credentials)?;
+        let request = target.request(user, credentials, endpoint.deflate)?;
         let tcp = tcp(endpoint.addr, source).await?;
         let stream = match &endpoint.tls {
             Some(tls) => {
@@ -349,6 +371,7 @@ pub async fn connect(
             }
             None => Stream::Plain(tcp),
         };
+        let stream = Socket::new(stream, endpoint.deflate, MAX_MESSAGE);
         let (ws, _response) =
             tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
                 .await
@@ -399,7 +422,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(endpoints(&[t], true)).unwrap().remove(0)
+        rt.block_on(endpoints(&[t], true, false)).unwrap().remove(0)
     }
 
     #[test]
@@ -437,14 +460,16 @@ mod tests {
     #[test]
     fn a_token_replaces_the_user_in_the_query() {
         let t = Target::parse("ws://127.0.0.1:1/ws").unwrap();
-        let plain = t.request("u1", None).unwrap();
+        let plain = t.request("u1", None, false).unwrap();
         assert_eq!(plain.uri(), "ws://127.0.0.1:1/ws?user=u1");
         assert!(plain.headers().get(AUTHORIZATION).is_none());
         let c = Credentials::hs256("0123456789abcdef0123456789abcdef", Duration::from_secs(60));
-        let signed = t.request("u1", Some(&c)).unwrap();
+        let signed = t.request("u1", Some(&c), true).unwrap();
         assert_eq!(signed.uri(), "ws://127.0.0.1:1/ws");
         let auth = signed.headers()[AUTHORIZATION].to_str().unwrap();
         assert!(auth.starts_with("Bearer ey"), "{auth}");
+        assert!(plain.headers().get(SEC_WEBSOCKET_EXTENSIONS).is_none());
+        assert_eq!(signed.headers()[SEC_WEBSOCKET_EXTENSIONS], deflate::OFFER);
     }
 
     #[test]

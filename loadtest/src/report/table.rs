@@ -110,6 +110,15 @@ impl Report {
                 m.bytes_received as f64 / 1048576.0
             ),
         );
+        t.row(
+            "wire",
+            format!(
+                "{:.1} bytes per delivery ({:.1} MiB of frames read); permessage-deflate on {} connections",
+                m.wire_bytes_per_delivery,
+                m.wire_bytes_received as f64 / 1048576.0,
+                self.connections.deflate_negotiated
+            ),
+        );
         t.row("latency", latency(&m.latency));
         t.row("ack latency", latency(&m.ack_latency));
         let d = &self.direct;

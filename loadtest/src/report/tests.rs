@@ -84,6 +84,7 @@ fn connections() -> Connections {
         join_failed: 0,
         peak_concurrent: 117,
         pings: 9,
+        deflate_negotiated: 118,
         connect_time: lat(118, 1234),
     }
 }
@@ -101,6 +102,8 @@ fn messages() -> Messages {
         deliveries_per_sec_peak: 1500,
         frames_received: 11000,
         bytes_received: 3 * 1048576 + 524288,
+        wire_bytes_received: 1048576,
+        wire_bytes_per_delivery: 106.2,
         latency: lat(9876, 456),
         ack_latency: lat(990, 789),
     }
@@ -156,6 +159,7 @@ fn table_with_every_row() {
   connect time           p50 1.23 ms  p90 2.47 ms  p99 3.70 ms  p99.9 4.94 ms  max 6.17 ms  (n=118)
   published / acked      1000 / 990 (4 errors (rate_limited×3, unknown×1), 5 unanswered, 1 abandoned)
   deliveries             9876 (988/s mean, 1500/s peak), 3.5 MiB received
+  wire                   106.2 bytes per delivery (1.0 MiB of frames read); permessage-deflate on 118 connections
   latency                p50 0.46 ms  p90 0.91 ms  p99 1.37 ms  p99.9 1.82 ms  max 2.28 ms  (n=9876)
   ack latency            p50 0.79 ms  p90 1.58 ms  p99 2.37 ms  p99.9 3.16 ms  max 3.94 ms  (n=990)
   direct                 10 sent, 9 acked, 8 received; p50 0.32 ms  p90 0.64 ms  p99 0.96 ms  p99.9 1.28 ms  max 1.60 ms  (n=8)
@@ -195,6 +199,7 @@ fn table_without_optional_rows() {
   connect time           p50 1.23 ms  p90 2.47 ms  p99 3.70 ms  p99.9 4.94 ms  max 6.17 ms  (n=118)
   published / acked      1000 / 990 (4 errors (none), 5 unanswered, 1 abandoned)
   deliveries             9876 (988/s mean, 1500/s peak), 3.5 MiB received
+  wire                   106.2 bytes per delivery (1.0 MiB of frames read); permessage-deflate on 118 connections
   latency                no samples
   ack latency            p50 0.79 ms  p90 1.58 ms  p99 2.37 ms  p99.9 3.16 ms  max 3.94 ms  (n=990)
   direct                 10 sent, 9 acked, 8 received; no samples

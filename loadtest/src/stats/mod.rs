@@ -45,6 +45,11 @@ pub struct Counters {
     pub deliveries: u64,
     pub frames_received: u64,
     pub bytes_received: u64,
+    /// WebSocket bytes read off the connections: every frame with its header, compressed as
+    /// sent (above TLS; the HTTP handshake excluded).
+    pub wire_bytes_received: u64,
+    /// Connections whose server accepted the permessage-deflate offer (`deflate`).
+    pub deflate_connections: u64,
     /// The server's heartbeat pings (WebSocket ping frames), answered with pongs.
     pub pings: u64,
     pub direct_sent: u64,
@@ -67,7 +72,7 @@ pub struct Counters {
 
 impl Counters {
     pub fn merge(&mut self, o: &Counters) {
-        let pairs: [(&mut u64, u64); 24] = [
+        let pairs: [(&mut u64, u64); 26] = [
             (&mut self.connects_ok, o.connects_ok),
             (&mut self.connects_failed, o.connects_failed),
             (&mut self.reconnects_ok, o.reconnects_ok),
@@ -85,6 +90,8 @@ impl Counters {
             (&mut self.deliveries, o.deliveries),
             (&mut self.frames_received, o.frames_received),
             (&mut self.bytes_received, o.bytes_received),
+            (&mut self.wire_bytes_received, o.wire_bytes_received),
+            (&mut self.deflate_connections, o.deflate_connections),
             (&mut self.pings, o.pings),
             (&mut self.direct_sent, o.direct_sent),
             (&mut self.direct_acked, o.direct_acked),

@@ -44,6 +44,12 @@ fn next_at(at: Instant, per_sec: f64, now: Instant) -> Instant {
     }
 }
 
+/// Adds what `ws` read off its connection since the last call to the wire byte count.
+fn count_wire(shared: &Shared, ws: &mut Ws) {
+    let n = ws.get_mut().take_read();
+    shared.stats.borrow_mut().counters.wire_bytes_received += n;
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReqKind {
     Publish,
@@ -237,6 +243,7 @@ impl User {
                         st.connect_time.record(began.elapsed().as_micros() as u64);
                     }
                     st.connected += 1;
+                    st.counters.deflate_connections += u64::from(socket.get_ref().deflate());
                     ws = Some(socket);
                     break;
                 }
@@ -256,7 +263,9 @@ impl User {
             }
             return None;
         };
-        match self.handshake(shared, &mut ws, limit).await {
+        let joined = self.handshake(shared, &mut ws, limit).await;
+        count_wire(shared, &mut ws);
+        match joined {
             Ok(()) => {
                 self.schedule(shared);
                 Some(ws)
@@ -390,7 +399,7 @@ impl User {
                         return End::Lost;
                     }
                 }
-                frame = ws.next() => match frame {
+                frame = ws.next() => { count_wire(shared, &mut ws); match frame {
                     Some(Ok(Message::Text(t))) => self.on_frame(shared, &t),
                     Some(Ok(Message::Close(close))) => {
                         let code = close.map(|c| u16::from(c.code));
@@ -413,7 +422,7 @@ impl User {
                         self.lost(shared, Some("eof".into()), None);
                         return End::Lost;
                     }
-                },
+                }},
             }
         }
     }
