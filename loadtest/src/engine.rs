@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
 use crate::cpu::{self, CpuTime};
+use crate::pad::Pad;
 use crate::scenario::Scenario;
 use crate::stats::{Counters, Hist, RoomReport, SecondStats, WorkerStats};
 use crate::target::{self, Endpoint};
@@ -214,13 +215,14 @@ fn shared_state(
     let wait = Duration::from_micros(plan.start_unix_us.saturating_sub(now_us()));
     let start = Instant::now() + wait;
     let publish_end = start + Duration::from_secs_f64(s.ramp_secs() + s.duration_secs);
+    let seed = plan
+        .run_id
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b)));
     Shared {
-        pad: "x".repeat(s.message_bytes),
+        pad: Pad::new(s.pad, s.message_bytes, seed),
         prefix: format!("lt{}", plan.run_id),
-        seed: plan
-            .run_id
-            .bytes()
-            .fold(0u64, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b))),
+        seed,
         credentials: s.credentials(),
         scenario: s,
         targets,

@@ -12,9 +12,10 @@
 //!    the tester's own CPU time and peak memory; the permessage-deflate offer and inflater;
 //!    seeded randomness; requests and a borrowed view of server frames, the payload in `data`,
 //!    the clock. No I/O.
-//! 2. [`tls`], [`socket`]: the rustls client (system roots, or `insecure`: any certificate) and
-//!    the plain or TLS stream a socket runs over; the byte stream under each WebSocket, counting
-//!    wire bytes and inflating compressed messages.
+//! 2. [`tls`], [`socket`], [`pad`]: the rustls client (system roots, or `insecure`: any
+//!    certificate) and the plain or TLS stream a socket runs over; the byte stream under each
+//!    WebSocket, counting wire bytes and inflating compressed messages; message padding that
+//!    compresses like chat lines or JSON payloads.
 //! 3. [`target`]: `ws://`/`wss://` URLs, resolved once per process, and opening one WebSocket
 //!    (from a chosen 127.0.0.N source address for loopback targets).
 //! 4. [`scenario`]: what a run does (TOML + overrides), validated with the key named.
@@ -37,6 +38,7 @@ pub mod coordinator;
 pub mod cpu;
 pub mod deflate;
 pub mod engine;
+pub mod pad;
 pub mod plot;
 pub mod report;
 pub mod rng;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Credentials;
+use crate::pad::PadKind;
 use crate::target::{Target, TargetError};
 
 /// One load test. Every field has a default, so a file only names what it changes.
@@ -34,6 +35,10 @@ pub struct Scenario {
     pub publish_per_sec: f64,
     /// Bytes of padding in each message's `data`. Default 64.
     pub message_bytes: usize,
+    /// What the padding is: `"x"` repeated (default), `"words"` (chat text) or `"json"` (an
+    /// array of chat-like records, whole records: a little over `message_bytes`). The last two
+    /// compress like real traffic, for measuring permessage-deflate.
+    pub pad: PadKind,
     /// Direct messages per second per user, to a random user on the same URL. Default 0.
     pub direct_per_sec: f64,
     /// Fraction of users (0–1) that disconnect once mid-run and resume with `since`/`epoch`.
@@ -93,6 +98,7 @@ impl Default for Scenario {
             }],
             publish_per_sec: 1.0,
             message_bytes: 64,
+            pad: PadKind::X,
             direct_per_sec: 0.0,
             churn: 0.0,
             churn_down_ms: 500,

@@ -68,12 +68,27 @@ impl Payload {
         serde_json::from_str(data.get()).ok()
     }
 
-    fn write_to(&self, out: &mut String, pad: &str) {
+    fn write_to(&self, out: &mut String, pad: PadText) {
+        let (open, close) = if pad.items { ('[', ']') } else { ('"', '"') };
         let _ = write!(
             out,
-            r#"{{"p":{},"s":{},"t":{},"pad":"{pad}"}}"#,
-            self.p, self.s, self.t
+            r#"{{"p":{},"s":{},"t":{},"pad":{open}{}{close}}}"#,
+            self.p, self.s, self.t, pad.text
         );
+    }
+}
+
+/// One message's padding (see `pad`): the contents of a JSON string, which must need no
+/// escaping, or (`items`) the comma-separated values of a JSON array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PadText<'a> {
+    pub text: &'a str,
+    pub items: bool,
+}
+
+impl<'a> PadText<'a> {
+    pub fn string(text: &'a str) -> Self {
+        Self { text, items: false }
     }
 }
 
@@ -95,8 +110,8 @@ pub fn join(room: &str, id: u64, since: Option<(u64, &str)>) -> String {
     }
 }
 
-pub fn publish(room: &str, id: u64, payload: Payload, pad: &str) -> String {
-    let mut out = String::with_capacity(96 + room.len() + pad.len());
+pub fn publish(room: &str, id: u64, payload: Payload, pad: PadText) -> String {
+    let mut out = String::with_capacity(96 + room.len() + pad.text.len());
     let _ = write!(
         out,
         r#"{{"type":"publish","room":"{room}","id":{id},"data":"#
@@ -106,8 +121,8 @@ pub fn publish(room: &str, id: u64, payload: Payload, pad: &str) -> String {
     out
 }
 
-pub fn send(to: &str, id: u64, payload: Payload, pad: &str) -> String {
-    let mut out = String::with_capacity(96 + to.len() + pad.len());
+pub fn send(to: &str, id: u64, payload: Payload, pad: PadText) -> String {
+    let mut out = String::with_capacity(96 + to.len() + pad.text.len());
     let _ = write!(out, r#"{{"type":"send","to":"{to}","id":{id},"data":"#);
     payload.write_to(&mut out, pad);
     out.push('}');
@@ -128,7 +143,7 @@ mod tests {
                 s: 9,
                 t: 12345,
             },
-            "xx",
+            PadText::string("xx"),
         );
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["type"], "publish");

@@ -14,6 +14,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::auth::Credentials;
+use crate::pad::Pad;
 use crate::scenario::Scenario;
 use crate::stats::{MemberCursor, WorkerStats};
 use crate::target::{self, Endpoint, Ws};
@@ -85,7 +86,7 @@ pub struct Shared {
     pub publish_end: Instant,
     pub stats: RefCell<WorkerStats>,
     pub closing: watch::Receiver<bool>,
-    pub pad: String,
+    pub pad: Pad,
     /// Room and user name prefix, unique per run so runs never share history.
     pub prefix: String,
     pub seed: u64,
@@ -439,7 +440,8 @@ impl User {
             if at <= now {
                 self.next_publish = Some(next_at(at, s.publish_per_sec, now));
                 let (id, payload) = self.start_request(shared, ReqKind::Publish);
-                let text = wire::publish(&room, id, payload, &shared.pad);
+                let pad = shared.pad.pick(self.pad_draw());
+                let text = wire::publish(&room, id, payload, pad);
                 ws.send(Message::text(text)).await?;
             }
         }
@@ -448,7 +450,8 @@ impl User {
                 self.next_direct = Some(next_at(at, s.direct_per_sec, now));
                 let to = shared.user_name(self.direct_peer(shared));
                 let (id, payload) = self.start_request(shared, ReqKind::Direct);
-                ws.send(Message::text(wire::send(&to, id, payload, &shared.pad)))
+                let pad = shared.pad.pick(self.pad_draw());
+                ws.send(Message::text(wire::send(&to, id, payload, pad)))
                     .await?;
             }
         }
@@ -466,6 +469,13 @@ impl User {
             peer = lane + n * ((peer / n + 1) % lane_users);
         }
         peer
+    }
+
+    /// Which padding the next message takes: from the user and its sequence number, so the
+    /// user's own random draws (peers, churn) stay what they were.
+    fn pad_draw(&self) -> u64 {
+        (self.index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.seq)
+            .wrapping_mul(0xBF58_476D_1CE4_E5B9)
     }
 
     fn take_id(&mut self) -> u64 {
