@@ -243,3 +243,23 @@ fn the_first_broken_rule_is_reported_and_the_bounds_themselves_pass() {
         rooms = [{ count = 1, size = 2, publishers = 2 }]\n";
     Scenario::from_toml(at_the_bounds).unwrap();
 }
+
+#[test]
+fn the_deflate_bench_scenarios_load_with_their_padding() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    for (name, pad) in [
+        ("deflate-chat", PadKind::Words),
+        ("deflate-broadcast", PadKind::Words),
+        ("deflate-json", PadKind::Json),
+        ("deflate-idle", PadKind::X),
+    ] {
+        let s = Scenario::from_file(&dir.join(format!("{name}.toml"))).unwrap();
+        assert_eq!((s.name.as_str(), s.pad, s.deflate), (name, pad, false));
+    }
+    let s = Scenario::from_toml("pad = \"json\"\ndeflate = true\n").unwrap();
+    assert_eq!((s.pad, s.deflate), (PadKind::Json, true));
+    let err = Scenario::from_toml("pad = \"lorem\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pad"), "{err}");
+}
