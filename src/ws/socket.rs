@@ -28,7 +28,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tungstenite::Utf8Bytes;
 
+use super::deflate::{Agreed, Deflater, compress_alone};
 use super::frame::{self, Decoder, FrameError, Header, Incoming};
+use crate::session::Frame;
 
 /// Most bytes read in one system call (`socket.read_buffer_bytes` at most); the buffer lives on
 /// the stack during the read only.
@@ -58,6 +60,8 @@ pub enum Event {
 enum Out {
     /// A text message: its header is built when it is written.
     Text(Utf8Bytes),
+    /// A text message compressed (permessage-deflate), possibly shared with other sockets.
+    Compressed(Bytes),
     /// A control frame, header included.
     Control(Bytes),
 }
@@ -66,6 +70,7 @@ impl Out {
     fn header(&self) -> Option<Header> {
         match self {
             Self::Text(text) => Some(Header::new(frame::TEXT, text.len())),
+            Self::Compressed(bytes) => Some(Header::compressed(frame::TEXT, bytes.len())),
             Self::Control(_) => None,
         }
     }
@@ -73,7 +78,7 @@ impl Out {
     fn body(&self) -> &[u8] {
         match self {
             Self::Text(text) => text.as_bytes(),
-            Self::Control(bytes) => bytes,
+            Self::Compressed(bytes) | Self::Control(bytes) => bytes,
         }
     }
 
@@ -99,6 +104,8 @@ pub struct WebSocket<Io = TokioIo<Upgraded>> {
     write_chunk: usize,
     /// Since when the pending write has been waiting on a full socket with no byte written.
     stalled_at: Option<Instant>,
+    /// permessage-deflate, when agreed; boxed so a socket without it pays one pointer.
+    deflate: Option<Box<Deflater>>,
 }
 
 impl WebSocket {
@@ -120,7 +127,39 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
             written: 0,
             write_chunk,
             stalled_at: None,
+            deflate: None,
         }
+    }
+
+    /// Turns on permessage-deflate as the handshake agreed: compressed client messages are
+    /// inflated, and text sent from now on is compressed per `agreed`.
+    pub fn with_deflate(mut self, agreed: Option<Agreed>) -> Self {
+        if let Some(agreed) = agreed {
+            self.decoder.inflate();
+            self.deflate = Some(Box::new(Deflater::new(agreed)));
+        }
+        self
+    }
+
+    /// Context mode: when this socket's compressor will have been idle for `idle`, if it holds
+    /// one (the connection's timer wakes then to drop it).
+    pub fn compressor_idle_at(&self, idle: std::time::Duration) -> Option<Instant> {
+        self.deflate.as_deref().and_then(|d| d.idle_at(idle))
+    }
+
+    /// Context mode: drops the compressor if it has been idle for `idle`; the next message
+    /// starts a fresh one.
+    pub fn drop_idle_compressor(&mut self, now: Instant, idle: std::time::Duration) {
+        if let Some(deflater) = self.deflate.as_deref_mut() {
+            deflater.drop_if_idle(now, idle);
+        }
+    }
+
+    /// Whether this socket holds a compressor now (context mode, busy).
+    pub fn holds_compressor(&self) -> bool {
+        self.deflate
+            .as_deref()
+            .is_some_and(Deflater::holds_compressor)
     }
 
     /// The next message or control frame; `None` once the client closed the TCP connection.
@@ -177,9 +216,30 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
         Poll::Ready(Ok(buf.filled().len()))
     }
 
-    /// Queues text frames to write, after anything queued before.
-    pub fn queue_text(&mut self, frames: impl IntoIterator<Item = Utf8Bytes>) {
-        self.pending.extend(frames.into_iter().map(Out::Text));
+    /// Queues text frames to write, after anything queued before; compressed if compression
+    /// was agreed and they are long enough (a shared frame's compression is computed once for
+    /// every socket).
+    pub fn queue_text(&mut self, frames: impl IntoIterator<Item = impl Into<Frame>>) {
+        let Some(deflater) = self.deflate.as_deref_mut() else {
+            let texts = frames.into_iter().map(|f| Out::Text(f.into().into_text()));
+            self.pending.extend(texts);
+            return;
+        };
+        // Counted once per batch, not per frame: a metric update per delivery would cost more
+        // than the rest of queueing it.
+        let mut saved = 0;
+        for frame in frames {
+            let frame = frame.into();
+            let len = frame.len();
+            let out = compress(deflater, frame);
+            if let Out::Compressed(bytes) = &out {
+                saved += len.saturating_sub(bytes.len());
+            }
+            self.pending.push_back(out);
+        }
+        if saved > 0 {
+            metrics::counter!("roomcast_deflate_bytes_saved_total").increment(saved as u64);
+        }
     }
 
     /// Queues a whole control frame (see [`frame::control`], [`frame::close`]).
@@ -280,6 +340,31 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
             self.pending.pop_front();
         }
         self.written = done;
+    }
+}
+
+/// `frame` as it goes to a socket that agreed to compression.
+fn compress(deflater: &mut Deflater, frame: Frame) -> Out {
+    let len = frame.len();
+    if !deflater.wants(len) {
+        return Out::Text(frame.into_text());
+    }
+    let compressed = if deflater.agreed().context_bits.is_some() {
+        let out = deflater.compress_in_context(frame.as_str().as_bytes(), Instant::now());
+        metrics::counter!("roomcast_deflate_frames_total", "mode" => "context").increment(1);
+        out
+    } else if deflater.may_use_alone(len) {
+        let level = deflater.agreed().level;
+        frame.compressed(|text| {
+            metrics::counter!("roomcast_deflate_frames_total", "mode" => "shared").increment(1);
+            compress_alone(text, level)
+        })
+    } else {
+        None
+    };
+    match compressed {
+        Some(bytes) => Out::Compressed(bytes),
+        None => Out::Text(frame.into_text()),
     }
 }
 
