@@ -88,6 +88,38 @@ async fn demo_chat_in_chromium_survives_a_node_restart_behind_the_balancer() {
     }
 }
 
+/// permessage-deflate in the browser: the unchanged demo page on a node per compression mode
+/// (`clients/js/e2e/deflate.e2e.mjs`): Chromium's handshake negotiates it (seen through the
+/// DevTools protocol) and two pages chat with short and long lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_negotiates_permessage_deflate_in_chromium_and_chats() {
+    use roomcast::config::CompressionMode;
+    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/js");
+    require_browser_tools(&js);
+    let node = |mode| {
+        common::TestServer::with(move |c| {
+            c.compression.enabled = true;
+            c.compression.mode = mode;
+        })
+    };
+    let shared = node(CompressionMode::Shared).await;
+    let context = node(CompressionMode::Context).await;
+    let urls = format!("shared={},context={}", shared.url(""), context.url(""));
+    let mut cmd = Command::new("node");
+    cmd.arg("e2e/deflate.e2e.mjs")
+        .current_dir(&js)
+        .env("ROOMCAST_DEFLATE_URLS", urls)
+        .env("ROOMCAST_CHROMIUM", CHROMIUM);
+    let (ok, output) =
+        tokio::task::spawn_blocking(move || run_script(cmd, &mut HashMap::new(), SCRIPT_TIMEOUT))
+            .await
+            .unwrap();
+    println!("{output}");
+    assert!(ok, "deflate.e2e.mjs failed; its output is above");
+    shared.shutdown().await.unwrap();
+    context.shutdown().await.unwrap();
+}
+
 /// Where test artifacts go: `<target dir>/artifacts`.
 fn artifacts_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
