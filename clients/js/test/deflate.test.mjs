@@ -3,7 +3,7 @@
 // handshake's answer, then chats with small and large messages: the large ones must arrive
 // compressed (far fewer bytes read off the socket than the frame), a member that did not
 // offer compression gets the same messages uncompressed, and the unchanged JS client runs
-// over ws and negotiates by itself.
+// over Node's own WebSocket and over ws, both of which negotiate by themselves.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -117,6 +117,34 @@ for (const mode of ["shared", "context"]) {
     }
   });
 }
+
+test("Node's own WebSocket negotiates permessage-deflate too, and the client chats over it", { timeout: 30_000 }, async () => {
+  const node = await startNode({ ROOMCAST_COMPRESSION__ENABLED: "true" });
+  const ws = new globalThis.WebSocket(`ws://${node.addr}/ws?user=${unique("n")}`);
+  try {
+    await once(ws, "open");
+    assert.match(ws.extensions, /^permessage-deflate\b/);
+  } finally {
+    ws.close();
+  }
+  const a = new Roomcast(node.url, { user: unique("a") });
+  const b = new Roomcast(node.url, { user: unique("b") });
+  try {
+    await Promise.all([a.connect(), b.connect()]);
+    const name = unique("r");
+    const got = collect(a.room(name));
+    await a.room(name).join();
+    await b.room(name).join();
+    const large = largeData();
+    await b.room(name).publish(large);
+    await got.waitCount(1);
+    assert.deepEqual(got.messages[0].data, large);
+  } finally {
+    a.close();
+    b.close();
+    await node.stop();
+  }
+});
 
 test("the JS client runs unchanged over ws, which negotiates permessage-deflate by itself", { timeout: 30_000 }, async () => {
   const node = await startNode({ ROOMCAST_COMPRESSION__ENABLED: "true" });
