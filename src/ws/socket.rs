@@ -432,6 +432,20 @@ mod tests {
         // Short frames stay uncompressed.
         a.queue_text([Utf8Bytes::from_static("short")]);
         assert!(matches!(&a.pending[1], Out::Text(_)));
+        // A client that limits the server's window to 2^9 bytes gets the shared compression
+        // (made with a 32 KiB window) only for messages no longer than 512 bytes.
+        let config = Compression::default();
+        let limited = super::super::deflate::negotiate(
+            ["permessage-deflate; server_max_window_bits=9"],
+            &config,
+        );
+        let mut small = sockets().with_deflate(limited);
+        small.queue_text([
+            Frame::shared(Utf8Bytes::from("x".repeat(512))),
+            Frame::shared(Utf8Bytes::from("x".repeat(513))),
+        ]);
+        assert!(matches!(&small.pending[0], Out::Compressed(_)));
+        assert!(matches!(&small.pending[1], Out::Text(_)));
     }
 
     #[tokio::test]
