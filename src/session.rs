@@ -401,6 +401,15 @@ mod tests {
         QueueLimits { frames, bytes }
     }
 
+    #[test]
+    fn a_queued_frame_takes_no_more_room_than_its_text() {
+        // The shared variant is one pointer beside `Utf8Bytes`'s non-null vtable: no tag.
+        assert_eq!(
+            std::mem::size_of::<Frame>(),
+            std::mem::size_of::<Utf8Bytes>()
+        );
+    }
+
     #[tokio::test]
     async fn bytes_held_count_the_batch_being_written_and_overflow_closes_as_slow_consumer() {
         let (handle, mut outbox) = SessionHandle::new("u".into(), limits(100, 10));

@@ -394,7 +394,8 @@ impl Deflater {
 
     /// Whether a compression on its own (window 15) may be sent to this client as it is.
     pub fn may_use_alone(&self, len: usize) -> bool {
-        self.agreed.context_bits.is_none() && len <= 1 << self.agreed.server_window_bits
+        let bits = self.agreed.server_window_bits;
+        self.agreed.context_bits.is_none() && (bits == MAX_WINDOW_BITS || len <= 1 << bits)
     }
 
     /// Context mode: `text` through this socket's compressor (created if it was dropped).

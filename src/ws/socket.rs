@@ -397,6 +397,57 @@ mod tests {
         frames
     }
 
+    #[test]
+    fn a_shared_frame_is_compressed_once_for_every_socket_that_agreed() {
+        use crate::config::{Compression, CompressionMode};
+        let agreed = |mode| {
+            let config = Compression {
+                mode,
+                ..Compression::default()
+            };
+            super::super::deflate::negotiate(["permessage-deflate"], &config)
+        };
+        let sockets = || {
+            let (server, _client) = duplex(64);
+            WebSocket::over(server, 1024, 1024, 1 << 20)
+        };
+        let mut a = sockets().with_deflate(agreed(CompressionMode::Shared));
+        let mut b = sockets().with_deflate(agreed(CompressionMode::Shared));
+        let mut context = sockets().with_deflate(agreed(CompressionMode::Context));
+        let mut plain = sockets();
+        let frame = Frame::shared(Utf8Bytes::from("lorem ipsum ".repeat(100)));
+        for socket in [&mut a, &mut b, &mut context, &mut plain] {
+            socket.queue_text([frame.clone()]);
+        }
+        let body = |socket: &WebSocket<_>| match &socket.pending[0] {
+            Out::Compressed(bytes) => Some(bytes.as_ptr()),
+            _ => None,
+        };
+        let shared = body(&a).expect("compressed");
+        assert_eq!(body(&b), Some(shared), "the same bytes, compressed once");
+        let own = body(&context).expect("compressed in the socket's context");
+        assert_ne!(own, shared);
+        assert_eq!(body(&plain), None);
+        assert!(matches!(&plain.pending[0], Out::Text(_)));
+        // Short frames stay uncompressed.
+        a.queue_text([Utf8Bytes::from_static("short")]);
+        assert!(matches!(&a.pending[1], Out::Text(_)));
+        // A client that limits the server's window to 2^9 bytes gets the shared compression
+        // (made with a 32 KiB window) only for messages no longer than 512 bytes.
+        let config = Compression::default();
+        let limited = super::super::deflate::negotiate(
+            ["permessage-deflate; server_max_window_bits=9"],
+            &config,
+        );
+        let mut small = sockets().with_deflate(limited);
+        small.queue_text([
+            Frame::shared(Utf8Bytes::from("x".repeat(512))),
+            Frame::shared(Utf8Bytes::from("x".repeat(513))),
+        ]);
+        assert!(matches!(&small.pending[0], Out::Compressed(_)));
+        assert!(matches!(&small.pending[1], Out::Text(_)));
+    }
+
     #[tokio::test]
     async fn partial_writes_resume_mid_frame_and_keep_the_stream_well_formed() {
         // A pipe that takes at most 7 bytes at a time: every frame is split across writes,

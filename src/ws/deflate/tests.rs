@@ -191,3 +191,48 @@ fn context_compression_survives_a_dropped_compressor() {
     assert_eq!(third.len(), first.len());
     assert_eq!(client_inflate(&mut client, &third), line);
 }
+
+/// The memory figures in docs/operations.md ("Compression"):
+/// `cargo test --lib measure_compressor_memory -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, read by hand"]
+fn measure_compressor_memory() {
+    fn rss_kb() -> u64 {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap();
+        let l = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        l.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+    for bits in [9u8, 10, 11, 15] {
+        let before = rss_kb();
+        let mut all = Vec::new();
+        for _ in 0..500 {
+            let mut c = Compress::new_with_window_bits(flate2::Compression::new(1), false, bits);
+            compress_flush(
+                &mut c,
+                &b"{\"type\":\"message\",\"room\":\"lobby\",\"data\":\"hi there\"}".repeat(3),
+            )
+            .unwrap();
+            all.push(c);
+        }
+        let after = rss_kb();
+        println!("bits {bits}: {} KiB per compressor", (after - before) / 500);
+        drop(all);
+    }
+    let before = rss_kb();
+    let mut all = Vec::new();
+    for _ in 0..500 {
+        let mut d = Decompress::new_with_window_bits(false, 15);
+        let mut out = Vec::with_capacity(100);
+        d.decompress_vec(
+            &[0x4a, 0x04, 0, 0, 0, 0xff, 0xff],
+            &mut out,
+            FlushDecompress::Sync,
+        )
+        .unwrap();
+        all.push(d);
+    }
+    println!(
+        "inflate: {} KiB per decompressor",
+        (rss_kb() - before) / 500
+    );
+}
