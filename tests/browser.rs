@@ -90,7 +90,8 @@ async fn demo_chat_in_chromium_survives_a_node_restart_behind_the_balancer() {
 
 /// permessage-deflate in the browser: the unchanged demo page on a node per compression mode
 /// (`clients/js/e2e/deflate.e2e.mjs`): Chromium's handshake negotiates it (seen through the
-/// DevTools protocol) and two pages chat with short and long lines.
+/// DevTools protocol) and two pages chat with short and long lines, the long ones sent to the
+/// pages compressed (the node's `roomcast_deflate_frames_total`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_negotiates_permessage_deflate_in_chromium_and_chats() {
     use roomcast::config::CompressionMode;
@@ -116,6 +117,29 @@ async fn demo_negotiates_permessage_deflate_in_chromium_and_chats() {
             .unwrap();
     println!("{output}");
     assert!(ok, "deflate.e2e.mjs failed; its output is above");
+    // The long lines went to the pages compressed: once per line in `shared` mode, once per
+    // page and line in `context` mode. (Both nodes run in this process and share its metrics
+    // registry, which keeps the modes apart.)
+    let metrics = reqwest::get(shared.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (mode, least) in [("shared", 2.0), ("context", 4.0)] {
+        let label = format!("mode=\"{mode}\"}}");
+        let compressed: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("roomcast_deflate_frames_total{"))
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter(|(series, _)| series.ends_with(&label))
+            .filter_map(|(_, v)| v.parse::<f64>().ok())
+            .sum();
+        assert!(
+            compressed >= least,
+            "{mode}: {compressed} frames compressed, expected at least {least}\n{metrics}"
+        );
+    }
     shared.shutdown().await.unwrap();
     context.shutdown().await.unwrap();
 }
