@@ -2,10 +2,12 @@
 //! negotiated on every connection, compressed messages are inflated and checked like any
 //! other (no loss, order, payloads), and wire bytes per delivery drop for compressible
 //! payloads; without the flag nothing is negotiated and the wire bytes are the plain frames.
+//! The binary's `--deflate` reaches its worker processes and works over `wss://` too.
 
 mod common;
 
-use common::{Server, assert_clean, run, scenario};
+use common::tls::TlsFrontEnd;
+use common::{Server, assert_clean, run, scenario, smoke_binary};
 use loadtest::Report;
 use loadtest::pad::PadKind;
 use roomcast::config::CompressionMode;
@@ -117,4 +119,29 @@ async fn a_server_with_compression_off_declines_and_the_run_is_plain() {
     assert_plain(&r);
     assert!(r.table().contains("permessage-deflate on 0 connections"));
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flag_reaches_worker_processes_and_inflates_under_tls() {
+    // Default compression settings (shared mode, min_bytes 256): 600-byte padding is above.
+    let server = Server::start().await;
+    let front = TlsFrontEnd::start(server.addr);
+    let url = front.url("127.0.0.1");
+    let extra = ["--insecure", "--deflate", "--message-bytes", "600"];
+    let (_ran, r) = smoke_binary(&url, 2, &extra).await;
+    drop(front);
+    server.stop().await;
+    assert_clean(&r);
+    assert_eq!((r.mode.as_str(), r.workers), ("processes", 2));
+    let k = &r.connections;
+    assert_eq!(k.deflate_negotiated, k.ok, "{}", r.table());
+    // `x` padding compresses to almost nothing: far fewer bytes read than the text.
+    let m = &r.messages;
+    assert!(
+        m.wire_bytes_received * 3 < m.bytes_received,
+        "{} wire bytes for {} bytes of text\n{}",
+        m.wire_bytes_received,
+        m.bytes_received,
+        r.table()
+    );
 }
