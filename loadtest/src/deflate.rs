@@ -19,8 +19,11 @@ pub const OFFER: &str = "permessage-deflate; client_no_context_takeover; client_
 pub struct Agreed {
     /// Every message is compressed on its own: one decompressor per worker thread, reset per
     /// message, serves all connections. Without it the server keeps its context across
-    /// messages, and so must this connection (a decompressor of its own, ~40 KiB).
+    /// messages, and so must this connection (a decompressor of its own).
     pub server_no_context_takeover: bool,
+    /// The server's window (`server_max_window_bits=N`): a connection's own decompressor then
+    /// needs a window of only 2^N bytes instead of 32 KiB.
+    pub server_max_window_bits: Option<u8>,
 }
 
 /// Reads the handshake response head (status line and headers) and says whether the server
@@ -37,10 +40,22 @@ pub fn agreed(head: &[u8]) -> Option<Agreed> {
         for extension in value.split(',') {
             let mut params = extension.split(';').map(str::trim);
             if params.next() == Some("permessage-deflate") {
-                let no_context = params.any(|p| p == "server_no_context_takeover");
-                return Some(Agreed {
-                    server_no_context_takeover: no_context,
-                });
+                let mut agreed = Agreed {
+                    server_no_context_takeover: false,
+                    server_max_window_bits: None,
+                };
+                for p in params {
+                    let (name, value) = p.split_once('=').unwrap_or((p, ""));
+                    match name.trim() {
+                        "server_no_context_takeover" => agreed.server_no_context_takeover = true,
+                        "server_max_window_bits" => {
+                            let bits = value.trim().trim_matches('"').parse::<u8>().ok();
+                            agreed.server_max_window_bits = bits.filter(|b| (8..=15).contains(b));
+                        }
+                        _ => {}
+                    }
+                }
+                return Some(agreed);
             }
         }
     }
@@ -104,7 +119,12 @@ impl Inflater {
     /// `max_message`: the largest message (inflated) or frame accepted, as tungstenite's own.
     pub fn new(agreed: Agreed, max_message: usize) -> Self {
         Self {
-            context: (!agreed.server_no_context_takeover).then(|| Box::new(Decompress::new(false))),
+            context: (!agreed.server_no_context_takeover).then(|| {
+                // zlib inflates raw deflate with windows of 9 to 15 bits; a larger window than
+                // the server's is always enough.
+                let bits = agreed.server_max_window_bits.unwrap_or(15).clamp(9, 15);
+                Box::new(Decompress::new_with_window_bits(false, bits))
+            }),
             max_message,
             input: Vec::new(),
             message: Vec::new(),
@@ -316,6 +336,7 @@ mod tests {
 
     const NO_CONTEXT: Agreed = Agreed {
         server_no_context_takeover: true,
+        server_max_window_bits: None,
     };
 
     #[test]
@@ -327,7 +348,8 @@ mod tests {
         assert_eq!(
             agreed(head),
             Some(Agreed {
-                server_no_context_takeover: false
+                server_no_context_takeover: false,
+                server_max_window_bits: Some(10),
             })
         );
         assert_eq!(
@@ -364,7 +386,8 @@ mod tests {
 
     #[test]
     fn fragments_with_a_control_frame_between_and_context_kept() {
-        let mut c = Compress::new(Compression::default(), false);
+        // The server's small window, as in `context` mode; the inflater's matches it.
+        let mut c = Compress::new_with_window_bits(Compression::default(), false, 10);
         let line = br#"{"type":"message","room":"chat","data":{"text":"hello there, everyone"}}"#;
         let first = compress(&mut c, line);
         // The server keeps its context: the second message refers to the first.
@@ -373,6 +396,7 @@ mod tests {
         let mut inf = Inflater::new(
             Agreed {
                 server_no_context_takeover: false,
+                server_max_window_bits: Some(10),
             },
             1 << 20,
         );
