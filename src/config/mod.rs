@@ -19,6 +19,7 @@ mod auth;
 mod heartbeat;
 mod history;
 mod limits;
+mod proxy;
 mod rebalance;
 mod redis;
 mod socket;
@@ -30,6 +31,7 @@ pub use auth::{Auth, HsSecret, JwtAlgorithm, no_key_file};
 pub use heartbeat::Heartbeat;
 pub use history::History;
 pub use limits::Limits;
+pub use proxy::{Connect as ProxyConnect, OnFailure, Proxy, Route as ProxyRoute};
 pub use rebalance::Rebalance;
 pub use redis::Redis;
 pub use socket::{MAX_READ_BUFFER_BYTES, Socket};
@@ -114,6 +116,7 @@ pub struct Config {
     pub redis: Redis,
     pub auth: Auth,
     pub api: Api,
+    pub proxy: Proxy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +155,7 @@ impl Default for Config {
             redis: Redis::default(),
             auth: Auth::default(),
             api: Api::default(),
+            proxy: Proxy::default(),
         }
     }
 }
@@ -243,6 +247,7 @@ impl Config {
         self.socket.validate()?;
         self.auth.validate()?;
         self.api.validate()?;
+        self.proxy.validate()?;
         if self.broker == BrokerKind::Redis {
             self.redis.validate()?;
         }
