@@ -110,6 +110,22 @@ async fn try_join(client: &mut Client, room: &str) -> Value {
     client.request(json!({"type": "join", "room": room})).await
 }
 
+/// The value of the series `name` with every one of `labels` (`kind="join"`), summed over
+/// the rest: the recorder is the test process's, shared by the tests running in it.
+async fn metric(server: &TestServer, name: &str, labels: &[&str]) -> f64 {
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 fn assert_error(reply: &Value, code: &str) {
     assert_eq!(reply["type"], "error", "expected {code}: {reply}");
     assert_eq!(reply["code"], code, "{reply}");
@@ -237,6 +253,17 @@ async fn a_publish_is_replaced_or_refused_by_the_backend() {
     let replayed = carol.recv_message().await;
     assert_eq!(replayed["id"], "msg-1");
 
+    let denied = ["kind=\"publish\"", "outcome=\"deny\""];
+    assert!(metric(&server, "roomcast_proxy_calls_total", &denied).await >= 1.0);
+    assert!(
+        metric(
+            &server,
+            "roomcast_proxy_seconds_count",
+            &["kind=\"publish\""]
+        )
+        .await
+            >= 3.0
+    );
     let published = backend.signed_requests("/publish").await;
     assert_eq!(published.len(), 3);
     assert_eq!(published[0]["user"], "alice");
