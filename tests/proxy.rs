@@ -460,3 +460,27 @@ async fn calls_past_max_concurrency_fail_at_once() {
         assert_eq!(client.recv_type("joined").await["id"], 1);
     }
 }
+
+#[tokio::test]
+async fn api_publishes_are_not_sent_to_the_publish_proxy() {
+    let backend = Backend::start();
+    let server = TestServer::with(|c| {
+        proxied(c, OnFailure::Deny);
+        c.proxy.publish = vec![backend.route("chat:*", "/publish", 5_000)];
+        c.api.keys = vec![common::api::KEY.into()];
+    })
+    .await;
+    let mut bob = server.connect("bob").await;
+    bob.join("chat:1").await;
+    let answer = reqwest::Client::new()
+        .post(server.url("/api/rooms/chat:1/publish"))
+        .bearer_auth(common::api::KEY)
+        .json(&json!({"data": {"action": "deny"}, "from": "ops"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let message = bob.recv_message().await;
+    assert_eq!(message["data"], json!({"action": "deny"}));
+    assert!(backend.requests().await.is_empty());
+}
