@@ -419,7 +419,7 @@ async fn calls_past_max_concurrency_fail_at_once() {
     let backend = Backend::start();
     let server = TestServer::with(|c| {
         proxied(c, OnFailure::Deny);
-        c.proxy.join = vec![backend.route("slow:*", "/hang", 30_000)];
+        c.proxy.join = vec![backend.route("slow:*", "/hang", 10_000)];
         c.proxy.max_concurrency = 2;
     })
     .await;

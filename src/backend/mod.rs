@@ -143,31 +143,11 @@ impl Backend {
         };
         let body = serde_json::to_vec(request).expect("the connect request serializes");
         let timeout = Duration::from_millis(connect.timeout_ms);
-        match self.ask::<Connected>("connect", url, body, timeout).await {
-            Ok(connected) => {
-                let connected = connected?;
-                if let Some(user) = &connected.user {
-                    if !crate::protocol::valid_name(user) {
-                        return self.failed(
-                            "connect",
-                            &Failure::BadAnswer("result.user breaks the name rule".into()),
-                        );
-                    }
-                }
-                if connected
-                    .rooms
-                    .iter()
-                    .any(|r| !crate::protocol::valid_name(r))
-                {
-                    return self.failed(
-                        "connect",
-                        &Failure::BadAnswer(
-                            "result.rooms holds a name that breaks the name rule".into(),
-                        ),
-                    );
-                }
-                Ok(Some(connected))
-            }
+        match self
+            .ask("connect", url, body, timeout, check_connected)
+            .await
+        {
+            Ok(connected) => connected.map(Some),
             Err(failure) => self.failed("connect", &failure),
         }
     }
@@ -184,7 +164,10 @@ impl Backend {
         }
         let body = serde_json::to_vec(&JoinBody { user, room }).expect("serializes");
         let timeout = Duration::from_millis(route.timeout_ms);
-        match self.ask::<Empty>("join", &route.url, body, timeout).await {
+        match self
+            .ask::<Empty>("join", &route.url, body, timeout, |_| Ok(()))
+            .await
+        {
             Ok(Ok(_)) => {
                 self.0.joins.remember(user, room, Instant::now());
                 Ok(())
@@ -214,16 +197,10 @@ impl Backend {
         };
         let body = serde_json::to_vec(&body).expect("serializes");
         let timeout = Duration::from_millis(route.timeout_ms);
-        match self
-            .ask::<Published>("publish", &route.url, body, timeout)
-            .await
-        {
-            Ok(Ok(published)) => match check_published(&published, self.0.max_data_bytes) {
-                Ok(()) => Ok(published),
-                Err(failure) => self
-                    .failed::<()>("publish", &failure)
-                    .map(|_| Published::default()),
-            },
+        let max = self.0.max_data_bytes;
+        let check = |published: &Published| check_published(published, max);
+        match self.ask("publish", &route.url, body, timeout, check).await {
+            Ok(Ok(published)) => Ok(published),
             Ok(Err(denied)) => Err(denied),
             Err(failure) => self
                 .failed::<()>("publish", &failure)
@@ -231,13 +208,15 @@ impl Backend {
         }
     }
 
-    /// One call within a slot: the backend's result or refusal, or why there is neither.
+    /// One call within a slot: the backend's result (which `check` accepts) or refusal, or
+    /// why there is neither.
     async fn ask<T: serde::de::DeserializeOwned>(
         &self,
         kind: &'static str,
         url: &str,
         body: Vec<u8>,
         timeout: Duration,
+        check: impl FnOnce(&T) -> Result<(), Failure>,
     ) -> Result<Result<T, Refusal>, Failure> {
         // No queue: a full house is a failure now, not a wait of unknown length.
         let _slot = self
@@ -262,6 +241,7 @@ impl Backend {
             .record(started.elapsed().as_secs_f64());
         match answer? {
             Answer::Result(result) => {
+                check(&result)?;
                 metrics::counter!("roomcast_proxy_calls_total", "kind" => kind, "outcome" => "allow")
                     .increment(1);
                 Ok(Ok(result))
@@ -284,6 +264,22 @@ impl Backend {
             OnFailure::Deny => Err(Refusal::Unavailable(failure.to_string())),
         }
     }
+}
+
+/// A connect answer's user and rooms follow the name rule.
+fn check_connected(connected: &Connected) -> Result<(), Failure> {
+    let valid = crate::protocol::valid_name;
+    if connected.user.as_deref().is_some_and(|u| !valid(u)) {
+        return Err(Failure::BadAnswer(
+            "result.user breaks the name rule".into(),
+        ));
+    }
+    if connected.rooms.iter().any(|r| !valid(r)) {
+        return Err(Failure::BadAnswer(
+            "result.rooms holds a name that breaks the name rule".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The first entry whose pattern matches `room`.

@@ -103,8 +103,10 @@ impl Default for Connect {
 
 /// Shortest `proxy.secret`, bytes: an HMAC-SHA256 key shorter than this is guessable.
 const MIN_SECRET_BYTES: usize = 32;
-/// Longest `timeout_ms`: past a minute a client has given up anyway.
-const MAX_TIMEOUT_MS: u64 = 60_000;
+/// Longest `timeout_ms`. A call holds its session's task: the client's other requests, and the
+/// pongs its heartbeat is judged by, wait behind it; 10 s keeps well inside
+/// `heartbeat.timeout_ms` and a person's patience.
+const MAX_TIMEOUT_MS: u64 = 10_000;
 
 impl Proxy {
     /// Whether any proxy is configured.
@@ -239,7 +241,7 @@ mod tests {
         assert_eq!(key_of(&p), "proxy.publish.url");
         p.publish.clear();
         p.connect.url = Some("http://127.0.0.1:9/connect".into());
-        p.connect.timeout_ms = 60_001;
+        p.connect.timeout_ms = 10_001;
         assert_eq!(key_of(&p), "proxy.connect.timeout_ms");
         p.connect.timeout_ms = 100;
         p.max_concurrency = 0;
