@@ -484,3 +484,41 @@ async fn api_publishes_are_not_sent_to_the_publish_proxy() {
     assert_eq!(message["data"], json!({"action": "deny"}));
     assert!(backend.requests().await.is_empty());
 }
+
+/// Through Redis and across two nodes: the replaced data and the backend's id reach a member on
+/// the other node, and a refused publish takes no offset there either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_publish_crosses_nodes_through_redis_with_its_id() {
+    use common::redis::{RedisServer, unique_prefix, use_redis};
+    let backend = Backend::start();
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let mut nodes = Vec::new();
+    for id in ["p0", "p1"] {
+        let node = TestServer::with(|c| {
+            use_redis(c, &redis, &prefix);
+            c.node_id = Some(id.into());
+            proxied(c, OnFailure::Deny);
+            c.proxy.publish = vec![backend.route("chat:*", "/publish", 5_000)];
+        })
+        .await;
+        common::wait_ready(&node.url(""), 200).await;
+        nodes.push(node);
+    }
+    let mut alice = nodes[0].connect("alice").await;
+    let mut bob = nodes[1].connect("bob").await;
+    alice.join("chat:r").await;
+    bob.join("chat:r").await;
+    let refused = alice.try_publish("chat:r", json!({"action": "deny"})).await;
+    assert_error(&refused, "denied");
+    let offset = alice
+        .publish("chat:r", json!({"action": "replace", "text": "x"}))
+        .await;
+    assert_eq!(offset, 1, "the refused publish took no offset");
+    let message = bob.recv_message().await;
+    assert_eq!(message["data"], json!({"replaced": true, "text": "x"}));
+    assert!(
+        message["id"].as_str().unwrap().starts_with("msg-"),
+        "{message}"
+    );
+}
