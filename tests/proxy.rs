@@ -280,14 +280,27 @@ async fn the_connect_proxy_sets_the_user_or_refuses() {
     let server = TestServer::with(|c| {
         proxied(c, OnFailure::Deny);
         c.proxy.connect.url = Some(backend.url("/connect"));
+        c.proxy.join = vec![backend.route("home:*", "/join", 5_000)];
     })
     .await;
     let url = |token: &str| format!("ws://{}/ws?token={token}", server.addr);
+    // The join proxy would refuse home:carol; rooms the connect answer names are not asked about.
+    backend
+        .post("/control", json!({"deny_rooms": ["home:carol"]}))
+        .await;
     let mut carol = Client::try_connect(url("set:carol")).await.unwrap();
     assert_eq!(carol.welcome["user"], "carol");
     assert_eq!(carol.welcome["info"], json!({"plan": "gold"}));
     let joined = carol.recv_type("joined").await;
     assert_eq!(joined["room"], "home:carol");
+    assert!(backend.signed_requests("/join").await.is_empty());
+    // A user that breaks the name rule is a bad answer: on_failure (deny) refuses.
+    let bad = Client::try_connect(url("set:not!valid"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(bad.status, 503);
+    assert_eq!(bad.body["error"], "backend_unavailable");
 
     let refused = Client::try_connect(url("deny"))
         .await
@@ -304,11 +317,11 @@ async fn the_connect_proxy_sets_the_user_or_refuses() {
     assert!(dave.welcome.get("info").is_none());
 
     let asked = backend.signed_requests("/connect").await;
-    assert_eq!(asked.len(), 3);
+    assert_eq!(asked.len(), 4);
     assert_eq!(asked[0]["token"], "set:carol");
     assert_eq!(asked[0]["client"], "127.0.0.1");
-    assert_eq!(asked[2]["user"], "dave");
-    assert_eq!(asked[2]["authenticated"], false);
+    assert_eq!(asked[3]["user"], "dave");
+    assert_eq!(asked[3]["authenticated"], false);
 }
 
 /// Joins `team:*` (join proxy) and publishes to `chat:*` (publish proxy) with the backend
@@ -520,5 +533,38 @@ async fn a_replaced_publish_crosses_nodes_through_redis_with_its_id() {
     assert!(
         message["id"].as_str().unwrap().starts_with("msg-"),
         "{message}"
+    );
+}
+
+/// Answers the node must not take: a redirect (not followed) and one longer than
+/// `proxy.max_response_bytes`; both are failures, so `deny` refuses.
+#[tokio::test]
+async fn redirects_and_oversized_answers_are_failures() {
+    let backend = Backend::start();
+    let server = TestServer::with(|c| {
+        proxied(c, OnFailure::Deny);
+        c.proxy.join = vec![
+            backend.route("redirect:*", "/redirect", 5_000),
+            backend.route("big:*", "/big", 5_000),
+        ];
+        c.proxy.max_response_bytes = 4096;
+    })
+    .await;
+    let mut alice = server.connect("alice").await;
+    assert_error(
+        &try_join(&mut alice, "redirect:1").await,
+        "backend_unavailable",
+    );
+    assert_error(&try_join(&mut alice, "big:1").await, "backend_unavailable");
+    let paths: Vec<Value> = backend
+        .requests()
+        .await
+        .iter()
+        .map(|r| r["path"].clone())
+        .collect();
+    assert_eq!(
+        paths,
+        ["/redirect", "/big"],
+        "the redirect was not followed to /join"
     );
 }

@@ -307,3 +307,41 @@ fn check_published(published: &Published, max_data_bytes: usize) -> Result<(), F
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn published(data: Option<&str>, id: Option<&str>) -> Published {
+        Published {
+            data: data.map(|d| RawValue::from_string(d.into()).unwrap()),
+            id: id.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn replacements_follow_the_client_rules() {
+        assert!(check_published(&published(Some("[1]"), Some("m-1")), 10).is_ok());
+        assert!(check_published(&published(Some("[1,2,3,4,5]"), None), 10).is_err());
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert!(check_published(&published(Some(&deep), None), 1 << 20).is_err());
+        assert!(check_published(&published(None, Some("")), 10).is_err());
+        let long = "i".repeat(MAX_MESSAGE_ID_BYTES + 1);
+        assert!(check_published(&published(None, Some(&long)), 10).is_err());
+        let longest = "i".repeat(MAX_MESSAGE_ID_BYTES);
+        assert!(check_published(&published(None, Some(&longest)), 10).is_ok());
+    }
+
+    #[test]
+    fn the_first_matching_entry_is_asked() {
+        let entry = |room: &str, url: &str| ProxyRoute {
+            room: room.into(),
+            url: url.into(),
+            timeout_ms: 1,
+        };
+        let routes = [entry("team:*", "a"), entry("*", "b")];
+        assert_eq!(route(&routes, "team:x").unwrap().url, "a");
+        assert_eq!(route(&routes, "lobby").unwrap().url, "b");
+        assert!(route(&routes[..1], "lobby").is_none());
+    }
+}

@@ -15,6 +15,8 @@ time; a bad or missing signature gets 401), records every request, and answers b
                   else result {} (allow as sent). /publish/fast: result {} at once, no record
                   (for the benchmark).
   POST /hang      waits until POST /release (or 60 s), then result {}.
+  POST /redirect  302 to /join (the node must not follow it).
+  POST /big       result {} padded to 64 KiB (past a small proxy.max_response_bytes).
   POST /control   JSON {deny_users: [...], deny_rooms: [...]} replaces the join rules.
   POST /release   lets every /hang waiting now (and later, until /control) answer.
   GET  /requests  every request so far: [{path, body, signature_ok}].
@@ -89,6 +91,14 @@ class Handler(BaseHTTPRequestHandler):
             REQUESTS.append({"path": self.path, "body": body, "signature_ok": ok})
         if not ok:
             return self.answer(401, {"error": "bad signature"})
+        if self.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", "/join")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.path == "/big":
+            return self.answer(200, {"result": {"pad": "x" * 65536}})
         route = getattr(self, "route_" + self.path.strip("/"), None)
         if route is None:
             return self.answer(404, {})
