@@ -281,6 +281,7 @@ async fn the_connect_proxy_sets_the_user_or_refuses() {
         proxied(c, OnFailure::Deny);
         c.proxy.connect.url = Some(backend.url("/connect"));
         c.proxy.join = vec![backend.route("home:*", "/join", 5_000)];
+        c.limits.max_rooms_per_connection = 3;
     })
     .await;
     let url = |token: &str| format!("ws://{}/ws?token={token}", server.addr);
@@ -312,16 +313,32 @@ async fn the_connect_proxy_sets_the_user_or_refuses() {
     assert_eq!(refused.body["message"], "banned");
 
     // No change asked: the user the node found.
+    // Past the room limit: one error for the rest, not one per room.
+    let mut many = Client::try_connect(url("many:5")).await.unwrap();
+    for i in 0..3 {
+        assert_eq!(many.recv_type("joined").await["room"], format!("r{i}"));
+    }
+    let full = many.recv_type("error").await;
+    assert_eq!(full["code"], "too_many_rooms");
+    assert!(
+        full["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("2 rooms from r3 on"),
+        "{full}"
+    );
+    many.expect_silence(Duration::from_millis(200)).await;
+
     let dave = server.connect("dave").await;
     assert_eq!(dave.user(), "dave");
     assert!(dave.welcome.get("info").is_none());
 
     let asked = backend.signed_requests("/connect").await;
-    assert_eq!(asked.len(), 4);
+    assert_eq!(asked.len(), 5);
     assert_eq!(asked[0]["token"], "set:carol");
     assert_eq!(asked[0]["client"], "127.0.0.1");
-    assert_eq!(asked[3]["user"], "dave");
-    assert_eq!(asked[3]["authenticated"], false);
+    assert_eq!(asked[4]["user"], "dave");
+    assert_eq!(asked[4]["authenticated"], false);
 }
 
 /// Joins `team:*` (join proxy) and publishes to `chat:*` (publish proxy) with the backend
@@ -567,4 +584,42 @@ async fn redirects_and_oversized_answers_are_failures() {
         ["/redirect", "/big"],
         "the redirect was not followed to /join"
     );
+}
+
+/// With authentication on, the connect proxy is asked after the token is verified: it sees the
+/// token's user as authenticated and the token itself; a bad token is refused before it is
+/// asked anything.
+#[tokio::test]
+async fn with_authentication_the_connect_proxy_sees_the_verified_user() {
+    use jsonwebtoken::{EncodingKey, Header};
+    const JWT_SECRET: &str = "jwt-secret-for-the-proxy-test-0123456789";
+    let backend = Backend::start();
+    let server = TestServer::with(|c| {
+        proxied(c, OnFailure::Deny);
+        c.proxy.connect.url = Some(backend.url("/connect"));
+        c.auth.secret = JWT_SECRET.into();
+    })
+    .await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300;
+    let token = jsonwebtoken::encode(
+        &Header::default(),
+        &json!({"sub": "erin", "exp": exp}),
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let erin = Client::try_connect(format!("ws://{}/ws?token={token}", server.addr))
+        .await
+        .unwrap();
+    assert_eq!(erin.user(), "erin");
+    let forged = Client::try_connect(format!("ws://{}/ws?token=forged", server.addr)).await;
+    assert_eq!(forged.err().expect("refused").status, 401);
+    let asked = backend.signed_requests("/connect").await;
+    assert_eq!(asked.len(), 1, "the forged token never reached the backend");
+    assert_eq!(asked[0]["user"], "erin");
+    assert_eq!(asked[0]["authenticated"], true);
+    assert_eq!(asked[0]["token"], token);
 }

@@ -525,21 +525,35 @@ impl Connection {
     }
 
     /// The rooms the connect proxy named, joined before any request is read, each answered
-    /// with `joined` (or an `error` frame naming the room's refusal, e.g. `too_many_rooms`).
+    /// with `joined` (or an `error` frame naming the room's refusal). Past
+    /// `limits.max_rooms_per_connection` one `too_many_rooms` error names how many were left
+    /// out, so a long list cannot flood the session's queue with refusals.
     async fn join_backend_rooms(&mut self, rooms: Vec<String>) {
-        for room in rooms {
+        let total = rooms.len();
+        for (done, room) in rooms.into_iter().enumerate() {
             let request = JoinRequest {
                 from_backend: true,
                 ..JoinRequest::default()
             };
             let node = self.node.clone();
-            if let Err(err) = node
+            let joined = node
                 .join(&self.session, &mut self.rooms, &room, request)
-                .await
-            {
-                let err = ProtocolError::from(err);
-                let message = format!("{room}: {}", err.message);
-                self.reply_error(None, &ProtocolError { message, ..err });
+                .await;
+            let Err(err) = joined else { continue };
+            let full = matches!(err, NodeError::TooManyRooms { .. });
+            let err = ProtocolError::from(err);
+            let message = if full {
+                format!(
+                    "{} rooms from {room} on not joined: {}",
+                    total - done,
+                    err.message
+                )
+            } else {
+                format!("{room}: {}", err.message)
+            };
+            self.reply_error(None, &ProtocolError { message, ..err });
+            if full {
+                return;
             }
         }
     }

@@ -7,7 +7,8 @@ a backend to (HMAC-SHA256 of "<timestamp>.<body>" with the shared secret, compar
 time; a bad or missing signature gets 401), records every request, and answers by path:
 
   POST /connect   token "deny" -> error {code: 4403}; token "set:NAME" -> result {user: NAME,
-                  rooms: ["home:NAME"], info: {plan: "gold"}}; anything else -> result {}.
+                  rooms: ["home:NAME"], info: {plan: "gold"}}; token "many:N" -> result
+                  {rooms: ["r0", ..., "rN-1"]}; anything else -> result {}.
   POST /join      user or room listed by /control (deny_users, deny_rooms) -> error
                   {code: "not_allowed"}; else result {}.
   POST /publish   data.action "deny" -> error {code: "spam", message: "no spam here"};
@@ -108,6 +109,8 @@ class Handler(BaseHTTPRequestHandler):
         token = body.get("token") or ""
         if token == "deny":
             return {"error": {"code": 4403, "message": "banned"}}
+        if token.startswith("many:"):
+            return {"result": {"rooms": ["r%d" % i for i in range(int(token[5:]))]}}
         if token.startswith("set:"):
             name = token[4:]
             return {"result": {"user": name, "rooms": ["home:" + name], "info": {"plan": "gold"}}}
