@@ -3,7 +3,9 @@
 //! `proxy.max_concurrency` calls in flight, and turns its answer into a decision; when the
 //! backend cannot decide, `proxy.on_failure` does. The wire is in docs/backend.md.
 //!
-//! Uses `config` and `auth`'s room patterns only; the node calls it and maps its refusals.
+//! Uses `config`, `protocol`'s name and data rules and `auth`'s room patterns; the node calls
+//! it (joins, client publishes) and so does the WebSocket endpoint (connect), each mapping its
+//! refusals to its own wire.
 
 mod cache;
 mod call;
