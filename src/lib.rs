@@ -13,9 +13,11 @@
 //! 2. [`config`]: layered configuration, one file per section; validation does no I/O.
 //! 3. [`auth`], [`session`]: token verification; a session's handle (bounded outbound queue and
 //!    close switch).
-//! 4. [`hub`], [`broker`]: local room membership and fan-out of encoded frames; the `Broker`
-//!    trait (order, history, presence, cross-node delivery) and its engines. Neither sees the
-//!    other: the broker delivers through the `Deliver` callback the server wires to the hub.
+//! 4. [`hub`], [`broker`], [`backend`]: local room membership and fan-out of encoded frames;
+//!    the `Broker` trait (order, history, presence, cross-node delivery) and its engines;
+//!    the application's backend asked over HTTP (the connect, join and publish proxies).
+//!    None sees another: the broker delivers through the `Deliver` callback the server wires
+//!    to the hub.
 //! 5. [`node`]: request semantics over hub + broker, with each session's room memberships and
 //!    their rules; admission (per-IP limits, rate limiters); lifecycle (draining, shutdown, task
 //!    tracking). Its `NodeError` is mapped by each endpoint to its own wire.
@@ -31,6 +33,7 @@
 mod accept;
 pub mod api;
 pub mod auth;
+pub mod backend;
 pub mod broker;
 pub mod config;
 pub mod demo;

@@ -15,10 +15,14 @@
 //!   `proxy_header_errors_total{reason}` (`proxy_protocol`: `invalid`, `timeout`, `closed`),
 //!   `resumes_total{recovered}` (joins with `resume`: `true` when the missed messages were
 //!   replayed), `rebalance_shed_total{reason}` (sessions sent away to even out the cluster:
-//!   `auto`, or `api` when an operator asked);
+//!   `auto`, or `api` when an operator asked), `proxy_calls_total{kind,outcome}` (the
+//!   `[proxy]` calls: `kind` connect, join or publish; `outcome` allow, deny, or the failure:
+//!   timeout, unreachable, bad_status, bad_answer, overloaded), `proxy_cache_hits_total` (joins
+//!   the join cache answered);
 //! - histograms, with fixed buckets (`_bucket{le}`, `_sum`, `_count`) so that they add up across
 //!   nodes (`histogram_quantile` over `sum by (le)`) and take constant memory:
-//!   `broker_publish_seconds`; `delivery_seconds` (a room message's `ts` to its write on a
+//!   `broker_publish_seconds`; `proxy_seconds{kind}` (a proxy call, sent to answered or
+//!   failed); `delivery_seconds` (a room message's `ts` to its write on a
 //!   recipient's socket, sampled: see `ws::latency`); `redis_publish_batch_size` (publications
 //!   per Redis script call, single-Redis mode with batching) and `redis_subscribe_batch_size`
 //!   (channels per SUBSCRIBE).
@@ -129,6 +133,14 @@ const COUNTERS: &[(&str, &str)] = &[
         "Sessions sent away (goaway) to even out the cluster, by reason: auto, or api.",
     ),
     (
+        "roomcast_proxy_calls_total",
+        "Calls to the application's backend ([proxy]), by kind and outcome.",
+    ),
+    (
+        "roomcast_proxy_cache_hits_total",
+        "Joins allowed from the join cache (proxy.join_cache_ms) without a call.",
+    ),
+    (
         "roomcast_jwks_refetches_limited_total",
         "Tokens with an unknown kid that fetched no JWKS, one having been fetched within auth.jwks_min_refetch_secs.",
     ),
@@ -196,6 +208,17 @@ const LABELLED: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
+/// The `outcome` values of `roomcast_proxy_calls_total` (crate::backend's labels).
+const PROXY_OUTCOMES: &[&str] = &[
+    "allow",
+    "deny",
+    "timeout",
+    "unreachable",
+    "bad_status",
+    "bad_answer",
+    "overloaded",
+];
+
 /// Gauges and histograms, with what they show.
 const OTHERS: &[(&str, &str)] = &[
     ("roomcast_connections", "Open WebSocket sessions."),
@@ -215,6 +238,10 @@ const OTHERS: &[(&str, &str)] = &[
     ),
     ("roomcast_draining", "1 while the node shuts down."),
     ("roomcast_worker_threads", "Threads of the node's runtime."),
+    (
+        "roomcast_proxy_seconds",
+        "Time a call to the application's backend took, by kind.",
+    ),
     (
         "roomcast_broker_publish_seconds",
         "Time the broker took to order a publish.",
@@ -244,13 +271,21 @@ fn describe() {
     PROCESS.describe();
     for (name, help) in COUNTERS {
         metrics::describe_counter!(*name, *help);
-        if !LABELLED.iter().any(|(labelled, _, _)| labelled == name) {
+        let labelled = LABELLED.iter().any(|(labelled, _, _)| labelled == name);
+        if !labelled && *name != "roomcast_proxy_calls_total" {
             metrics::counter!(*name).increment(0);
         }
     }
     for (name, label, values) in LABELLED {
         for value in *values {
             metrics::counter!(*name, *label => *value).increment(0);
+        }
+    }
+    // Two labels, so not in `LABELLED`.
+    for kind in ["connect", "join", "publish"] {
+        for outcome in PROXY_OUTCOMES {
+            metrics::counter!("roomcast_proxy_calls_total", "kind" => kind, "outcome" => *outcome)
+                .increment(0);
         }
     }
     for (name, help) in OTHERS {

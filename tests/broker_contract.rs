@@ -453,7 +453,7 @@ async fn publish_keys_order_a_publication_once(nodes: &[Node]) {
         let (key, body) = (key.to_owned(), data(body));
         async move {
             broker
-                .publish_once(room, "kay", &body, Some(&key))
+                .publish_once(room, "kay", &body, Some(&key), None)
                 .await
                 .unwrap()
         }
@@ -477,7 +477,7 @@ async fn publish_keys_order_a_publication_once(nodes: &[Node]) {
     let body = data("4");
     let other = nodes[0]
         .broker
-        .publish_once("c:keys-2", "kay", &body, Some("k1"));
+        .publish_once("c:keys-2", "kay", &body, Some("k1"), None);
     assert_eq!(other.await.unwrap(), (1, false), "keys are per room");
     for node in nodes {
         node.seen
@@ -497,7 +497,70 @@ async fn publish_keys_order_a_publication_once(nodes: &[Node]) {
     }
 }
 
+/// The application's backend's message id (publish proxy) is in the frame every node delivers
+/// and in the history a resume replays, keyed or not; a publication without one has none.
+async fn message_ids_travel_with_the_frame(nodes: &[Node]) {
+    let room = "c:ids";
+    for node in nodes {
+        node.broker.subscribe(room).await.unwrap();
+    }
+    let body = data(r#"{"t":"a"}"#);
+    let first = nodes[0]
+        .broker
+        .publish_once(room, "ida", &body, None, Some("m-1"));
+    assert_eq!(first.await.unwrap(), (1, false));
+    let last = &nodes[nodes.len() - 1];
+    let keyed = last
+        .broker
+        .publish_once(room, "ida", &body, Some("k"), Some("m\"2"));
+    assert_eq!(keyed.await.unwrap(), (2, false));
+    assert_eq!(
+        nodes[0].broker.publish(room, "ida", &body).await.unwrap(),
+        3
+    );
+    let want = [Some("m-1"), Some("m\"2"), None];
+    for node in nodes {
+        node.seen
+            .wait_for(
+                3,
+                |e| matches!(e, Event::Publication { room: r, .. } if r == room),
+            )
+            .await;
+        let ids: Vec<Option<String>> = node
+            .seen
+            .publications(room)
+            .iter()
+            .map(|(_, f)| f["id"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(
+            ids,
+            want.map(|i| i.map(str::to_owned)),
+            "delivered with the id"
+        );
+    }
+    let since = nodes[0].broker.history(room, None).await.unwrap();
+    let resume = Resume {
+        epoch: since.epoch.to_string(),
+        since: 0,
+    };
+    let replay = nodes[0].broker.history(room, Some(&resume)).await.unwrap();
+    let ids: Vec<Option<String>> = replay
+        .replay
+        .iter()
+        .map(|f| parse(f)["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        ids,
+        want.map(|i| i.map(str::to_owned)),
+        "kept in history with the id"
+    );
+    for node in nodes {
+        node.broker.unsubscribe(room).await;
+    }
+}
+
 async fn run_contract(nodes: &[Node]) {
+    message_ids_travel_with_the_frame(nodes).await;
     offsets_are_contiguous_and_ordered(nodes).await;
     publish_keys_order_a_publication_once(nodes).await;
     concurrent_publishers_get_distinct_offsets(nodes).await;

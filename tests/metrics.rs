@@ -218,6 +218,8 @@ async fn every_counter_is_present_from_the_start_and_every_metric_has_help() {
         "roomcast_resumes_total{recovered=\"false\"}",
         "roomcast_rebalance_shed_total{reason=\"auto\"}",
         "roomcast_rebalance_shed_total{reason=\"api\"}",
+        "roomcast_proxy_calls_total{kind=\"join\",outcome=\"overloaded\"}",
+        "roomcast_proxy_cache_hits_total",
     ] {
         assert!(
             sample(&text, counter).is_some(),

@@ -98,6 +98,11 @@ export type ErrorCode =
   | "token_not_yet_valid"
   | "token_too_large"
   | "token_wrong_user"
+  | "data_too_complex"
+  /** The application's backend refused the join or publish; its code is in `appCode`. */
+  | "denied"
+  /** The application's backend could not be asked and the server fails closed. */
+  | "backend_unavailable"
   /** The connection dropped before the reply: the request may or may not have been done. */
   | "disconnected"
   /** No reply (or no connection) within `requestTimeoutMs`. */
@@ -116,6 +121,8 @@ export class RoomcastError extends Error {
   readonly code: ErrorCode | string;
   /** The `error` frame, when the server sent one. */
   readonly frame?: ErrorFrame;
+  /** With `code: "denied"`: the application's backend's own code (`frame.app_code`). */
+  readonly appCode?: string;
   constructor(code: string, message?: string, frame?: ErrorFrame);
 }
 
@@ -126,6 +133,8 @@ export interface Welcome {
   node: string;
   heartbeat_ms: number;
   max_message_bytes: number;
+  /** What the application's backend attached to the session (connect proxy), if anything. */
+  info?: Json;
 }
 
 export interface Joined {
@@ -144,6 +153,8 @@ export interface Message<T = Json> {
   offset: number;
   from: string;
   data: T;
+  /** The application's backend's id for the message (publish proxy), if it gave one. */
+  id?: string;
   /** Server clock at publish, unix milliseconds. */
   ts: number;
 }
@@ -168,6 +179,8 @@ export interface ErrorFrame {
   id?: number;
   code: string;
   message: string;
+  /** With `code: "denied"`: the application's backend's own code. */
+  app_code?: string;
 }
 
 export interface Refreshed {

@@ -65,6 +65,8 @@ export class RoomcastError extends Error {
     this.name = "RoomcastError";
     this.code = code;
     this.frame = frame;
+    // With code "denied": the application's backend's own code (docs/backend.md).
+    this.appCode = frame?.app_code;
   }
 }
 

@@ -34,7 +34,9 @@ pub enum Kind {
 pub struct Frame<'a> {
     #[serde(rename = "type")]
     pub kind: Kind,
-    /// Loadtest only sends numeric ids.
+    /// Loadtest only sends numeric ids. A `message` frame's `id` is the application's
+    /// backend's (publish proxy, a string): read as none.
+    #[serde(default, deserialize_with = "request_id")]
     pub id: Option<u64>,
     #[serde(borrow)]
     pub room: Option<Cow<'a, str>>,
@@ -46,6 +48,34 @@ pub struct Frame<'a> {
     pub code: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub data: Option<&'a RawValue>,
+}
+
+/// A numeric `id`, or none for any other JSON (a backend's string message id), without
+/// buffering: one visitor call on the hot path.
+fn request_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    struct Id;
+    impl serde::de::Visitor<'_> for Id {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a request id")
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Id)
 }
 
 impl<'a> Frame<'a> {
@@ -160,6 +190,17 @@ mod tests {
                 t: 12345
             })
         );
+    }
+
+    #[test]
+    fn a_backend_message_id_is_not_a_request_id() {
+        let frame =
+            r#"{"type":"message","room":"r1","offset":5,"from":"a","data":1,"id":"m-1","ts":1}"#;
+        let f = Frame::parse(frame).unwrap();
+        assert_eq!((f.kind, f.id, f.offset), (Kind::Message, None, Some(5)));
+        let ack = Frame::parse(r#"{"type":"ack","id":7,"room":"r1","offset":5}"#).unwrap();
+        assert_eq!(ack.id, Some(7));
+        assert_eq!(Frame::parse(r#"{"type":"ack"}"#).unwrap().id, None);
     }
 
     #[test]

@@ -187,6 +187,8 @@ impl From<NodeError> for ApiError {
             NodeError::AlreadyJoined | NodeError::TooManyRooms { .. } | NodeError::NotMember(_) => {
                 Self::BadRequest(err.to_string())
             }
+            // The API is the backend's own and asks no proxy; kept total for the compiler.
+            NodeError::Refused(_) => Self::Unavailable(err.to_string()),
         }
     }
 }

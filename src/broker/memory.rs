@@ -22,7 +22,7 @@ use tungstenite::Utf8Bytes;
 
 use super::{Broker, BrokerError, Catchup, Deliver, Presence, PresenceList, new_epoch, unix_ms};
 use crate::protocol::Resume;
-use crate::protocol::{ServerFrame, encode, encode_direct, encode_message};
+use crate::protocol::{ServerFrame, encode, encode_direct, encode_message_id};
 
 /// History limits for every room, and (memory engine) for the node.
 #[derive(Debug, Clone, Copy)]
@@ -299,7 +299,7 @@ impl Log {
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn publish(&self, room: &str, from: &str, data: &RawValue) -> Result<u64, BrokerError> {
-        self.publish_once(room, from, data, None)
+        self.publish_once(room, from, data, None, None)
             .await
             .map(|(offset, _)| offset)
     }
@@ -310,6 +310,7 @@ impl Broker for MemoryBroker {
         from: &str,
         data: &RawValue,
         key: Option<&str>,
+        id: Option<&str>,
     ) -> Result<(u64, bool), BrokerError> {
         let limits = self.limits;
         let published = self.with_log(room, |log| {
@@ -324,7 +325,7 @@ impl Broker for MemoryBroker {
             if let Some(key) = key {
                 self.grow(log.remember(key, log.top));
             }
-            let frame = encode_message(room, log.top, from, data, unix_ms());
+            let frame = encode_message_id(room, log.top, from, data, id, unix_ms());
             if limits.size > 0 {
                 let entry = Entry {
                     offset: log.top,

@@ -114,13 +114,16 @@ pub trait Broker: Send + Sync + 'static {
     /// [`Self::publish`] with the client's publish key: when the room ordered a publication
     /// with `key` within the key window (`history.ttl`) in its current epoch, nothing is
     /// published and that publication's offset is returned, with `true`. Lets a client retry a
-    /// publish whose answer it never got without publishing twice.
+    /// publish whose answer it never got without publishing twice. `id` (the application's
+    /// backend's id for the message, from the publish proxy) goes into the `message` frame
+    /// every member and the history get.
     async fn publish_once(
         &self,
         room: &str,
         from: &str,
         data: &RawValue,
         key: Option<&str>,
+        id: Option<&str>,
     ) -> Result<(u64, bool), BrokerError>;
 
     /// The room's position, and with `resume` the messages after `resume.since` when the

@@ -20,6 +20,7 @@ mod compression;
 mod heartbeat;
 mod history;
 mod limits;
+mod proxy;
 mod rebalance;
 mod redis;
 mod socket;
@@ -32,6 +33,7 @@ pub use compression::{Compression, CompressionMode};
 pub use heartbeat::Heartbeat;
 pub use history::History;
 pub use limits::Limits;
+pub use proxy::{Connect as ProxyConnect, OnFailure, Proxy, Route as ProxyRoute};
 pub use rebalance::Rebalance;
 pub use redis::Redis;
 pub use socket::{MAX_READ_BUFFER_BYTES, Socket};
@@ -117,6 +119,7 @@ pub struct Config {
     pub auth: Auth,
     pub api: Api,
     pub compression: Compression,
+    pub proxy: Proxy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +159,7 @@ impl Default for Config {
             redis: Redis::default(),
             auth: Auth::default(),
             api: Api::default(),
+            proxy: Proxy::default(),
         }
     }
 }
@@ -248,6 +252,7 @@ impl Config {
         self.auth.validate()?;
         self.api.validate()?;
         self.compression.validate()?;
+        self.proxy.validate()?;
         if self.broker == BrokerKind::Redis {
             self.redis.validate()?;
         }

@@ -219,3 +219,32 @@ fn rebalance_settings_are_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn proxies_load_from_toml_and_the_secret_from_the_environment() {
+    let toml = r#"
+        [proxy]
+        on_failure = "allow"
+        [proxy.connect]
+        url = "http://127.0.0.1:9000/connect"
+        [[proxy.join]]
+        room = "team:*"
+        url = "http://127.0.0.1:9000/join"
+        timeout_ms = 250
+        [[proxy.publish]]
+        room = "chat:*"
+        url = "https://backend.example.com/publish"
+    "#;
+    let err = load(toml).unwrap_err();
+    assert!(err.to_string().contains("`proxy.secret`"), "{err}");
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("proxied.toml", toml)?;
+        jail.set_env("ROOMCAST_PROXY__SECRET", "s".repeat(32));
+        let c = Config::load(Some(Path::new("proxied.toml")), &Overrides::default()).unwrap();
+        assert_eq!(c.proxy.on_failure, OnFailure::Allow);
+        assert_eq!(c.proxy.join[0].timeout_ms, 250);
+        assert_eq!(c.proxy.publish[0].timeout_ms, 1000, "the default");
+        assert_eq!(c.proxy.secret.as_deref(), Some(&*"s".repeat(32)));
+        Ok(())
+    });
+}

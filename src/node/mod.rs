@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use tungstenite::Utf8Bytes;
 
 use crate::auth::Verifier;
+use crate::backend::{Backend, Refusal};
 use crate::broker::{Broker, BrokerError, Deliver, Presence, PresenceList};
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
@@ -35,6 +36,8 @@ struct Inner {
     broker: Arc<dyn Broker>,
     presence: Arc<dyn Presence>,
     verifier: Verifier,
+    /// The application's backend, asked before joins and client publishes (`[proxy]`).
+    backend: Backend,
     admission: Arc<Admission>,
     draining: AtomicBool,
     tasks: TaskTracker,
@@ -114,6 +117,9 @@ pub enum NodeError {
     TooManyRooms { max: usize },
     #[error("not a member of {0}")]
     NotMember(String),
+    /// The application's backend refused, or could not be asked (`[proxy]`).
+    #[error("{0}")]
+    Refused(#[from] Refusal),
 }
 
 /// A new session refused: its user has `limits.max_connections_per_user` open already.
@@ -130,6 +136,9 @@ pub struct JoinRequest<'a> {
     pub presence: bool,
     /// The request's id, echoed in `joined`.
     pub id: Option<&'a RequestId>,
+    /// The application's backend chose the room (its `connect` answer): the join proxy is
+    /// not asked.
+    pub from_backend: bool,
 }
 
 impl Node {
@@ -144,6 +153,7 @@ impl Node {
         presence: Arc<dyn Presence>,
     ) -> Result<Self, ConfigError> {
         let verifier = Verifier::new(&config.auth)?;
+        let backend = Backend::new(&config.proxy, config.limits.max_message_bytes)?;
         let admission = Arc::new(Admission::new(&config.limits, &config.trusted_proxies));
         Ok(Self(Arc::new(Inner {
             id,
@@ -152,6 +162,7 @@ impl Node {
             broker,
             presence,
             verifier,
+            backend,
             admission,
             draining: AtomicBool::new(false),
             tasks: TaskTracker::new(),
@@ -161,6 +172,11 @@ impl Node {
 
     pub fn verifier(&self) -> &Verifier {
         &self.0.verifier
+    }
+
+    /// The application's backend (`[proxy]`); the WebSocket endpoint asks its connect proxy.
+    pub fn backend(&self) -> &Backend {
+        &self.0.backend
     }
 
     pub fn admission(&self) -> &Arc<Admission> {
@@ -264,8 +280,9 @@ impl Node {
     }
 
     /// Joins `room`, queuing `joined` (and on resume the missed messages) on the session.
-    /// Refused for a room the session is in, or past `limits.max_rooms_per_connection`; on
-    /// `Err` the session is not a member.
+    /// Refused for a room the session is in, or past `limits.max_rooms_per_connection`, or by
+    /// the application's backend (the join proxy, asked after those checks and before the
+    /// broker); on `Err` the session is not a member.
     pub async fn join(
         &self,
         session: &SessionHandle,
@@ -274,6 +291,12 @@ impl Node {
         request: JoinRequest<'_>,
     ) -> Result<(), NodeError> {
         rooms.claim(room, self.0.config.limits.max_rooms_per_connection)?;
+        if !request.from_backend {
+            if let Err(refusal) = self.0.backend.join(session.user(), room).await {
+                rooms.release(room);
+                return Err(refusal.into());
+            }
+        }
         let joined = self.add_member(session, room, request).await;
         if joined.is_err() {
             rooms.release(room);
@@ -290,6 +313,7 @@ impl Node {
             resume,
             presence,
             id,
+            ..
         }: JoinRequest<'_>,
     ) -> Result<(), NodeError> {
         let cap = self.0.config.limits.outbound_queue;
@@ -366,20 +390,42 @@ impl Node {
         data: &RawValue,
         key: Option<&str>,
     ) -> Result<u64, NodeError> {
+        self.publish_with_id(room, from, data, key, None).await
+    }
+
+    /// A client's publish: the application's backend (the publish proxy) may refuse it, replace
+    /// its `data` or give it an `id`, before [`Self::publish`] orders it. A refusal publishes
+    /// nothing.
+    pub async fn publish_from_client(
+        &self,
+        room: &str,
+        from: &str,
+        data: &RawValue,
+        key: Option<&str>,
+    ) -> Result<u64, NodeError> {
+        let published = self.0.backend.publish(from, room, data, key).await?;
+        let data = published.data.as_deref().unwrap_or(data);
+        self.publish_with_id(room, from, data, key, published.id.as_deref())
+            .await
+    }
+
+    async fn publish_with_id(
+        &self,
+        room: &str,
+        from: &str,
+        data: &RawValue,
+        key: Option<&str>,
+        id: Option<&str>,
+    ) -> Result<u64, NodeError> {
         let started = std::time::Instant::now();
-        let result = match key {
-            None => self
+        let result = match (key, id) {
+            (None, None) => self
                 .0
                 .broker
                 .publish(room, from, data)
                 .await
                 .map(|o| (o, false)),
-            Some(key) => {
-                self.0
-                    .broker
-                    .publish_once(room, from, data, Some(key))
-                    .await
-            }
+            (key, id) => self.0.broker.publish_once(room, from, data, key, id).await,
         };
         metrics::histogram!("roomcast_broker_publish_seconds")
             .record(started.elapsed().as_secs_f64());

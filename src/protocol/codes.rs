@@ -40,6 +40,12 @@ pub enum ErrorCode {
     TokenWrongUser,
     /// `data` nests deeper than 64 levels or has a number longer than 64 characters.
     DataTooComplex,
+    /// The application's backend refused the join or publish (`[proxy]`); its own code is
+    /// in the frame's `app_code`, its message in `message`.
+    Denied,
+    /// The application's backend could not be asked (down, too slow, overloaded, or a bad
+    /// answer) and `proxy.on_failure` is `deny`: nothing was done.
+    BackendUnavailable,
 }
 
 impl ErrorCode {
@@ -62,6 +68,8 @@ impl ErrorCode {
             Self::TokenTooLarge => "token_too_large",
             Self::TokenWrongUser => "token_wrong_user",
             Self::DataTooComplex => "data_too_complex",
+            Self::Denied => "denied",
+            Self::BackendUnavailable => "backend_unavailable",
         }
     }
 }
@@ -72,6 +80,8 @@ impl ErrorCode {
 pub struct ProtocolError {
     pub code: ErrorCode,
     pub message: String,
+    /// With [`ErrorCode::Denied`]: the application's backend's own code.
+    pub app_code: Option<String>,
 }
 
 impl ProtocolError {
@@ -79,6 +89,7 @@ impl ProtocolError {
         Self {
             code,
             message: message.into(),
+            app_code: None,
         }
     }
 }

@@ -13,6 +13,6 @@ pub use codes::{CloseCode, ErrorCode, ProtocolError};
 pub use data::{DataError, MAX_DATA_DEPTH, MAX_NUMBER_CHARS, check_data};
 pub use names::{MAX_NAME_LEN, NAME_RULE, name_rule, valid_name};
 pub use server::{
-    PresenceParts, ServerFrame, encode, encode_direct, encode_message, message_parts, message_ts,
-    presence_parts,
+    PresenceParts, ServerFrame, encode, encode_direct, encode_message, encode_message_id,
+    message_parts, message_parts_id, message_ts, presence_parts,
 };

@@ -18,6 +18,9 @@ pub enum ServerFrame<'a> {
         node: &'a str,
         heartbeat_ms: u64,
         max_message_bytes: usize,
+        /// What the application's backend attached to the session (`connect` proxy).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        info: Option<&'a RawValue>,
     },
     Joined {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,6 +50,10 @@ pub enum ServerFrame<'a> {
         offset: u64,
         from: &'a str,
         data: &'a RawValue,
+        /// The application's backend's id for the message (`publish` proxy), if it gave one.
+        /// Before `ts`, which stays last ([`message_ts`]).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
         ts: u64,
     },
     Direct {
@@ -92,6 +99,9 @@ pub enum ServerFrame<'a> {
         id: Option<&'a RequestId>,
         code: ErrorCode,
         message: &'a str,
+        /// The application's backend's code, with `code: denied`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        app_code: Option<&'a str>,
     },
 }
 
@@ -116,12 +126,25 @@ const ENVELOPE: usize = 96;
 
 /// The `message` frame of one room publication.
 pub fn encode_message(room: &str, offset: u64, from: &str, data: &RawValue, ts: u64) -> Utf8Bytes {
-    let capacity = ENVELOPE + room.len() + from.len() + data.get().len();
+    encode_message_id(room, offset, from, data, None, ts)
+}
+
+/// [`encode_message`] with the backend's message `id`, if any.
+pub fn encode_message_id(
+    room: &str,
+    offset: u64,
+    from: &str,
+    data: &RawValue,
+    id: Option<&str>,
+    ts: u64,
+) -> Utf8Bytes {
+    let capacity = ENVELOPE + room.len() + from.len() + data.get().len() + id.map_or(0, str::len);
     let frame = ServerFrame::Message {
         room,
         offset,
         from,
         data,
+        id,
         ts,
     };
     encode_sized(&frame, capacity)
@@ -147,7 +170,19 @@ pub fn message_ts(frame: &str) -> Option<u64> {
 /// (the Redis engine's publish script): `prefix + offset + suffix` is exactly what
 /// [`encode_message`] produces, so every engine hands clients the same bytes.
 pub fn message_parts(room: &str, from: &str, data: &RawValue, ts: u64) -> (String, String) {
-    let frame = encode_message(room, 0, from, data, ts);
+    message_parts_id(room, from, data, None, ts)
+}
+
+/// [`message_parts`] with the backend's message `id`, if any. The id comes after the offset,
+/// so the cut below still finds the offset first.
+pub fn message_parts_id(
+    room: &str,
+    from: &str,
+    data: &RawValue,
+    id: Option<&str>,
+    ts: u64,
+) -> (String, String) {
+    let frame = encode_message_id(room, 0, from, data, id, ts);
     let text = frame.as_str();
     // Field order is fixed by `ServerFrame::Message`; `room` precedes the first `,"offset":0`.
     let cut = text
@@ -209,6 +244,13 @@ mod tests {
     fn message_parts_rebuild_the_frame_for_any_offset() {
         let data = RawValue::from_string(r#"{"offset":0,"t":",\"offset\":0,"}"#.into()).unwrap();
         let (prefix, suffix) = message_parts("r:0", "u", &data, 99);
+        let (id_prefix, id_suffix) =
+            message_parts_id("r:0", "u", &data, Some(",\"offset\":0,"), 99);
+        for offset in [1, 10, 12345] {
+            let whole = encode_message_id("r:0", offset, "u", &data, Some(",\"offset\":0,"), 99);
+            assert_eq!(format!("{id_prefix}{offset}{id_suffix}"), whole.as_str());
+            assert_eq!(message_ts(whole.as_str()), Some(99));
+        }
         for offset in [1, 57, u64::MAX] {
             let whole = encode_message("r:0", offset, "u", &data, 99);
             assert_eq!(format!("{prefix}{offset}{suffix}"), whole.as_str());
@@ -271,6 +313,7 @@ mod tests {
             id: None,
             code: ErrorCode::NotMember,
             message: "join first",
+            app_code: None,
         });
         assert_eq!(
             err.as_str(),

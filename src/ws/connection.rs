@@ -19,6 +19,7 @@ use super::frame::{self, Incoming};
 use super::latency::Sample;
 use super::socket::{Event, RecvError, WebSocket};
 use crate::auth::{AuthError, Identity};
+use crate::backend::{Connected, Refusal};
 use crate::node::limiter::{TokenBucket, Verdict};
 use crate::node::{JoinRequest, Memberships, Node, NodeError};
 use crate::protocol::{
@@ -59,6 +60,7 @@ pub fn serve(
     node: Node,
     identity: Identity,
     permits: Permits,
+    connected: Option<Box<Connected>>,
 ) -> impl Future<Output = ()> {
     let (session, mut outbox) = node.new_session(identity.user.clone());
     let span = tracing::info_span!("session", id = session.id(), user = %identity.user);
@@ -79,6 +81,7 @@ pub fn serve(
         session,
         rooms: Memberships::default(),
         identity,
+        connected,
         clock: Clock {
             opened: Instant::now(),
             last_seen: Instant::now(),
@@ -180,6 +183,9 @@ struct Connection {
     direct: TokenBucket,
     /// The user, what its token allows, and until when (replaced by `refresh`).
     identity: Identity,
+    /// The connect proxy's answer, until the session has started (boxed: one pointer in an
+    /// idle connection).
+    connected: Option<Box<Connected>>,
     clock: Clock,
 }
 
@@ -200,7 +206,11 @@ impl Connection {
             node: self.node.id(),
             heartbeat_ms: config.heartbeat.interval_ms,
             max_message_bytes: config.limits.max_message_bytes,
+            info: self.connected.as_ref().and_then(|c| c.info.as_deref()),
         }));
+        if let Some(connected) = self.connected.take() {
+            Box::pin(self.join_backend_rooms(connected.rooms)).await;
+        }
         self.clock.next_ping = Instant::now() + times.ping;
         // One timer for every deadline: an idle socket holds one timer entry, not several.
         let timer = tokio::time::sleep_until(self.clock.next_ping.min(self.expiry_instant()));
@@ -514,11 +524,46 @@ impl Connection {
             resume: resume.as_ref(),
             presence,
             id,
+            from_backend: false,
         };
         let node = self.node.clone();
         Ok(node
             .join(&self.session, &mut self.rooms, room, request)
             .await?)
+    }
+
+    /// The rooms the connect proxy named, joined before any request is read, each answered
+    /// with `joined` (or an `error` frame naming the room's refusal). Past
+    /// `limits.max_rooms_per_connection` one `too_many_rooms` error names how many were left
+    /// out, so a long list cannot flood the session's queue with refusals.
+    async fn join_backend_rooms(&mut self, rooms: Vec<String>) {
+        let total = rooms.len();
+        for (done, room) in rooms.into_iter().enumerate() {
+            let request = JoinRequest {
+                from_backend: true,
+                ..JoinRequest::default()
+            };
+            let node = self.node.clone();
+            let joined = node
+                .join(&self.session, &mut self.rooms, &room, request)
+                .await;
+            let Err(err) = joined else { continue };
+            let full = matches!(err, NodeError::TooManyRooms { .. });
+            let err = ProtocolError::from(err);
+            let message = if full {
+                format!(
+                    "{} rooms from {room} on not joined: {}",
+                    total - done,
+                    err.message
+                )
+            } else {
+                format!("{room}: {}", err.message)
+            };
+            self.reply_error(None, &ProtocolError { message, ..err });
+            if full {
+                return;
+            }
+        }
     }
 
     async fn leave(&mut self, id: Option<&RequestId>, room: &str) -> Result<(), ProtocolError> {
@@ -540,7 +585,8 @@ impl Connection {
             return Err(forbidden("publish to", room));
         }
         let user = self.session.user().clone();
-        let offset = self.node.clone().publish(room, &user, data, key).await?;
+        let node = self.node.clone();
+        let offset = node.publish_from_client(room, &user, data, key).await?;
         self.reply(&ServerFrame::Ack {
             id,
             room: Some(room),
@@ -621,6 +667,7 @@ impl Connection {
             id,
             code: err.code,
             message: &err.message,
+            app_code: err.app_code.as_deref(),
         });
     }
 }
@@ -684,6 +731,14 @@ impl From<NodeError> for ProtocolError {
                 ProtocolError::new(ErrorCode::TooManyRooms, err.to_string())
             }
             NodeError::NotMember(_) => ProtocolError::new(ErrorCode::NotMember, err.to_string()),
+            NodeError::Refused(Refusal::Denied(denial)) => ProtocolError {
+                code: ErrorCode::Denied,
+                message: denial.message.clone(),
+                app_code: Some(denial.code.clone()),
+            },
+            NodeError::Refused(Refusal::Unavailable(_)) => {
+                ProtocolError::new(ErrorCode::BackendUnavailable, err.to_string())
+            }
         }
     }
 }

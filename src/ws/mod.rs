@@ -2,6 +2,7 @@
 //! upgrading (origin, token, limits), and, in [`connection`], the task that serves one socket.
 
 mod close_log;
+mod connect_proxy;
 mod connection;
 pub mod deflate;
 mod frame;
@@ -54,7 +55,8 @@ impl Permits {
 
 /// `GET /ws`: upgrades to a session. Refusals, each with a JSON body `{error, message}`:
 /// 503 draining, 400/405/426 not a WebSocket handshake, 403 origin, 400 bad query or user,
-/// 401 token, 429 connection limits.
+/// 401 token, 403 `denied` / 503 `backend_unavailable` from the connect proxy, 429
+/// connection limits.
 pub async fn upgrade(
     State(node): State<Node>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -89,9 +91,29 @@ pub async fn upgrade(
             return json_error(rejection.status(), "bad_query", &rejection.body_text());
         }
     };
-    let identity = match identify(&node, &headers, params).await {
+    // Only when the backend is asked: the common path copies nothing.
+    let presented = node
+        .backend()
+        .asks_connect()
+        .then(|| connect_proxy::Presented {
+            claimed_user: params.user.clone(),
+            token: params
+                .token
+                .clone()
+                .or_else(|| token_from_headers(&headers)),
+        });
+    let mut identity = match identify(&node, &headers, params).await {
         Ok(identity) => identity,
         Err(refusal) => return refusal.into_response(),
+    };
+    let connected = match presented {
+        Some(presented) => {
+            match connect_proxy::ask(&node, peer, &headers, presented, &mut identity).await {
+                Ok(connected) => connected,
+                Err(refusal) => return refusal,
+            }
+        }
+        None => None,
     };
     let permits = match admit(&node, peer, &headers, &identity.user).await {
         Ok(permits) => permits,
@@ -105,7 +127,7 @@ pub async fn upgrade(
     // Dropping the callback unrun (a failed upgrade) drops the permits with it.
     ws.accept(&tasks, move |upgraded| {
         let socket = WebSocket::new(upgraded, read, write, max).with_deflate(agreed);
-        connection::serve(socket, node, identity, permits)
+        connection::serve(socket, node, identity, permits, connected)
     })
 }
 

@@ -49,7 +49,7 @@ use tungstenite::Utf8Bytes;
 
 use super::memory::HistoryBudget;
 use super::{Broker, BrokerError, Catchup, Deliver, Presence, PresenceList, unix_ms};
-use crate::protocol::{Resume, encode_direct, message_parts};
+use crate::protocol::{Resume, encode_direct, message_parts, message_parts_id};
 use connection::Conn;
 use keys::Keys;
 use links::Links;
@@ -321,11 +321,16 @@ impl Shared {
     }
 }
 
-#[async_trait]
-impl Broker for RedisBroker {
-    async fn publish(&self, room: &str, from: &str, data: &RawValue) -> Result<u64, BrokerError> {
+impl RedisBroker {
+    /// One unkeyed publication of the frame `prefix` offset `suffix`: batched when batching is
+    /// on.
+    async fn publish_parts(
+        &self,
+        room: &str,
+        prefix: String,
+        suffix: String,
+    ) -> Result<u64, BrokerError> {
         let s = &self.shared;
-        let (prefix, suffix) = message_parts(room, from, data, unix_ms());
         if let Some(batcher) = &s.batcher {
             return batcher.publish(room, prefix, suffix).await;
         }
@@ -334,24 +339,34 @@ impl Broker for RedisBroker {
             .await?;
         Ok(offset.unsigned_abs())
     }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(&self, room: &str, from: &str, data: &RawValue) -> Result<u64, BrokerError> {
+        let (prefix, suffix) = message_parts(room, from, data, unix_ms());
+        self.publish_parts(room, prefix, suffix).await
+    }
 
     /// Keyed publishes skip the batcher: a batch's offsets are one room's first and the ones
-    /// after it, which a repeat (publishing nothing) would break.
+    /// after it, which a repeat (publishing nothing) would break. The backend's `id` is in the
+    /// frame's parts, so it takes either path unchanged.
     async fn publish_once(
         &self,
         room: &str,
         from: &str,
         data: &RawValue,
         key: Option<&str>,
+        id: Option<&str>,
     ) -> Result<(u64, bool), BrokerError> {
+        let (prefix, suffix) = message_parts_id(room, from, data, id, unix_ms());
         let Some(key) = key else {
             return self
-                .publish(room, from, data)
+                .publish_parts(room, prefix, suffix)
                 .await
                 .map(|offset| (offset, false));
         };
         let s = &self.shared;
-        let (prefix, suffix) = message_parts(room, from, data, unix_ms());
         let call = s.scripts.publish(room, &prefix, &suffix, Some(key));
         let offset = s.run(call).await?;
         Ok((offset.unsigned_abs(), offset < 0))
