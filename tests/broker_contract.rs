@@ -10,7 +10,7 @@ use common::redis_cluster::RedisCluster;
 use parking_lot::Mutex;
 use roomcast::broker::memory::{HistoryBudget, MemoryBroker};
 use roomcast::broker::redis::{PublishBatch, RedisBroker, RedisOptions};
-use roomcast::broker::{Broker, BrokerError, Deliver, Presence};
+use roomcast::broker::{Broker, BrokerError, Deliver, Presence, Retention};
 use roomcast::protocol::Resume;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -607,6 +607,7 @@ fn options(url: String, prefix: &str, i: usize, publish_batch: PublishBatch) -> 
         unsubscribe_delay: Duration::from_millis(50),
         command_timeout: Duration::from_secs(2),
         publish_batch,
+        retention: Default::default(),
     }
 }
 
@@ -635,12 +636,23 @@ async fn wait_available(broker: &dyn Broker) {
     }
 }
 
-/// Memory-engine specifics: history expires by TTL, and the log of a room nobody is in is
-/// freed, so memory returns to its baseline after churn; a subscribed log is kept.
+/// Memory-engine specifics: history expires by TTL; the log of a room nobody is in keeps its
+/// epoch and top for the epoch TTL (its numbering goes on, an old position is told it is not
+/// recovered), and is then freed, so memory returns to its baseline after churn; a subscribed
+/// log is kept.
 #[tokio::test]
 async fn memory_engine_frees_idle_rooms_after_ttl() {
     let ttl = Duration::from_secs(60);
-    let (memory, node) = memory_node(HistoryBudget::new(10, ttl));
+    let epoch_ttl = Duration::from_secs(600);
+    let seen = Arc::new(Recorder::default());
+    let retention = Retention {
+        epoch_ttl,
+        ..Retention::default()
+    };
+    let memory = Arc::new(
+        MemoryBroker::new(HistoryBudget::new(10, ttl), seen.clone()).with_retention(retention),
+    );
+    let node = Node::new(memory.clone(), seen);
     for r in 0..1000 {
         node.broker
             .publish(&format!("churn:{r}"), "u", &data("1"))
@@ -655,20 +667,36 @@ async fn memory_engine_frees_idle_rooms_after_ttl() {
     memory.sweep(Instant::now());
     assert_eq!(memory.log_count(), 1001);
     let epoch = node.broker.history("churn:7", None).await.unwrap().epoch;
+    let resume = |since| Resume {
+        since,
+        epoch: epoch.to_string(),
+    };
     let h = node
         .broker
-        .history(
-            "churn:7",
-            Some(&Resume {
-                since: 0,
-                epoch: epoch.to_string(),
-            }),
-        )
+        .history("churn:7", Some(&resume(0)))
         .await
         .unwrap();
     assert!(h.recovered);
 
+    // Past the history TTL the messages are gone but the epoch and top stay.
     memory.sweep(Instant::now() + ttl + Duration::from_secs(1));
+    assert_eq!(memory.log_count(), 1001, "epochs outlive the history");
+    let idle = node
+        .broker
+        .history("churn:7", Some(&resume(0)))
+        .await
+        .unwrap();
+    assert!(!idle.recovered, "the message itself expired");
+    assert_eq!((&*idle.epoch, idle.top), (&*epoch, 1));
+    let next = node
+        .broker
+        .publish("churn:7", "u", &data("2"))
+        .await
+        .unwrap();
+    assert_eq!(next, 2, "numbering goes on in the same epoch");
+
+    // Past the epoch TTL an idle room is freed and starts over in a new epoch.
+    memory.sweep(Instant::now() + epoch_ttl + ttl + Duration::from_secs(1));
     assert_eq!(
         memory.log_count(),
         1,
@@ -676,25 +704,19 @@ async fn memory_engine_frees_idle_rooms_after_ttl() {
     );
     let kept = node.broker.history("kept", None).await.unwrap();
     assert_eq!(kept.top, 1, "a subscribed room keeps its offsets");
-
-    // A freed room starts over in a new epoch, so an old position is not trusted.
     let fresh = node
         .broker
-        .history(
-            "churn:7",
-            Some(&Resume {
-                since: 1,
-                epoch: epoch.to_string(),
-            }),
-        )
+        .history("churn:7", Some(&resume(1)))
         .await
         .unwrap();
     assert!(!fresh.recovered);
     assert_eq!(fresh.top, 0);
+    assert_ne!(fresh.epoch, epoch);
 
     node.broker.unsubscribe("kept").await;
-    memory.sweep(Instant::now() + ttl * 3);
+    memory.sweep(Instant::now() + (epoch_ttl + ttl) * 3);
     assert_eq!(memory.log_count(), 0);
+    assert_eq!(memory.history_bytes(), 0, "nothing left counted");
 }
 
 /// Redis restarts empty under two subscribed nodes: both reconnect on their own, announce the

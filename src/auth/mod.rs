@@ -22,7 +22,7 @@ use crate::protocol::valid_name;
 use fetch::Source;
 use jwks::Jwks;
 use keys::Selected;
-pub use pattern::Permissions;
+pub use pattern::{Permissions, matches as pattern_matches};
 
 /// Why a connection or a `refresh` was refused. The string codes are part of the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -53,7 +53,7 @@ fn allowed(patterns: Option<&[String]>, name: &str) -> bool {
 
 /// Glob match with `*` only. Iterative with one backtrack point, so it is linear-ish and a
 /// hostile pattern in a token cannot blow up.
-fn matches(pattern: &str, text: &str) -> bool {
+pub fn matches(pattern: &str, text: &str) -> bool {
     let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;

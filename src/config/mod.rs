@@ -28,7 +28,7 @@ mod tests;
 pub use api::Api;
 pub use auth::{Auth, HsSecret, JwtAlgorithm, no_key_file};
 pub use heartbeat::Heartbeat;
-pub use history::History;
+pub use history::{Durable, History};
 pub use limits::Limits;
 pub use rebalance::Rebalance;
 pub use redis::Redis;
@@ -261,6 +261,21 @@ impl Config {
                     "must be at least history.max_room_bytes + 2 x limits.max_message_bytes \
                      ({needed}) so a full resume replay fits"
                 ),
+            });
+        }
+        if l.outbound_queue <= h.max_rewind {
+            return Err(ConfigError::Invalid {
+                key: "history.max_rewind",
+                reason: format!(
+                    "must be below limits.outbound_queue ({}) so a whole rewind fits",
+                    l.outbound_queue
+                ),
+            });
+        }
+        if !h.durable.is_empty() && self.broker != BrokerKind::Redis {
+            return Err(ConfigError::Invalid {
+                key: "history.durable",
+                reason: "durable history is kept in Redis Streams: needs broker = \"redis\"".into(),
             });
         }
         if l.outbound_queue <= h.size {

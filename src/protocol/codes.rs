@@ -40,6 +40,10 @@ pub enum ErrorCode {
     TokenWrongUser,
     /// `data` nests deeper than 64 levels or has a number longer than 64 characters.
     DataTooComplex,
+    /// `history`: no offset lies above `after` and below `before`.
+    BadRange,
+    /// `history`: the broker knows no such room (never used, or idle past the epoch TTL).
+    UnknownRoom,
 }
 
 impl ErrorCode {
@@ -62,6 +66,8 @@ impl ErrorCode {
             Self::TokenTooLarge => "token_too_large",
             Self::TokenWrongUser => "token_wrong_user",
             Self::DataTooComplex => "data_too_complex",
+            Self::BadRange => "bad_range",
+            Self::UnknownRoom => "unknown_room",
         }
     }
 }

@@ -5,6 +5,7 @@ mod close_log;
 mod connection;
 mod frame;
 mod handshake;
+mod history;
 mod latency;
 mod socket;
 

@@ -27,7 +27,7 @@ impl Scripts {
             .arg(new_epoch().as_ref())
             .arg(since)
             .arg(epoch)
-            .arg(self.history.ttl.as_millis() as u64)
+            .arg(self.retention.epoch_ttl(room).as_millis() as u64)
             .arg(self.history.size);
         call.reply()
     }
