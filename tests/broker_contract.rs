@@ -10,7 +10,9 @@ use common::redis_cluster::RedisCluster;
 use parking_lot::Mutex;
 use roomcast::broker::memory::{HistoryBudget, MemoryBroker};
 use roomcast::broker::redis::{PublishBatch, RedisBroker, RedisOptions};
-use roomcast::broker::{Broker, BrokerError, Deliver, Presence, Retention};
+use roomcast::broker::{
+    Broker, BrokerError, Deliver, DurableRule, Order, Page, PageRequest, Presence, Retention,
+};
 use roomcast::protocol::Resume;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -497,7 +499,67 @@ async fn publish_keys_order_a_publication_once(nodes: &[Node]) {
     }
 }
 
+/// Pages read the same history from every node: consecutive offsets from the requested end,
+/// `more` when the range holds more, nothing for a room never used. A room matching the
+/// fixtures' durable pattern (Redis engines: a stream) pages back past the resume history's 10.
+async fn pages_read_the_history_from_any_node(nodes: &[Node]) {
+    for _ in 0..8 {
+        nodes[0]
+            .broker
+            .publish("c:page", "u", &data("1"))
+            .await
+            .unwrap();
+    }
+    for _ in 0..15 {
+        nodes[0]
+            .broker
+            .publish("c:durable:1", "u", &data("1"))
+            .await
+            .unwrap();
+    }
+    let page = |after, before, limit, order| PageRequest {
+        after,
+        before,
+        limit,
+        max_bytes: usize::MAX,
+        order,
+    };
+    let offsets = |p: &Page| -> Vec<u64> {
+        p.frames
+            .iter()
+            .map(|f| parse(f)["offset"].as_u64().unwrap())
+            .collect()
+    };
+    for node in nodes {
+        let read = |room: &'static str, request: PageRequest| {
+            let broker = node.broker.clone();
+            async move { broker.page(room, &request).await.unwrap() }
+        };
+        let newest = read("c:page", page(0, u64::MAX, 3, Order::NewestFirst)).await;
+        let newest = newest.expect("a used room");
+        assert_eq!(
+            (offsets(&newest), newest.more, newest.top),
+            (vec![8, 7, 6], true, 8)
+        );
+        let oldest = read("c:page", page(5, u64::MAX, 10, Order::OldestFirst)).await;
+        let oldest = oldest.unwrap();
+        assert_eq!((offsets(&oldest), oldest.more), (vec![6, 7, 8], false));
+        let inner = read("c:page", page(2, 6, 2, Order::OldestFirst)).await;
+        assert_eq!(offsets(&inner.unwrap()), [3, 4]);
+        let none = read("c:never", page(0, u64::MAX, 3, Order::NewestFirst)).await;
+        assert!(none.is_none(), "an unknown room");
+        let deep = read("c:durable:1", page(0, u64::MAX, 100, Order::NewestFirst)).await;
+        let deep = offsets(&deep.unwrap());
+        assert!(deep.len() >= 10, "{deep:?}");
+        assert_eq!(
+            deep,
+            (16 - deep.len() as u64..=15).rev().collect::<Vec<_>>()
+        );
+    }
+}
+
 async fn run_contract(nodes: &[Node]) {
+    pages_read_the_history_from_any_node(nodes).await;
     offsets_are_contiguous_and_ordered(nodes).await;
     publish_keys_order_a_publication_once(nodes).await;
     concurrent_publishers_get_distinct_offsets(nodes).await;
@@ -607,7 +669,14 @@ fn options(url: String, prefix: &str, i: usize, publish_batch: PublishBatch) -> 
         unsubscribe_delay: Duration::from_millis(50),
         command_timeout: Duration::from_secs(2),
         publish_batch,
-        retention: Default::default(),
+        retention: Retention {
+            durable: vec![DurableRule {
+                pattern: "c:durable:*".into(),
+                max_age: Duration::from_secs(3600),
+                max_count: 100,
+            }],
+            ..Retention::default()
+        },
     }
 }
 
@@ -717,6 +786,32 @@ async fn memory_engine_frees_idle_rooms_after_ttl() {
     memory.sweep(Instant::now() + (epoch_ttl + ttl) * 3);
     assert_eq!(memory.log_count(), 0);
     assert_eq!(memory.history_bytes(), 0, "nothing left counted");
+}
+
+/// Rooms kept only for their epoch count in `history.max_bytes`: past it, the sweep frees
+/// idle ones at once (their numbering restarts in a new epoch) rather than the node growing.
+#[tokio::test]
+async fn memory_engine_drops_idle_epochs_past_its_byte_budget() {
+    let limits = HistoryBudget {
+        max_bytes: 16 * 1024,
+        ..HistoryBudget::new(10, Duration::from_secs(300))
+    };
+    let (memory, node) = memory_node(limits);
+    for r in 0..1000 {
+        node.broker
+            .history(&format!("idle:{r}"), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(memory.log_count(), 1000);
+    assert!(memory.history_bytes() > 16 * 1024);
+    memory.sweep(Instant::now());
+    assert_eq!(
+        memory.log_count(),
+        0,
+        "idle rooms over the budget are dropped"
+    );
+    assert_eq!(memory.history_bytes(), 0);
 }
 
 /// Redis restarts empty under two subscribed nodes: both reconnect on their own, announce the

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::process::Process;
 use common::redis::{RedisServer, redis_env, unique_prefix, use_redis};
-use common::{Client, TestServer};
+use common::{Client, TestServer, wait_ready};
 use roomcast::Config;
 use roomcast::config::Durable;
 use serde_json::{Value, json};
@@ -19,7 +19,11 @@ use serde_json::{Value, json};
 /// offsets in order. The room's own `message` frames coming back are skipped.
 async fn publish_many(client: &mut Client, room: &str, n: u64) -> Vec<u64> {
     const CHUNK: u64 = 250;
-    client.request(json!({"type": "join", "room": room})).await;
+    let joined = client.request(json!({"type": "join", "room": room})).await;
+    assert!(
+        joined["type"] == "joined" || joined["code"] == "bad_request",
+        "join {room}: {joined}"
+    );
     let mut offsets = Vec::new();
     let mut sent = 0;
     while sent < n {
@@ -30,7 +34,9 @@ async fn publish_many(client: &mut Client, room: &str, n: u64) -> Vec<u64> {
         }
         while (offsets.len() as u64) < sent + batch {
             let ack = client.recv().await;
-            if ack["type"] == "message" {
+            // The room's own messages, and (a test dropping the room in Redis) its
+            // unsolicited restart notice.
+            if ack["type"] == "message" || (ack["type"] == "joined" && ack["id"].is_null()) {
                 continue;
             }
             assert_eq!(ack["type"], "ack", "{ack}");
@@ -81,6 +87,17 @@ fn durable(pattern: &str, max_age_s: u64, max_count: usize) -> Durable {
     }
 }
 
+/// A server on the Redis engine under `prefix`, adjusted by `adjust`, once it is ready (its
+/// subscription connected: before, joins answer `unavailable`).
+async fn on_redis(redis: &RedisServer, prefix: &str, adjust: fn(&mut Config)) -> TestServer {
+    let mut config = common::test_config();
+    use_redis(&mut config, redis, prefix);
+    adjust(&mut config);
+    let server = TestServer::with(move |c| *c = config).await;
+    wait_ready(&server.url(""), 200).await;
+    server
+}
+
 /// Publishes 10,000 messages to `room` and pages back through all of them, 700 at a time:
 /// every offset once, in order, each page's `more` true until the last.
 async fn page_back_through_10_000(server: &TestServer, room: &str) {
@@ -129,9 +146,8 @@ async fn memory_engine_pages_back_through_10_000_messages() {
 async fn redis_engine_pages_back_through_10_000_messages_in_its_log_and_its_stream() {
     let redis = RedisServer::start();
     let prefix = unique_prefix();
-    let server = TestServer::with(|c| {
+    let server = on_redis(&redis, &prefix, |c| {
         big_history(c);
-        use_redis(c, &redis, &prefix);
         c.history.durable = vec![durable("keep:*", 3600, 20_000)];
     })
     .await;
@@ -235,9 +251,8 @@ async fn memory_engine_answers_ranges_limits_and_bad_input() {
 async fn redis_engine_answers_ranges_limits_and_bad_input() {
     let redis = RedisServer::start();
     let prefix = unique_prefix();
-    let server = TestServer::with(|c| {
+    let server = on_redis(&redis, &prefix, |c| {
         small_pages(c);
-        use_redis(c, &redis, &prefix);
     })
     .await;
     ranges_limits_and_refusals(&server).await;
@@ -254,24 +269,22 @@ async fn messages(client: &mut Client, n: usize) -> Vec<u64> {
     got
 }
 
-/// Rewind less than, equal to and more than what the room holds, then live messages with no
-/// gap; and a join with rewind while another client publishes without pause.
+/// Rewind less than, equal to and more than what the room holds (within `history.max_rewind`,
+/// 4 here, and beyond it), then live messages with no gap; and a join with rewind while
+/// another client publishes without pause.
 async fn rewinds(server: &TestServer) {
     let mut publisher = server.connect("pub").await;
-    publish_many(&mut publisher, "rw", 5).await;
+    publish_many(&mut publisher, "rw", 4).await;
     let mut joiners = Vec::new();
-    for (n, want) in [
-        (3, vec![3, 4, 5]),
-        (5, vec![1, 2, 3, 4, 5]),
-        (50, vec![1, 2, 3, 4, 5]),
-    ] {
+    let all = vec![1, 2, 3, 4];
+    for (n, want) in [(3, vec![2, 3, 4]), (4, all.clone()), (50, all)] {
         let mut c = server.connect(&format!("j{n}")).await;
         let joined = c
             .request(json!({"type": "join", "room": "rw", "rewind": n}))
             .await;
         assert_eq!(
             (&joined["type"], &joined["offset"]),
-            (&json!("joined"), &json!(5))
+            (&json!("joined"), &json!(4))
         );
         assert_eq!(messages(&mut c, want.len()).await, want, "rewind {n}");
         joiners.push(c);
@@ -279,8 +292,16 @@ async fn rewinds(server: &TestServer) {
     // Nothing more than asked for, then live delivery goes on after the rewound ones.
     publish_many(&mut publisher, "rw", 1).await;
     for c in &mut joiners {
-        assert_eq!(messages(c, 1).await, [6]);
+        assert_eq!(messages(c, 1).await, [5]);
     }
+    publish_many(&mut publisher, "rw", 1).await;
+    // Never more than history.max_rewind (4 here).
+    let mut capped = server.connect("capped").await;
+    capped
+        .request(json!({"type": "join", "room": "rw", "rewind": 1000}))
+        .await;
+    assert_eq!(messages(&mut capped, 4).await, [3, 4, 5, 6]);
+    capped.expect_silence(Duration::from_millis(300)).await;
     // An empty room rewinds nothing.
     let mut empty = server.connect("empty").await;
     let joined = empty
@@ -305,12 +326,12 @@ async fn rewinds(server: &TestServer) {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let mut late = server.connect("late").await;
     let joined = late
-        .request(json!({"type": "join", "room": "rw", "rewind": 8}))
+        .request(json!({"type": "join", "room": "rw", "rewind": 4}))
         .await;
     let top = joined["offset"].as_u64().unwrap();
     streamer.await.unwrap();
-    let last = 6 + 200;
-    let first = top.saturating_sub(7).max(1);
+    let last = 6 + 200; // 4, 1 and 1 above, then the streamer's 200
+    let first = top.saturating_sub(3).max(1);
     let got = messages(&mut late, (last - first + 1) as usize).await;
     let want: Vec<u64> = (first..=last).collect();
     assert_eq!(got, want, "joined at {top}");
@@ -318,7 +339,7 @@ async fn rewinds(server: &TestServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_engine_rewinds_on_join() {
-    let server = TestServer::start().await;
+    let server = TestServer::with(|c| c.history.max_rewind = 4).await;
     rewinds(&server).await;
 }
 
@@ -326,11 +347,13 @@ async fn memory_engine_rewinds_on_join() {
 async fn redis_engine_rewinds_on_join_from_its_log_and_its_stream() {
     let redis = RedisServer::start();
     let prefix = unique_prefix();
-    let server = TestServer::with(|c| use_redis(c, &redis, &prefix)).await;
+    let server = on_redis(&redis, &prefix, |c| {
+        c.history.max_rewind = 4;
+    })
+    .await;
     rewinds(&server).await;
     // A durable room rewinds from its stream, beyond the resume buffer's 100.
-    let server = TestServer::with(|c| {
-        use_redis(c, &redis, &unique_prefix());
+    let server = on_redis(&redis, &unique_prefix(), |c| {
         c.history.size = 100;
         c.history.max_rewind = 500;
         c.limits.outbound_queue = 1_024;
@@ -425,12 +448,12 @@ async fn durable_history_survives_a_node_restart_and_a_redis_restart() {
 async fn durable_history_keeps_to_its_count_age_and_bytes() {
     let redis = RedisServer::start();
     let prefix = unique_prefix();
-    let server = TestServer::with(|c| {
-        use_redis(c, &redis, &prefix);
+    let server = on_redis(&redis, &prefix, |c| {
         c.history.max_room_bytes = 64 * 1024;
         c.history.durable = vec![
             durable("count:*", 3600, 5),
             durable("age:*", 2, 1000),
+            durable("long:*", 172_800, 1000),
             durable("*", 3600, 1000),
         ];
     })
@@ -460,6 +483,38 @@ async fn durable_history_keeps_to_its_count_age_and_bytes() {
     assert_eq!(reply["more"], true);
     let rest = history(&mut c, "bytes:a", json!({"before": 8, "limit": 10})).await;
     assert_eq!(offsets(&rest, "bytes:a"), [7, 6, 5]);
+    // A rewind keeps to the same bytes: the latest three.
+    let mut late = server.connect("late").await;
+    late.request(json!({"type": "join", "room": "bytes:a", "rewind": 10}))
+        .await;
+    assert_eq!(messages(&mut late, 3).await, [8, 9, 10]);
+    late.expect_silence(Duration::from_millis(300)).await;
+
+    // Lifetimes: the stream expires max_age_s after the last publication; the epoch lives at
+    // least as long as the durable history.
+    let stream: i64 = redis
+        .query(&["PTTL", &format!("{prefix}:stream:count:a")])
+        .await;
+    assert!(
+        (3_500_000..=3_600_000).contains(&stream),
+        "stream PTTL {stream}"
+    );
+    publish_many(&mut c, "long:a", 1).await;
+    let meta: i64 = redis
+        .query(&["PTTL", &format!("{prefix}:meta:long:a")])
+        .await;
+    assert!(meta > 172_000_000, "meta PTTL {meta}");
+
+    // A room Redis lost (its meta hash gone) starts a new epoch with an empty stream.
+    let before = history(&mut c, "count:a", json!({})).await;
+    let _: u64 = redis
+        .query(&["DEL", &format!("{prefix}:meta:count:a")])
+        .await;
+    c.request(json!({"type": "leave", "room": "count:a"})).await;
+    publish_many(&mut c, "count:a", 1).await;
+    let reply = history(&mut c, "count:a", json!({})).await;
+    assert_eq!(offsets(&reply, "count:a"), [1]);
+    assert_ne!(reply["epoch"], before["epoch"]);
 }
 
 /// An idle room's resume buffer expires (`history.ttl_secs`) but its epoch and top stay for
@@ -470,8 +525,7 @@ async fn durable_history_keeps_to_its_count_age_and_bytes() {
 async fn redis_engine_keeps_an_idle_rooms_epoch_past_the_history_ttl() {
     let redis = RedisServer::start();
     let prefix = unique_prefix();
-    let server = TestServer::with(|c| {
-        use_redis(c, &redis, &prefix);
+    let server = on_redis(&redis, &prefix, |c| {
         c.history.ttl_secs = 1;
     })
     .await;

@@ -37,9 +37,7 @@ impl Node {
                 HistoryOrder::OldestFirst => Order::OldestFirst,
             },
         };
-        let page = self.0.broker.page(room, &request).await?;
-        metrics::counter!("roomcast_history_pages_total").increment(1);
-        Ok(page)
+        Ok(self.0.broker.page(room, &request).await?)
     }
 
     /// The latest `n` (at most `history.max_rewind`) messages up to the join's position

@@ -73,7 +73,7 @@ impl Scripts {
         let mut call = self.room_leases(&self.bodies.presence_reap, room);
         call.arg(now)
             .arg(keys.room_channel(room))
-            .arg(self.history.ttl.as_millis() as u64)
+            .arg(self.retention.epoch_ttl(room).as_millis() as u64)
             .presence_parts(&presence_parts(room, false));
         call.reply()
     }
