@@ -27,8 +27,8 @@ pub struct History {
     /// Most messages one `history` request answers, and the default `limit`. Default 100: a
     /// screenful of chat; a page's bytes are capped by `max_room_bytes` too.
     pub max_page: usize,
-    /// Most messages a `join` with `rewind` delivers before live ones. Default 100. Must be
-    /// below `limits.outbound_queue`, since they are queued at once.
+    /// Most messages a `join` with `rewind` delivers before live ones. Default 100. Capped
+    /// below `limits.outbound_queue` too, since they are queued at once.
     pub max_rewind: usize,
     /// How long a room's epoch and latest offset are kept after its last publication (or
     /// join), in seconds. Default 86400 (a day): longer than the history itself (`ttl_secs`),

@@ -263,15 +263,6 @@ impl Config {
                 ),
             });
         }
-        if l.outbound_queue <= h.max_rewind {
-            return Err(ConfigError::Invalid {
-                key: "history.max_rewind",
-                reason: format!(
-                    "must be below limits.outbound_queue ({}) so a whole rewind fits",
-                    l.outbound_queue
-                ),
-            });
-        }
         if !h.durable.is_empty() && self.broker != BrokerKind::Redis {
             return Err(ConfigError::Invalid {
                 key: "history.durable",

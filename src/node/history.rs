@@ -40,7 +40,8 @@ impl Node {
         Ok(self.0.broker.page(room, &request).await?)
     }
 
-    /// The latest `n` (at most `history.max_rewind`) messages up to the join's position
+    /// The latest `n` (at most `history.max_rewind`, and fewer than `limits.outbound_queue`,
+    /// so that they and `joined` fit the session's queue) messages up to the join's position
     /// `catchup.top`, oldest first: what a join with `rewind` delivers right after `joined`.
     /// They end exactly at `top`, and live delivery goes on above it, so nothing is missed or
     /// doubled between them. Empty when the room's epoch changed meanwhile.
@@ -51,7 +52,8 @@ impl Node {
         n: u64,
     ) -> Result<Vec<Utf8Bytes>, NodeError> {
         let history = &self.0.config.history;
-        let limit = n.min(history.max_rewind as u64) as usize;
+        let queue = self.0.config.limits.outbound_queue.saturating_sub(1);
+        let limit = n.min(history.max_rewind.min(queue) as u64) as usize;
         if limit == 0 || catchup.top == 0 {
             return Ok(Vec::new());
         }
