@@ -790,18 +790,27 @@ async fn memory_engine_frees_idle_rooms_after_ttl() {
 
 /// Rooms kept only for their epoch count in `history.max_bytes`: past it, the sweep frees
 /// idle ones at once (their numbering restarts in a new epoch) rather than the node growing.
+/// A room never published to (only joined) has no numbering to keep and is freed at once.
 #[tokio::test]
 async fn memory_engine_drops_idle_epochs_past_its_byte_budget() {
+    let (memory, node) = memory_node(HistoryBudget::new(10, Duration::from_secs(300)));
+    node.broker.history("joined:only", None).await.unwrap();
+    node.broker
+        .publish("published", "u", &data("1"))
+        .await
+        .unwrap();
+    memory.sweep(Instant::now() + Duration::from_secs(301));
+    assert_eq!(memory.log_count(), 1, "the published room keeps its epoch");
+
+    // No history kept (size 0): every log is an epoch only, 1000 of them over a 16 KiB budget.
     let limits = HistoryBudget {
         max_bytes: 16 * 1024,
-        ..HistoryBudget::new(10, Duration::from_secs(300))
+        ..HistoryBudget::new(0, Duration::from_secs(300))
     };
     let (memory, node) = memory_node(limits);
     for r in 0..1000 {
-        node.broker
-            .history(&format!("idle:{r}"), None)
-            .await
-            .unwrap();
+        let room = format!("idle:{r}");
+        node.broker.publish(&room, "u", &data("1")).await.unwrap();
     }
     assert_eq!(memory.log_count(), 1000);
     assert!(memory.history_bytes() > 16 * 1024);

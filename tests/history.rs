@@ -581,6 +581,14 @@ async fn redis_engine_keeps_an_idle_rooms_epoch_past_the_history_ttl() {
         (&epoch, &json!(3), &json!(false))
     );
     assert_eq!(other.publish("idle", json!("again")).await, 4);
+
+    // A room only joined, never published to, has no numbering to keep: its hash lives no
+    // longer than the history.
+    other.join("never-published").await;
+    let ttl: i64 = redis
+        .query(&["PTTL", &format!("{prefix}:meta:never-published")])
+        .await;
+    assert!((0..=1_000).contains(&ttl), "{ttl} ms");
 }
 
 fn unix_secs() -> u64 {

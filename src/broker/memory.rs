@@ -212,8 +212,8 @@ impl MemoryBroker {
     }
 
     /// Drops expired history and frees the logs of rooms that are unsubscribed, empty, and
-    /// idle for the epoch TTL (or at once while the node is over its budget: then numbering
-    /// restarts in a new epoch rather than the node growing). Call it periodically;
+    /// idle for the epoch TTL (at once if never published to, or while the node is over its
+    /// budget: then numbering restarts in a new epoch rather than the node growing). Call it periodically;
     /// [`MemoryBroker::sweep_every`] picks a period from the TTL.
     pub fn sweep(&self, now: Instant) {
         let ttl = self.limits.ttl;
@@ -221,7 +221,10 @@ impl MemoryBroker {
         self.logs.retain(|_, cell| {
             let mut log = cell.lock();
             self.held.fetch_sub(log.expire(now, ttl), Ordering::Relaxed);
-            let idle = over || now.saturating_duration_since(log.used) >= self.retention.epoch_ttl;
+            // A room never published to has no numbering to keep.
+            let idle = over
+                || log.top == 0
+                || now.saturating_duration_since(log.used) >= self.retention.epoch_ttl;
             log.removed =
                 idle && log.entries.is_empty() && log.keys.is_empty() && log.subscribers == 0;
             if log.removed {

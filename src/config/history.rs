@@ -30,8 +30,8 @@ pub struct History {
     /// Most messages a `join` with `rewind` delivers before live ones. Default 100. Capped
     /// below `limits.outbound_queue` too, since they are queued at once.
     pub max_rewind: usize,
-    /// How long a room's epoch and latest offset are kept after its last publication (or
-    /// join), in seconds. Default 86400 (a day): longer than the history itself (`ttl_secs`),
+    /// How long the epoch and latest offset of a room with messages are kept after its last
+    /// publication (or join), in seconds. Default 86400 (a day): longer than the history itself (`ttl_secs`),
     /// so an idle room goes on numbering where it stopped instead of starting over at 1 in a
     /// new epoch, and offsets can serve as message ids. Costs ~100 bytes per room (Redis: a
     /// small hash; memory engine: a log header counted in `max_bytes`). Durable rooms keep it
