@@ -155,6 +155,7 @@ async fn run() {
                 max: batch_max,
                 pipeline: 2,
             },
+            retention: Default::default(),
         };
         let broker = RedisBroker::start(opts, seen.clone(), stop.clone()).expect("redis url");
         let broker: Arc<dyn Broker> = Arc::new(broker);

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::memory::{HistoryBudget, MemoryBroker};
 use crate::broker::redis::{PublishBatch, RedisBroker, RedisOptions};
-use crate::broker::{Broker, BrokerError, Presence};
+use crate::broker::{Broker, BrokerError, DurableRule, Presence, Retention};
 use crate::config::{BrokerKind, Config};
 use crate::hub::Hub;
 use crate::node::{HubDelivery, Node};
@@ -71,9 +71,10 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
         max_room_bytes: config.history.max_room_bytes,
         max_bytes: config.history.max_bytes,
     };
+    let retention = retention(&config.history);
     let (broker, presence): (Arc<dyn Broker>, Arc<dyn Presence>) = match config.broker {
         BrokerKind::Memory => {
-            let broker = Arc::new(MemoryBroker::new(limits, deliver));
+            let broker = Arc::new(MemoryBroker::new(limits, deliver).with_retention(retention));
             spawn_sweeper(&broker, stop.clone());
             (broker.clone(), broker)
         }
@@ -91,6 +92,7 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
                     max: r.publish_batch_max,
                     pipeline: r.publish_batches_in_flight,
                 },
+                retention,
             };
             let broker = Arc::new(if r.cluster_nodes.is_empty() {
                 RedisBroker::start(opts, deliver, stop.clone())?
@@ -104,6 +106,22 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
     spawn_housekeeping(&node, stop.clone());
     crate::node::rebalance::spawn(&node, stop.clone());
     Ok(node)
+}
+
+/// The brokers' view of `[history]`'s epoch TTL and durable rooms.
+fn retention(history: &crate::config::History) -> Retention {
+    Retention {
+        epoch_ttl: history.epoch_ttl(),
+        durable: history
+            .durable
+            .iter()
+            .map(|d| DurableRule {
+                pattern: d.pattern.clone(),
+                max_age: Duration::from_secs(d.max_age_s),
+                max_count: d.max_count,
+            })
+            .collect(),
+    }
 }
 
 /// Every 5 s: forgets idle IPs, shrinks the hub's tables after a crowd left, and folds the

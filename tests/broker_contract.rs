@@ -10,7 +10,9 @@ use common::redis_cluster::RedisCluster;
 use parking_lot::Mutex;
 use roomcast::broker::memory::{HistoryBudget, MemoryBroker};
 use roomcast::broker::redis::{PublishBatch, RedisBroker, RedisOptions};
-use roomcast::broker::{Broker, BrokerError, Deliver, Presence};
+use roomcast::broker::{
+    Broker, BrokerError, Deliver, DurableRule, Order, Page, PageRequest, Presence, Retention,
+};
 use roomcast::protocol::Resume;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -559,8 +561,68 @@ async fn message_ids_travel_with_the_frame(nodes: &[Node]) {
     }
 }
 
+/// Pages read the same history from every node: consecutive offsets from the requested end,
+/// `more` when the range holds more, nothing for a room never used. A room matching the
+/// fixtures' durable pattern (Redis engines: a stream) pages back past the resume history's 10.
+async fn pages_read_the_history_from_any_node(nodes: &[Node]) {
+    for _ in 0..8 {
+        nodes[0]
+            .broker
+            .publish("c:page", "u", &data("1"))
+            .await
+            .unwrap();
+    }
+    for _ in 0..15 {
+        nodes[0]
+            .broker
+            .publish("c:durable:1", "u", &data("1"))
+            .await
+            .unwrap();
+    }
+    let page = |after, before, limit, order| PageRequest {
+        after,
+        before,
+        limit,
+        max_bytes: usize::MAX,
+        order,
+    };
+    let offsets = |p: &Page| -> Vec<u64> {
+        p.frames
+            .iter()
+            .map(|f| parse(f)["offset"].as_u64().unwrap())
+            .collect()
+    };
+    for node in nodes {
+        let read = |room: &'static str, request: PageRequest| {
+            let broker = node.broker.clone();
+            async move { broker.page(room, &request).await.unwrap() }
+        };
+        let newest = read("c:page", page(0, u64::MAX, 3, Order::NewestFirst)).await;
+        let newest = newest.expect("a used room");
+        assert_eq!(
+            (offsets(&newest), newest.more, newest.top),
+            (vec![8, 7, 6], true, 8)
+        );
+        let oldest = read("c:page", page(5, u64::MAX, 10, Order::OldestFirst)).await;
+        let oldest = oldest.unwrap();
+        assert_eq!((offsets(&oldest), oldest.more), (vec![6, 7, 8], false));
+        let inner = read("c:page", page(2, 6, 2, Order::OldestFirst)).await;
+        assert_eq!(offsets(&inner.unwrap()), [3, 4]);
+        let none = read("c:never", page(0, u64::MAX, 3, Order::NewestFirst)).await;
+        assert!(none.is_none(), "an unknown room");
+        let deep = read("c:durable:1", page(0, u64::MAX, 100, Order::NewestFirst)).await;
+        let deep = offsets(&deep.unwrap());
+        assert!(deep.len() >= 10, "{deep:?}");
+        assert_eq!(
+            deep,
+            (16 - deep.len() as u64..=15).rev().collect::<Vec<_>>()
+        );
+    }
+}
+
 async fn run_contract(nodes: &[Node]) {
     message_ids_travel_with_the_frame(nodes).await;
+    pages_read_the_history_from_any_node(nodes).await;
     offsets_are_contiguous_and_ordered(nodes).await;
     publish_keys_order_a_publication_once(nodes).await;
     concurrent_publishers_get_distinct_offsets(nodes).await;
@@ -670,6 +732,14 @@ fn options(url: String, prefix: &str, i: usize, publish_batch: PublishBatch) -> 
         unsubscribe_delay: Duration::from_millis(50),
         command_timeout: Duration::from_secs(2),
         publish_batch,
+        retention: Retention {
+            durable: vec![DurableRule {
+                pattern: "c:durable:*".into(),
+                max_age: Duration::from_secs(3600),
+                max_count: 100,
+            }],
+            ..Retention::default()
+        },
     }
 }
 
@@ -698,12 +768,23 @@ async fn wait_available(broker: &dyn Broker) {
     }
 }
 
-/// Memory-engine specifics: history expires by TTL, and the log of a room nobody is in is
-/// freed, so memory returns to its baseline after churn; a subscribed log is kept.
+/// Memory-engine specifics: history expires by TTL; the log of a room nobody is in keeps its
+/// epoch and top for the epoch TTL (its numbering goes on, an old position is told it is not
+/// recovered), and is then freed, so memory returns to its baseline after churn; a subscribed
+/// log is kept.
 #[tokio::test]
 async fn memory_engine_frees_idle_rooms_after_ttl() {
     let ttl = Duration::from_secs(60);
-    let (memory, node) = memory_node(HistoryBudget::new(10, ttl));
+    let epoch_ttl = Duration::from_secs(600);
+    let seen = Arc::new(Recorder::default());
+    let retention = Retention {
+        epoch_ttl,
+        ..Retention::default()
+    };
+    let memory = Arc::new(
+        MemoryBroker::new(HistoryBudget::new(10, ttl), seen.clone()).with_retention(retention),
+    );
+    let node = Node::new(memory.clone(), seen);
     for r in 0..1000 {
         node.broker
             .publish(&format!("churn:{r}"), "u", &data("1"))
@@ -718,20 +799,36 @@ async fn memory_engine_frees_idle_rooms_after_ttl() {
     memory.sweep(Instant::now());
     assert_eq!(memory.log_count(), 1001);
     let epoch = node.broker.history("churn:7", None).await.unwrap().epoch;
+    let resume = |since| Resume {
+        since,
+        epoch: epoch.to_string(),
+    };
     let h = node
         .broker
-        .history(
-            "churn:7",
-            Some(&Resume {
-                since: 0,
-                epoch: epoch.to_string(),
-            }),
-        )
+        .history("churn:7", Some(&resume(0)))
         .await
         .unwrap();
     assert!(h.recovered);
 
+    // Past the history TTL the messages are gone but the epoch and top stay.
     memory.sweep(Instant::now() + ttl + Duration::from_secs(1));
+    assert_eq!(memory.log_count(), 1001, "epochs outlive the history");
+    let idle = node
+        .broker
+        .history("churn:7", Some(&resume(0)))
+        .await
+        .unwrap();
+    assert!(!idle.recovered, "the message itself expired");
+    assert_eq!((&*idle.epoch, idle.top), (&*epoch, 1));
+    let next = node
+        .broker
+        .publish("churn:7", "u", &data("2"))
+        .await
+        .unwrap();
+    assert_eq!(next, 2, "numbering goes on in the same epoch");
+
+    // Past the epoch TTL an idle room is freed and starts over in a new epoch.
+    memory.sweep(Instant::now() + epoch_ttl + ttl + Duration::from_secs(1));
     assert_eq!(
         memory.log_count(),
         1,
@@ -739,25 +836,54 @@ async fn memory_engine_frees_idle_rooms_after_ttl() {
     );
     let kept = node.broker.history("kept", None).await.unwrap();
     assert_eq!(kept.top, 1, "a subscribed room keeps its offsets");
-
-    // A freed room starts over in a new epoch, so an old position is not trusted.
     let fresh = node
         .broker
-        .history(
-            "churn:7",
-            Some(&Resume {
-                since: 1,
-                epoch: epoch.to_string(),
-            }),
-        )
+        .history("churn:7", Some(&resume(1)))
         .await
         .unwrap();
     assert!(!fresh.recovered);
     assert_eq!(fresh.top, 0);
+    assert_ne!(fresh.epoch, epoch);
 
     node.broker.unsubscribe("kept").await;
-    memory.sweep(Instant::now() + ttl * 3);
+    memory.sweep(Instant::now() + (epoch_ttl + ttl) * 3);
     assert_eq!(memory.log_count(), 0);
+    assert_eq!(memory.history_bytes(), 0, "nothing left counted");
+}
+
+/// Rooms kept only for their epoch count in `history.max_bytes`: past it, the sweep frees
+/// idle ones at once (their numbering restarts in a new epoch) rather than the node growing.
+/// A room never published to (only joined) has no numbering to keep and is freed at once.
+#[tokio::test]
+async fn memory_engine_drops_idle_epochs_past_its_byte_budget() {
+    let (memory, node) = memory_node(HistoryBudget::new(10, Duration::from_secs(300)));
+    node.broker.history("joined:only", None).await.unwrap();
+    node.broker
+        .publish("published", "u", &data("1"))
+        .await
+        .unwrap();
+    memory.sweep(Instant::now() + Duration::from_secs(301));
+    assert_eq!(memory.log_count(), 1, "the published room keeps its epoch");
+
+    // No history kept (size 0): every log is an epoch only, 1000 of them over a 16 KiB budget.
+    let limits = HistoryBudget {
+        max_bytes: 16 * 1024,
+        ..HistoryBudget::new(0, Duration::from_secs(300))
+    };
+    let (memory, node) = memory_node(limits);
+    for r in 0..1000 {
+        let room = format!("idle:{r}");
+        node.broker.publish(&room, "u", &data("1")).await.unwrap();
+    }
+    assert_eq!(memory.log_count(), 1000);
+    assert!(memory.history_bytes() > 16 * 1024);
+    memory.sweep(Instant::now());
+    assert_eq!(
+        memory.log_count(),
+        0,
+        "idle rooms over the budget are dropped"
+    );
+    assert_eq!(memory.history_bytes(), 0);
 }
 
 /// Redis restarts empty under two subscribed nodes: both reconnect on their own, announce the

@@ -231,6 +231,34 @@ export interface JoinOptions {
   /** Resume from a stored position: the last offset seen, with its epoch (both or neither). */
   since?: number;
   epoch?: string;
+  /** On a plain join: receive up to the room's N latest messages (server cap
+   * `history.max_rewind`), oldest first, as `message` events right before live ones. */
+  rewind?: number;
+}
+
+export interface HistoryOptions {
+  /** Only offsets below this (page back: the last offset received). */
+  before?: number;
+  /** Only offsets above this (page forward). */
+  after?: number;
+  /** At most this many (the server caps it at `history.max_page`, also its default). */
+  limit?: number;
+  /** Which end of the range, in which order. Default "newest_first". */
+  order?: "newest_first" | "oldest_first";
+}
+
+export interface HistoryPage<T = Json> {
+  type: "history";
+  id?: number;
+  room: string;
+  /** The offsets below belong to this epoch. */
+  epoch: string;
+  /** The room's latest offset. */
+  top: number;
+  /** `message` frames, in the order asked for. */
+  messages: Message<T>[];
+  /** Whether the history holds more of the range beyond these. */
+  more: boolean;
 }
 
 export interface RoomEvents {
@@ -285,6 +313,8 @@ export class Room extends Emitter<RoomEvents> {
   /** Resolves with the offset the server gave the message. Retried with its publish key after
    * `disconnected` or `unavailable` (see `publishRetries`), so it is applied once. */
   publish(data: Json, options?: PublishOptions): Promise<number>;
+  /** A page of this room's history (see `Roomcast.history`). */
+  history(options?: HistoryOptions): Promise<HistoryPage>;
   /** The members (sorted), asked of the server. */
   fetchUsers(): Promise<string[]>;
 }
@@ -306,6 +336,9 @@ export class Roomcast extends Emitter<RoomcastEvents> {
   /** The room's handle, created on first use. */
   room(name: string): Room;
   join(name: string, options?: JoinOptions): Promise<Room>;
+  /** A page of `room`'s history; rejects with `bad_range`, `unknown_room`, `forbidden` or
+   * `unavailable` as the server answers. Needs the permission to join the room, not membership. */
+  history(room: string, options?: HistoryOptions): Promise<HistoryPage>;
   /** A direct message to every session of `to`. */
   send(to: string, data: Json): Promise<void>;
   /** Round trip in milliseconds. */

@@ -151,6 +151,9 @@ export class Room extends Emitter {
     /** The members, sorted, while joined with presence; null otherwise. */
     this.users = null;
     this._waiters = [];
+    // `rewind` asked for by the last join(); the join point while its messages are awaited.
+    this._rewind = 0;
+    this._rewindTop = null;
     // The `seq` of the last presence event `users` reflects; events at or below it are old.
     this._presenceSeq = 0;
     // Presence events read while the list is being loaded, applied after it by `seq`.
@@ -158,8 +161,10 @@ export class Room extends Emitter {
   }
 
   /**
-   * Joins the room. Options: `presence` (receive presence events and keep `users`), and
-   * `since`+`epoch` to resume from a position the app stored (e.g. across page loads).
+   * Joins the room. Options: `presence` (receive presence events and keep `users`),
+   * `since`+`epoch` to resume from a position the app stored (e.g. across page loads), or
+   * `rewind: N` to receive up to the room's N latest messages (as `message` events, oldest
+   * first) right before live ones. Reconnects resume from there, never rewind again.
    * Resolves with the `joined` frame once the server answered (waiting through reconnects).
    */
   join(options = {}) {
@@ -167,6 +172,8 @@ export class Room extends Emitter {
       return Promise.reject(new RoomcastError("bad_request", `already joined ${this.name}`));
     }
     this.presence = Boolean(options.presence);
+    this._rewind = options.rewind > 0 ? options.rewind : 0;
+    this._rewindTop = null;
     if (options.since != null || options.epoch != null) {
       this.offset = options.since ?? null;
       this.epoch = options.epoch ?? null;
@@ -214,6 +221,14 @@ export class Room extends Emitter {
     }
   }
 
+  /**
+   * A page of the room's history (see `Roomcast.history`); no need to be joined.
+   * @param {{before?: number, after?: number, limit?: number, order?: "newest_first"|"oldest_first"}} options
+   */
+  history(options = {}) {
+    return this.client.history(this.name, options);
+  }
+
   /** The room's members (sorted), asked of the server. */
   async fetchUsers() {
     const reply = await this.client.request({ type: "presence", room: this.name });
@@ -226,12 +241,15 @@ export class Room extends Emitter {
   _sendJoin() {
     const frame = { type: "join", room: this.name };
     if (this.presence) frame.presence = true;
-    const resume = this.epoch != null && this.offset != null;
+    // Joined with rewind and nothing delivered yet: the join point is where to resume.
+    const since = this.offset ?? this._rewindTop;
+    const resume = this.epoch != null && since != null;
     if (resume) {
-      frame.since = this.offset;
+      frame.since = since;
       frame.epoch = this.epoch;
+    } else if (this._rewind > 0) {
+      frame.rewind = this._rewind;
     }
-    const since = this.offset;
     const previousEpoch = this.epoch;
     const first = this._waiters.length > 0;
     this.client._call(
@@ -252,7 +270,11 @@ export class Room extends Emitter {
               previousEpoch,
             });
           }
-          this.offset = joined.offset;
+          // Rewound messages (offsets up to the join point) come next: the first one sets the
+          // position, as it does for any first message.
+          const rewinding = !resume && frame.rewind > 0;
+          this.offset = rewinding ? null : joined.offset;
+          this._rewindTop = rewinding ? joined.offset : null;
         }
         this._settle(null, joined);
         if (!first) this.emit("rejoined", joined);
@@ -331,6 +353,7 @@ export class Room extends Emitter {
           });
         }
         this.offset = frame.offset;
+        this._rewindTop = null;
         this.emit("message", frame);
         break;
       }
@@ -354,6 +377,7 @@ export class Room extends Emitter {
         };
         this.epoch = frame.epoch;
         this.offset = frame.offset;
+        this._rewindTop = null;
         this.emit("lost", event);
         // Presence numbering started over with the room: ask for the list again.
         if (restarted && this.presence) {
@@ -451,6 +475,23 @@ export class Roomcast extends Emitter {
     const room = this.room(name);
     await room.join(options);
     return room;
+  }
+
+  /**
+   * A page of `room`'s history: messages with `after < offset < before` (both optional), at
+   * most `limit` (the server caps it at its `history.max_page`), the newest of that range first
+   * (`order: "newest_first"`, the default; page back with `before` = the last offset received)
+   * or the oldest first (`"oldest_first"`; page forward with `after`). Resolves with
+   * `{epoch, top, messages, more}`: `messages` are `message` frames, `more` says whether the
+   * history holds more of the range beyond them. Needs the permission to join the room.
+   */
+  history(room, { before, after, limit, order } = {}) {
+    const frame = { type: "history", room };
+    if (before != null) frame.before = before;
+    if (after != null) frame.after = after;
+    if (limit != null) frame.limit = limit;
+    if (order != null) frame.order = order;
+    return this.request(frame);
   }
 
   /** A direct message to every session of `user`; resolves once the server accepted it. */

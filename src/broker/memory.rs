@@ -2,7 +2,11 @@
 //! assigns the next offset, appends to history and delivers before releasing it, so delivery
 //! order is offset order by construction.
 //!
-//! Logs of rooms nobody is in are freed once their history has expired (see [`MemoryBroker::sweep`]).
+//! Logs of rooms nobody is in are freed once their history has expired and the room has been
+//! idle for the epoch TTL (see [`MemoryBroker::sweep`]): until then an idle room keeps its epoch
+//! and top, so its numbering goes on where it stopped. Durable history rules
+//! ([`Retention::durable`]) are for the Redis engine; this one ignores them (the configuration
+//! refuses them with `broker = "memory"`).
 //!
 //! History is bounded three ways: messages per room, bytes per room, and bytes for the whole
 //! node. Past the node's budget the rooms published to least recently lose their history
@@ -20,7 +24,10 @@ use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use tungstenite::Utf8Bytes;
 
-use super::{Broker, BrokerError, Catchup, Deliver, Presence, PresenceList, new_epoch, unix_ms};
+use super::{
+    Broker, BrokerError, Catchup, Deliver, Page, PageRequest, Presence, PresenceList, Retention,
+    new_epoch, unix_ms,
+};
 use crate::protocol::Resume;
 use crate::protocol::{ServerFrame, encode, encode_direct, encode_message_id};
 
@@ -55,7 +62,8 @@ pub struct MemoryBroker {
     presence: DashMap<Arc<str>, Present>,
     deliver: Arc<dyn Deliver>,
     limits: HistoryBudget,
-    /// Bytes of frames in every log's history.
+    retention: Retention,
+    /// Bytes of frames in every log's history, plus [`LOG_COST`] per log.
     held: AtomicUsize,
     /// Held while one publisher evicts, so others go on publishing instead of queuing to.
     evicting: Mutex<()>,
@@ -81,8 +89,14 @@ struct Log {
     /// Local subscriptions; a subscribed log is never freed, or live members would see offsets
     /// restart under a new epoch.
     subscribers: u32,
+    /// The last publication or join: the epoch is kept for the epoch TTL after it.
+    used: Instant,
     removed: bool,
 }
+
+/// What a log costs besides its frames and keys, counted in the node's budget so that rooms
+/// kept only for their epoch cannot grow the node past `history.max_bytes`.
+const LOG_COST: usize = 160;
 
 struct Entry {
     offset: u64,
@@ -117,12 +131,19 @@ impl MemoryBroker {
             presence: DashMap::new(),
             deliver,
             limits,
+            retention: Retention::default(),
             held: AtomicUsize::new(0),
             evicting: Mutex::new(()),
         }
     }
 
-    /// Bytes of frames (and publish keys) held in history across all rooms.
+    /// The engine with `retention`'s epoch TTL instead of the default day.
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Bytes of frames (and publish keys, and log headers) held across all rooms.
     pub fn history_bytes(&self) -> usize {
         self.held.load(Ordering::Relaxed)
     }
@@ -177,7 +198,10 @@ impl MemoryBroker {
             let cell = self
                 .logs
                 .entry(Arc::from(room))
-                .or_insert_with(|| Arc::new(Mutex::new(Log::new())))
+                .or_insert_with(|| {
+                    self.held.fetch_add(LOG_COST, Ordering::Relaxed);
+                    Arc::new(Mutex::new(Log::new()))
+                })
                 .clone();
             let mut log = cell.lock();
             if !log.removed {
@@ -187,14 +211,25 @@ impl MemoryBroker {
         }
     }
 
-    /// Drops expired history and frees the logs of rooms that are both unsubscribed and empty.
-    /// Call it periodically; [`MemoryBroker::sweep_every`] picks a period from the TTL.
+    /// Drops expired history and frees the logs of rooms that are unsubscribed, empty, and
+    /// idle for the epoch TTL (at once if never published to, or while the node is over its
+    /// budget: then numbering restarts in a new epoch rather than the node growing). Call it periodically;
+    /// [`MemoryBroker::sweep_every`] picks a period from the TTL.
     pub fn sweep(&self, now: Instant) {
         let ttl = self.limits.ttl;
+        let over = self.held.load(Ordering::Relaxed) > self.limits.max_bytes / 10 * 9;
         self.logs.retain(|_, cell| {
             let mut log = cell.lock();
             self.held.fetch_sub(log.expire(now, ttl), Ordering::Relaxed);
-            log.removed = log.entries.is_empty() && log.keys.is_empty() && log.subscribers == 0;
+            // A room never published to has no numbering to keep.
+            let idle = over
+                || log.top == 0
+                || now.saturating_duration_since(log.used) >= self.retention.epoch_ttl;
+            log.removed =
+                idle && log.entries.is_empty() && log.keys.is_empty() && log.subscribers == 0;
+            if log.removed {
+                self.held.fetch_sub(LOG_COST, Ordering::Relaxed);
+            }
             !log.removed
         });
         crate::shrink::if_sparse(&self.logs);
@@ -223,6 +258,7 @@ impl Log {
             keys: VecDeque::new(),
             key_bytes: 0,
             subscribers: 0,
+            used: Instant::now(),
             removed: false,
         }
     }
@@ -322,6 +358,7 @@ impl Broker for MemoryBroker {
                 return (offset, true);
             }
             log.top += 1;
+            log.used = Instant::now();
             if let Some(key) = key {
                 self.grow(log.remember(key, log.top));
             }
@@ -347,7 +384,8 @@ impl Broker for MemoryBroker {
     async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<Catchup, BrokerError> {
         let ttl = self.limits.ttl;
         Ok(self.with_log(room, |log| {
-            let freed = log.expire(Instant::now(), ttl);
+            log.used = Instant::now();
+            let freed = log.expire(log.used, ttl);
             self.held.fetch_sub(freed, Ordering::Relaxed);
             let mut history = Catchup {
                 epoch: log.epoch.clone(),
@@ -371,6 +409,27 @@ impl Broker for MemoryBroker {
                     .collect();
             }
             history
+        }))
+    }
+
+    /// The log's frames are consecutive offsets (each publication is pushed, only the oldest
+    /// are dropped), so the page is a slice of them.
+    async fn page(&self, room: &str, request: &PageRequest) -> Result<Option<Page>, BrokerError> {
+        let Some(cell) = self.logs.get(room).map(|cell| cell.value().clone()) else {
+            return Ok(None);
+        };
+        let mut log = cell.lock();
+        if log.removed {
+            return Ok(None);
+        }
+        let freed = log.expire(Instant::now(), self.limits.ttl);
+        self.held.fetch_sub(freed, Ordering::Relaxed);
+        let (frames, more) = request.take(log.entries.iter().map(|e| (e.offset, &e.frame)));
+        Ok(Some(Page {
+            epoch: log.epoch.clone(),
+            top: log.top,
+            frames,
+            more,
         }))
     }
 

@@ -6,7 +6,9 @@
 //! Redis). Every engine must pass the contract suite in `tests/broker_contract.rs`.
 
 pub mod memory;
+pub mod paging;
 pub mod redis;
+pub mod retention;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,6 +18,8 @@ use serde_json::value::RawValue;
 use tungstenite::Utf8Bytes;
 
 use crate::protocol::Resume;
+pub use paging::{Order, Page, PageRequest};
+pub use retention::{DurableRule, Retention};
 
 /// Wall-clock milliseconds since the Unix epoch, the `ts` of messages.
 pub(crate) fn unix_ms() -> u64 {
@@ -129,6 +133,11 @@ pub trait Broker: Send + Sync + 'static {
     /// The room's position, and with `resume` the messages after `resume.since` when the
     /// history still reaches back that far in the same epoch.
     async fn history(&self, room: &str, resume: Option<&Resume>) -> Result<Catchup, BrokerError>;
+
+    /// One page of `room`'s history (the durable history for rooms that have one), or `None`
+    /// when the broker knows no such room (never published to or joined, or forgotten after
+    /// `history.epoch_ttl_secs`). Reads only: it creates nothing.
+    async fn page(&self, room: &str, request: &PageRequest) -> Result<Option<Page>, BrokerError>;
 
     /// Starts delivering `room` to this node. Called when the room gets its first local member.
     async fn subscribe(&self, room: &str) -> Result<(), BrokerError>;

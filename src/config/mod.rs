@@ -31,7 +31,7 @@ pub use api::Api;
 pub use auth::{Auth, HsSecret, JwtAlgorithm, no_key_file};
 pub use compression::{Compression, CompressionMode};
 pub use heartbeat::Heartbeat;
-pub use history::History;
+pub use history::{Durable, History};
 pub use limits::Limits;
 pub use proxy::{Connect as ProxyConnect, OnFailure, Proxy, Route as ProxyRoute};
 pub use rebalance::Rebalance;
@@ -271,6 +271,12 @@ impl Config {
                     "must be at least history.max_room_bytes + 2 x limits.max_message_bytes \
                      ({needed}) so a full resume replay fits"
                 ),
+            });
+        }
+        if !h.durable.is_empty() && self.broker != BrokerKind::Redis {
+            return Err(ConfigError::Invalid {
+                key: "history.durable",
+                reason: "durable history is kept in Redis Streams: needs broker = \"redis\"".into(),
             });
         }
         if l.outbound_queue <= h.size {

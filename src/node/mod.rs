@@ -3,6 +3,7 @@
 //! the node-wide lifecycle: draining flag and the tracker of session tasks.
 
 mod admission;
+mod history;
 pub(crate) mod limiter;
 pub mod rebalance;
 mod rooms;
@@ -23,6 +24,7 @@ use crate::protocol::{RequestId, Resume, ServerFrame, encode};
 use crate::session::{Outbox, QueueLimits, SessionHandle};
 
 pub use admission::{Admission, IpPermit, PendingPermit, Refused};
+pub use history::HistoryQuery;
 pub use rooms::Memberships;
 
 /// Cheap, cloneable handle to everything a connection needs.
@@ -139,6 +141,8 @@ pub struct JoinRequest<'a> {
     /// The application's backend chose the room (its `connect` answer): the join proxy is
     /// not asked.
     pub from_backend: bool,
+    /// On a plain join, deliver up to this many of the latest messages before live ones.
+    pub rewind: u64,
 }
 
 impl Node {
@@ -313,6 +317,7 @@ impl Node {
             resume,
             presence,
             id,
+            rewind,
             ..
         }: JoinRequest<'_>,
     ) -> Result<(), NodeError> {
@@ -322,14 +327,18 @@ impl Node {
             if first {
                 self.0.broker.subscribe(room).await?;
             }
-            self.0.broker.history(room, resume).await
+            let mut history = self.0.broker.history(room, resume).await?;
+            if resume.is_none() {
+                history.replay = self.rewind(room, &history, rewind).await?;
+            }
+            Ok::<_, NodeError>(history)
         }
         .await;
         let history = match result {
             Ok(history) => history,
             Err(err) => {
                 self.remove_member(session, room).await;
-                return Err(err.into());
+                return Err(err);
             }
         };
         if resume.is_some() {

@@ -44,6 +44,8 @@ pub enum Request {
         resume: Option<Resume>,
         /// Opt in to `presence_join` / `presence_leave` events for this room.
         presence: bool,
+        /// Deliver up to this many of the room's latest messages before live ones (0: none).
+        rewind: u64,
     },
     Leave {
         room: String,
@@ -62,11 +64,29 @@ pub enum Request {
     Presence {
         room: String,
     },
+    /// A page of the room's history: offsets above `after` and below `before`.
+    History {
+        room: String,
+        before: Option<u64>,
+        after: Option<u64>,
+        /// `None`: the server's `history.max_page`.
+        limit: Option<u64>,
+        order: HistoryOrder,
+    },
     /// Replaces the session's token before it expires.
     Refresh {
         token: String,
     },
     Ping,
+}
+
+/// Which end of a `history` range a page comes from, and its order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryOrder {
+    /// The latest messages of the range, latest first (the default).
+    NewestFirst,
+    /// The earliest messages of the range, earliest first.
+    OldestFirst,
 }
 
 /// Where a resuming client left off in a room.
@@ -94,6 +114,11 @@ struct Wire<'a> {
     presence: bool,
     token: Option<String>,
     key: Option<String>,
+    rewind: Option<u64>,
+    before: Option<u64>,
+    after: Option<u64>,
+    limit: Option<u64>,
+    order: Option<Cow<'a, str>>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
@@ -142,7 +167,14 @@ fn into_request(wire: Wire<'_>) -> Result<Request, ProtocolError> {
                 _ => return Err(bad("\"since\" and \"epoch\" go together")),
             },
             presence: wire.presence,
+            rewind: match wire.rewind {
+                Some(_) if wire.since.is_some() => {
+                    return Err(bad("\"rewind\" is for a plain join, not a resume"));
+                }
+                rewind => rewind.unwrap_or(0),
+            },
         },
+        "history" => history_request(room, wire.before, wire.after, wire.limit, wire.order)?,
         "leave" => Request::Leave {
             room: room_name(room)?,
         },
@@ -179,6 +211,38 @@ fn into_request(wire: Wire<'_>) -> Result<Request, ProtocolError> {
                 format!("unknown type {:?}", truncate(other)),
             ));
         }
+    })
+}
+
+/// A `history` request: a range that can hold an offset, a positive limit, a known order.
+fn history_request(
+    room: Option<String>,
+    before: Option<u64>,
+    after: Option<u64>,
+    limit: Option<u64>,
+    order: Option<Cow<'_, str>>,
+) -> Result<Request, ProtocolError> {
+    let room = room_name(room)?;
+    if before.unwrap_or(u64::MAX) <= after.unwrap_or(0).saturating_add(1) {
+        return Err(ProtocolError::new(
+            ErrorCode::BadRange,
+            "no offset is above \"after\" and below \"before\"",
+        ));
+    }
+    if limit == Some(0) {
+        return Err(bad("\"limit\" must be at least 1"));
+    }
+    let order = match order.as_deref() {
+        None | Some("newest_first") => HistoryOrder::NewestFirst,
+        Some("oldest_first") => HistoryOrder::OldestFirst,
+        Some(_) => return Err(bad("\"order\" is \"newest_first\" or \"oldest_first\"")),
+    };
+    Ok(Request::History {
+        room,
+        before,
+        after,
+        limit,
+        order,
     })
 }
 
@@ -248,7 +312,7 @@ mod tests {
             decode_request(r#"{"type":"join","room":"lobby","id":1,"presence":true}"#).unwrap();
         assert_eq!(id.unwrap().as_json(), "1");
         assert!(
-            matches!(req, Request::Join { ref room, resume: None, presence: true } if room == "lobby")
+            matches!(req, Request::Join { ref room, resume: None, presence: true, rewind: 0 } if room == "lobby")
         );
 
         let (_, req) =
@@ -333,6 +397,71 @@ mod tests {
             code(r#"{"type":"ping","id":{"x":1}}"#),
             ErrorCode::BadRequest
         );
+    }
+
+    #[test]
+    fn decodes_history_and_rewind() {
+        let (_, req) = decode_request(r#"{"type":"join","room":"r","rewind":20}"#).unwrap();
+        assert!(matches!(req, Request::Join { rewind: 20, .. }));
+        let (_, req) = decode_request(
+            r#"{"type":"history","room":"r","before":90,"after":10,"limit":5,"order":"oldest_first"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            req,
+            Request::History {
+                before: Some(90),
+                after: Some(10),
+                limit: Some(5),
+                order: HistoryOrder::OldestFirst,
+                ..
+            }
+        ));
+        let (_, req) = decode_request(r#"{"type":"history","room":"r"}"#).unwrap();
+        assert!(matches!(
+            req,
+            Request::History {
+                before: None,
+                after: None,
+                limit: None,
+                order: HistoryOrder::NewestFirst,
+                ..
+            }
+        ));
+        let cases = [
+            (
+                r#"{"type":"history","room":"r","before":5,"after":5}"#,
+                ErrorCode::BadRange,
+            ),
+            (
+                r#"{"type":"history","room":"r","before":6,"after":5}"#,
+                ErrorCode::BadRange,
+            ),
+            (
+                r#"{"type":"history","room":"r","before":1}"#,
+                ErrorCode::BadRange,
+            ),
+            (
+                r#"{"type":"history","room":"r","limit":0}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"type":"history","room":"r","order":"up"}"#,
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"type":"history","room":"r","before":-1}"#,
+                ErrorCode::BadRequest,
+            ),
+            (r#"{"type":"history"}"#, ErrorCode::BadRequest),
+            (
+                r#"{"type":"join","room":"r","since":1,"epoch":"e","rewind":3}"#,
+                ErrorCode::BadRequest,
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(code(text), want, "{text}");
+        }
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub enum ErrorCode {
     /// The application's backend could not be asked (down, too slow, overloaded, or a bad
     /// answer) and `proxy.on_failure` is `deny`: nothing was done.
     BackendUnavailable,
+    /// `history`: no offset lies above `after` and below `before`.
+    BadRange,
+    /// `history`: the broker knows no such room (never used, or idle past the epoch TTL).
+    UnknownRoom,
 }
 
 impl ErrorCode {
@@ -70,6 +74,8 @@ impl ErrorCode {
             Self::DataTooComplex => "data_too_complex",
             Self::Denied => "denied",
             Self::BackendUnavailable => "backend_unavailable",
+            Self::BadRange => "bad_range",
+            Self::UnknownRoom => "unknown_room",
         }
     }
 }

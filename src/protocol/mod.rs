@@ -8,7 +8,7 @@ mod data;
 mod names;
 mod server;
 
-pub use client::{DecodeError, Request, RequestId, Resume, decode_request};
+pub use client::{DecodeError, HistoryOrder, Request, RequestId, Resume, decode_request};
 pub use codes::{CloseCode, ErrorCode, ProtocolError};
 pub use data::{DataError, MAX_DATA_DEPTH, MAX_NUMBER_CHARS, check_data};
 pub use names::{MAX_NAME_LEN, NAME_RULE, name_rule, valid_name};

@@ -81,6 +81,17 @@ pub enum ServerFrame<'a> {
         seq: u64,
         user: &'a str,
     },
+    /// A page of a room's history: `message` frames as they were delivered, in the order
+    /// asked for; `more` when the history holds more of the range beyond them.
+    History {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        room: &'a str,
+        epoch: &'a str,
+        top: u64,
+        messages: &'a [&'a RawValue],
+        more: bool,
+    },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RequestId>,

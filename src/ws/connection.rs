@@ -21,10 +21,9 @@ use super::socket::{Event, RecvError, WebSocket};
 use crate::auth::{AuthError, Identity};
 use crate::backend::{Connected, Refusal};
 use crate::node::limiter::{TokenBucket, Verdict};
-use crate::node::{JoinRequest, Memberships, Node, NodeError};
+use crate::node::{HistoryQuery, JoinRequest, Memberships, Node, NodeError};
 use crate::protocol::{
-    CloseCode, ErrorCode, ProtocolError, Request, RequestId, Resume, ServerFrame, decode_request,
-    encode,
+    CloseCode, ErrorCode, ProtocolError, Request, RequestId, ServerFrame, decode_request, encode,
 };
 use crate::session::{Batch, Outbox, Outgoing, SessionHandle};
 
@@ -495,7 +494,32 @@ impl Connection {
                 room,
                 resume,
                 presence,
-            } => self.join(id, &room, resume, presence).await,
+                rewind,
+            } => {
+                let request = JoinRequest {
+                    resume: resume.as_ref(),
+                    presence,
+                    id,
+                    rewind,
+                    from_backend: false,
+                };
+                self.join(&room, request).await
+            }
+            Request::History {
+                room,
+                before,
+                after,
+                limit,
+                order,
+            } => {
+                let query = HistoryQuery {
+                    before,
+                    after,
+                    limit,
+                    order,
+                };
+                self.history(id, &room, query).await
+            }
             Request::Leave { room } => self.leave(id, &room).await,
             Request::Publish { room, data, key } => {
                 self.publish(id, &room, &data, key.as_deref()).await
@@ -510,22 +534,10 @@ impl Connection {
         }
     }
 
-    async fn join(
-        &mut self,
-        id: Option<&RequestId>,
-        room: &str,
-        resume: Option<Resume>,
-        presence: bool,
-    ) -> Result<(), ProtocolError> {
+    async fn join(&mut self, room: &str, request: JoinRequest<'_>) -> Result<(), ProtocolError> {
         if !self.identity.permissions.may_join(room) {
             return Err(forbidden("join", room));
         }
-        let request = JoinRequest {
-            resume: resume.as_ref(),
-            presence,
-            id,
-            from_backend: false,
-        };
         let node = self.node.clone();
         Ok(node
             .join(&self.session, &mut self.rooms, room, request)
@@ -564,6 +576,27 @@ impl Connection {
                 return;
             }
         }
+    }
+
+    /// A page of the room's history: allowed to whoever may join the room, member or not.
+    async fn history(
+        &mut self,
+        id: Option<&RequestId>,
+        room: &str,
+        query: HistoryQuery,
+    ) -> Result<(), ProtocolError> {
+        if !self.identity.permissions.may_join(room) {
+            return Err(forbidden("read the history of", room));
+        }
+        let Some(page) = self.node.clone().history_page(room, query).await? else {
+            return Err(ProtocolError::new(
+                ErrorCode::UnknownRoom,
+                format!("no history of {room}: never used, or idle for too long"),
+            ));
+        };
+        self.session
+            .send(super::history::page_frame(id, room, &page));
+        Ok(())
     }
 
     async fn leave(&mut self, id: Option<&RequestId>, room: &str) -> Result<(), ProtocolError> {

@@ -7,6 +7,7 @@ mod connection;
 pub mod deflate;
 mod frame;
 mod handshake;
+mod history;
 mod latency;
 mod socket;
 

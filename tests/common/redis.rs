@@ -1,4 +1,5 @@
-//! A private `redis-server` per test: a free loopback port, no persistence, killed on drop.
+//! A private `redis-server` per test: a free loopback port, no persistence (or, from
+//! [`RedisServer::start_persistent`], an append-only file in a temp dir), killed on drop.
 //! Never the machine's shared 6379, so tests can SIGKILL and restart it at will.
 
 use std::io::{BufRead, BufReader};
@@ -10,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// Where a persistent server keeps its append-only file; `None`: nothing is kept.
+    dir: Option<tempfile::TempDir>,
 }
 
 /// A key prefix no other test (or test run) shares.
@@ -24,14 +27,31 @@ pub fn unique_prefix() -> String {
 
 impl RedisServer {
     pub fn start() -> Self {
+        let mut server = Self::start_unspawned();
+        server.spawn();
+        server
+    }
+
+    /// A server with AOF on (`appendfsync always`, so even a SIGKILL loses nothing acked) in
+    /// its own temp dir: [`Self::restart`] brings back what it held.
+    pub fn start_persistent() -> Self {
+        let mut server = Self::start_unspawned();
+        server.dir = Some(tempfile::tempdir().expect("a temp dir for the AOF"));
+        server.spawn();
+        server
+    }
+
+    fn start_unspawned() -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut server = Self { port, child: None };
-        server.spawn();
-        server
+        Self {
+            port,
+            child: None,
+            dir: None,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -39,9 +59,17 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--save", "", "--protected-mode", "no"]);
+        match &self.dir {
+            Some(dir) => command
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                .arg(dir.path()),
+            None => command.args(["--appendonly", "no"]),
+        };
+        let child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -97,7 +125,8 @@ impl RedisServer {
         assert!(status.success(), "kill {signal} {}", child.id());
     }
 
-    /// Starts a fresh, empty Redis on the same port.
+    /// Starts Redis again on the same port: fresh and empty, or (persistent) with what its AOF
+    /// kept.
     pub fn restart(&mut self) {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);

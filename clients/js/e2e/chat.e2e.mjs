@@ -1,6 +1,6 @@
 // End to end in headless Chromium (Debian's, never a downloaded one) through playwright-core:
 // the demo page served by roomcast behind a balancer. Two people chat (presence, typing, a
-// second room); alice's node restarts while her network is down and bob keeps writing: she
+// second room), a third one joining later sees their earlier messages; alice's node restarts while her network is down and bob keeps writing: she
 // comes back through the balancer and shows every message, no gap; then bob's node restarts
 // under him and he follows its goaway hint back. Run by tests/browser.rs, which starts Redis,
 // two roomcast nodes and haproxy, and passes:
@@ -132,6 +132,12 @@ try {
   for (const [who, text] of chat) await say(who, text);
   await waitShows(alice, chat.map(([, t]) => t));
   await waitShows(bob, chat.map(([, t]) => t));
+
+  step("carol opens the demo later and sees the earlier messages (join with rewind)");
+  const carol = await enter(browser, "carol");
+  await waitShows(carol, chat.map(([, t]) => t));
+  assert.deepEqual(await shown(carol), await shown(alice), "the same messages, offsets and order");
+  await carol.context.close();
 
   step("typing indicators");
   await bob.page.fill("#text", "");

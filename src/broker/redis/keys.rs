@@ -93,6 +93,11 @@ impl Keys {
         self.tagged("log", room)
     }
 
+    /// Stream of a durable room's message frames, entry id `offset-0` (`history.durable`).
+    pub fn stream(&self, room: &str) -> String {
+        self.tagged("stream", room)
+    }
+
     /// Sorted set of a user's open sessions (lease expiry as score), for the per-user limit.
     pub fn sessions(&self, user: &str) -> String {
         self.tagged("sess", user)

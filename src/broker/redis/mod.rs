@@ -48,7 +48,10 @@ use tokio_util::sync::CancellationToken;
 use tungstenite::Utf8Bytes;
 
 use super::memory::HistoryBudget;
-use super::{Broker, BrokerError, Catchup, Deliver, Presence, PresenceList, unix_ms};
+use super::{
+    Broker, BrokerError, Catchup, Deliver, Page, PageRequest, Presence, PresenceList, Retention,
+    unix_ms,
+};
 use crate::protocol::{Resume, encode_direct, message_parts, message_parts_id};
 use connection::Conn;
 use keys::Keys;
@@ -71,6 +74,8 @@ pub struct RedisOptions {
     pub command_timeout: Duration,
     /// Single mode only; cluster mode runs one script per publication (see [`batch`]).
     pub publish_batch: PublishBatch,
+    /// How long a room's epoch outlives its log, and the rooms with durable history.
+    pub retention: Retention,
 }
 
 pub struct RedisBroker {
@@ -225,7 +230,7 @@ impl Shared {
     ) -> Self {
         let cluster = links.is_cluster();
         let keys = Keys::new(&opts.prefix, cluster);
-        let scripts = Scripts::new(keys.clone(), opts.history, cluster);
+        let scripts = Scripts::new(keys.clone(), opts.history, opts.retention.clone(), cluster);
         // Cluster mode: a script's keys must share one slot, and publications to different
         // rooms rarely do, so batching there would mostly send batches of one.
         let batcher = (!cluster && opts.publish_batch.max > 1).then(|| {
@@ -331,7 +336,12 @@ impl RedisBroker {
         suffix: String,
     ) -> Result<u64, BrokerError> {
         let s = &self.shared;
-        if let Some(batcher) = &s.batcher {
+        // The batch script writes no durable stream: durable rooms publish one by one.
+        if let Some(batcher) = s
+            .batcher
+            .as_ref()
+            .filter(|_| s.opts.retention.durable(room).is_none())
+        {
             return batcher.publish(room, prefix, suffix).await;
         }
         let offset = s
@@ -386,6 +396,17 @@ impl Broker for RedisBroker {
             s.catch_up_to(room, &mut catchup, next).await;
         }
         Ok(catchup)
+    }
+
+    async fn page(&self, room: &str, request: &PageRequest) -> Result<Option<Page>, BrokerError> {
+        let s = &self.shared;
+        let (epoch, top, frames, more) = s.run(s.scripts.page(room, request)).await?;
+        Ok(epoch.map(|epoch| Page {
+            epoch: Arc::from(epoch),
+            top,
+            frames: frames.into_iter().map(Utf8Bytes::from).collect(),
+            more: more == 1,
+        }))
     }
 
     async fn subscribe(&self, room: &str) -> Result<(), BrokerError> {

@@ -73,8 +73,9 @@ impl Scripts {
         let mut call = self.room_leases(&self.bodies.presence_reap, room);
         call.arg(now)
             .arg(keys.room_channel(room))
-            .arg(self.history.ttl.as_millis() as u64)
-            .presence_parts(&presence_parts(room, false));
+            .arg(self.retention.epoch_ttl(room).as_millis() as u64)
+            .presence_parts(&presence_parts(room, false))
+            .arg(self.history.ttl.as_millis() as u64);
         call.reply()
     }
 
@@ -191,8 +192,9 @@ return #ARGV - 6
 /// Drops leases that expired (their node stopped refreshing: it crashed or lost Redis) and
 /// announces `presence_leave` for users left with none. Safe to run on several nodes at once:
 /// only the one whose ZREM removed a lease announces. Also renews the hosted room's meta hash,
-/// so a room's position outlives quiet spells while it has members. KEYS: leases, index, meta.
-/// ARGV: now ms, channel, meta ttl ms, then the leave frame's three parts.
+/// so a room's position outlives quiet spells while it has members: for the meta ttl once the
+/// room has messages, for the history ttl before (see `HISTORY`). KEYS: leases, index, meta.
+/// ARGV: now ms, channel, meta ttl ms, the leave frame's three parts, history ttl ms.
 pub(super) const PRESENCE_REAP: &str = r#"
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000)
 for _, member in ipairs(expired) do
@@ -205,7 +207,8 @@ for _, member in ipairs(expired) do
     end
   end
 end
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
+local top = tonumber(redis.call('HGET', KEYS[3], 'top') or '0')
+redis.call('PEXPIRE', KEYS[3], top > 0 and ARGV[3] or ARGV[7])
 return #expired
 "#;
 

@@ -12,6 +12,7 @@
 
 mod history;
 mod leases;
+mod paging;
 mod publish;
 
 use std::marker::PhantomData;
@@ -22,6 +23,7 @@ use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, ServerErrorKind, ToRedi
 
 use super::keys::Keys;
 use super::payload;
+use crate::broker::Retention;
 use crate::broker::memory::HistoryBudget;
 use crate::protocol::PresenceParts;
 
@@ -34,6 +36,7 @@ struct Bodies {
     publish_batch: Lua,
     history: Lua,
     range: Lua,
+    page: Lua,
     presence_add: Lua,
     presence_remove: Lua,
     presence_refresh: Lua,
@@ -55,7 +58,12 @@ impl Bodies {
             ))
         };
         Self {
-            publish: script(&format!("{}{}", publish::KEEP_WITHIN, publish::PUBLISH)),
+            publish: script(&format!(
+                "{}{}{}",
+                publish::KEEP_WITHIN,
+                publish::TRIM_AGE,
+                publish::PUBLISH
+            )),
             publish_batch: script(&format!(
                 "{}{}",
                 publish::KEEP_WITHIN,
@@ -63,6 +71,12 @@ impl Bodies {
             )),
             history: script(&format!("{}{}", history::OFFSET_OF, history::HISTORY)),
             range: script(&format!("{}{}", history::OFFSET_OF, history::RANGE)),
+            page: script(&format!(
+                "{}{}{}",
+                history::OFFSET_OF,
+                publish::TRIM_AGE,
+                paging::PAGE
+            )),
             presence_add: script(&format!("{}{}", leases::ANNOUNCE, leases::PRESENCE_ADD)),
             presence_remove: script(&format!("{}{}", leases::ANNOUNCE, leases::PRESENCE_REMOVE)),
             presence_refresh: script(&format!("{}{}", leases::ANNOUNCE, leases::PRESENCE_REFRESH)),
@@ -81,16 +95,18 @@ pub struct Scripts {
     bodies: &'static Bodies,
     keys: Keys,
     history: HistoryBudget,
+    retention: Retention,
 }
 
 impl Scripts {
     /// The calls for a single Redis, or (`sharded`) for a Redis Cluster.
-    pub fn new(keys: Keys, history: HistoryBudget, sharded: bool) -> Self {
+    pub fn new(keys: Keys, history: HistoryBudget, retention: Retention, sharded: bool) -> Self {
         let bodies = if sharded { &SHARDED } else { &SINGLE };
         Self {
             bodies: LazyLock::force(bodies),
             keys,
             history,
+            retention,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Publishing: one publication ([`PUBLISH`]) or a batch of them ([`PUBLISH_BATCH`]).
 
 use super::{Call, Invocation, Scripts};
-use crate::broker::new_epoch;
+use crate::broker::{new_epoch, unix_ms};
 
 /// Publish keys a room keeps in Redis (see [`PUBLISH`]); the memory engine keeps half as many.
 pub const MAX_PUBLISH_KEYS: usize = 2048;
@@ -10,32 +10,42 @@ impl Scripts {
     /// Orders, stores and announces one publication of the frame `prefix` offset `suffix`.
     /// With `key`, a repeat of a key used in the room's current epoch publishes nothing.
     /// Replies with the offset, negated for a repeat (offsets are at least 1).
+    /// A room with durable history ([`crate::broker::Retention::durable`]) also gets the
+    /// frame in its stream.
     pub fn publish(&self, room: &str, prefix: &str, suffix: &str, key: Option<&str>) -> Call<i64> {
         let (keys, history) = (&self.keys, self.history);
+        let durable = self.retention.durable(room);
         let mut call = self.bodies.publish.prepare();
         call.key(keys.meta(room))
             .key(keys.history(room))
+            .key(keys.stream(room))
             .arg(prefix)
             .arg(suffix)
             .arg(new_epoch().as_ref())
             .arg(history.size)
             .arg(history.ttl.as_millis() as u64)
             .arg(keys.room_channel(room))
-            .arg(history.max_room_bytes);
+            .arg(history.max_room_bytes)
+            .arg(self.retention.epoch_ttl(room).as_millis() as u64)
+            .arg(durable.map_or(0, |rule| rule.max_count))
+            .arg(durable.map_or(0, |rule| rule.max_age.as_millis() as u64))
+            .arg(unix_ms());
         if let Some(key) = key {
             call.key(keys.publish_keys(room)).arg(key);
         }
         call.reply()
     }
 
-    /// A [`PUBLISH_BATCH`] call, to which the caller adds each room and then its frames.
+    /// A [`PUBLISH_BATCH`] call, to which the caller adds each room and then its frames. Not
+    /// for rooms with durable history, which the batch does not write.
     pub fn publish_batch(&self) -> BatchCall<'_> {
         let history = self.history;
         let mut call = self.bodies.publish_batch.prepare();
         call.arg(new_epoch().as_ref())
             .arg(history.size)
             .arg(history.ttl.as_millis() as u64)
-            .arg(history.max_room_bytes);
+            .arg(history.max_room_bytes)
+            .arg(self.retention.epoch_ttl.as_millis() as u64);
         BatchCall {
             scripts: self,
             call,
@@ -73,9 +83,14 @@ impl BatchCall<'_> {
 }
 
 /// Orders, stores and announces one publication.
-/// KEYS: meta hash, history log, [the room's publish keys hash]. ARGV: frame prefix, frame
-/// suffix, fresh epoch, history size, history ttl ms, channel, history bytes per room,
+/// KEYS: meta hash, history log, durable stream, [the room's publish keys hash]. ARGV: frame
+/// prefix, frame suffix, fresh epoch, history size, history ttl ms, channel, history bytes per
+/// room, meta ttl ms, durable max count (0: not durable), durable max age ms, now (unix ms),
 /// [publish key].
+/// The meta hash lives for the epoch TTL (longer than the log), so an idle room keeps its
+/// numbering. A durable room's frame is also added to its stream under the id `offset-0`,
+/// with its time in field `t`; the stream keeps `max count` entries and none older than `max
+/// age` ([`TRIM_AGE`]), and expires `max age` after the last publication.
 /// With a publish key (the client's, for retries): when the key was used in this room within
 /// the history TTL and in the current epoch, nothing is published and the original offset is
 /// returned negated (offsets are at least 1, so a negative answer is always a repeat). A key
@@ -106,11 +121,11 @@ if not epoch then
   epoch = ARGV[3]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
   -- Numbering starts over: frames left from the lost epoch must not pass for this one's.
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], KEYS[3])
 end
-local key = ARGV[8]
+local key = ARGV[12]
 if key then
-  local prior = redis.call('HGET', KEYS[3], key)
+  local prior = redis.call('HGET', KEYS[4], key)
   if prior then
     local was, at = string.match(prior, '^(%S+) (%d+)$')
     if was == epoch then
@@ -128,13 +143,24 @@ if size > 0 then
   keep_within(KEYS[1], KEYS[2], len, 1, #frame, size, tonumber(ARGV[7]))
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-if key then
-  if redis.call('HLEN', KEYS[3]) >= MAX_PUBLISH_KEYS then
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
+local max_count = tonumber(ARGV[9])
+if max_count > 0 then
+  local add = {'XADD', KEYS[3], 'MAXLEN', max_count, offset .. '-0', 'f', frame, 't', ARGV[11]}
+  -- A stream left with higher ids (its meta hash evicted by maxmemory) starts over.
+  if type(redis.pcall(unpack(add))) == 'table' then
     redis.call('DEL', KEYS[3])
+    redis.call(unpack(add))
   end
-  redis.call('HSET', KEYS[3], key, epoch .. ' ' .. offset)
-  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+  trim_age(KEYS[3], tonumber(ARGV[11]) - tonumber(ARGV[10]))
+  redis.call('PEXPIRE', KEYS[3], ARGV[10])
+end
+if key then
+  if redis.call('HLEN', KEYS[4]) >= MAX_PUBLISH_KEYS then
+    redis.call('DEL', KEYS[4])
+  end
+  redis.call('HSET', KEYS[4], key, epoch .. ' ' .. offset)
+  redis.call('PEXPIRE', KEYS[4], ARGV[5])
 end
 redis.call(PUBLISH, ARGV[6], message_payload(offset, epoch, frame))
 return top
@@ -148,14 +174,14 @@ return top
 /// PEXPIRE per key. Atomic, so no one can tell. The caller groups the publications by room, so
 /// the script keeps no tables of its own.
 /// KEYS: meta hash, history log, per room. ARGV: fresh epoch, history size, history ttl ms,
-/// history bytes per room, then per room: count, channel, and count × (frame prefix, frame
-/// suffix).
+/// history bytes per room, meta ttl ms, then per room: count, channel, and count × (frame
+/// prefix, frame suffix).
 /// Returns each room's first offset; its other publications have the ones after it.
 pub(super) const PUBLISH_BATCH: &str = r#"
 local size, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[4])
-local ttl = ARGV[3]
+local ttl, meta_ttl = ARGV[3], ARGV[5]
 local firsts = {}
-local a = 5
+local a = 6
 for g = 1, #KEYS / 2 do
   local meta, hist = KEYS[2 * g - 1], KEYS[2 * g]
   local count, channel = tonumber(ARGV[a]), ARGV[a + 1]
@@ -182,7 +208,7 @@ for g = 1, #KEYS / 2 do
     keep_within(meta, hist, len, count, bytes, size, max_bytes)
     redis.call('PEXPIRE', hist, ttl)
   end
-  redis.call('PEXPIRE', meta, ttl)
+  redis.call('PEXPIRE', meta, meta_ttl)
   firsts[g] = top - count + 1
 end
 return firsts
@@ -222,6 +248,39 @@ local function keep_within(meta, hist, len, pushed, added, size, max_bytes)
   end
   if freed > 0 then
     redis.call('HINCRBY', meta, 'bytes', -freed)
+  end
+end
+"#;
+
+/// Defines `trim_age(stream, cutoff)`: drops the stream's entries whose time (field `t`, unix
+/// ms) is below `cutoff`. Entries are in time order, so it looks at the oldest only: one
+/// `XRANGE ... COUNT 1` when nothing is due, and at most 8 rounds of 64 more otherwise, so a
+/// publication's cost stays bounded; what is left is dropped by later calls, and readers
+/// ([`super::paging::PAGE`]) call it before reading.
+pub(super) const TRIM_AGE: &str = r#"
+local function trim_age(stream, cutoff)
+  local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+  if #oldest == 0 or tonumber(oldest[1][2][4]) >= cutoff then
+    return
+  end
+  for _ = 1, 8 do
+    local entries = redis.call('XRANGE', stream, '-', '+', 'COUNT', 64)
+    if #entries == 0 then
+      return
+    end
+    local keep
+    for _, entry in ipairs(entries) do
+      if tonumber(entry[2][4]) >= cutoff then
+        keep = entry[1]
+        break
+      end
+    end
+    if keep then
+      redis.call('XTRIM', stream, 'MINID', keep)
+      return
+    end
+    local last = tonumber(string.match(entries[#entries][1], '^(%d+)'))
+    redis.call('XTRIM', stream, 'MINID', tostring(last + 1) .. '-0')
   end
 end
 "#;
