@@ -9,6 +9,10 @@
 //! batch. An idle socket holds no buffer at all: reads go through a buffer on the stack and
 //! only a partial frame is kept.
 //!
+//! With permessage-deflate agreed ([`WebSocket::with_deflate`]), text frames are compressed as
+//! they are queued: a room frame's compression is made by the first socket that needs it and
+//! shared with the others ([`Frame`]); client messages are inflated by the decoder.
+//!
 //! A write never blocks the socket's task: [`WebSocket::next`] goes on with a pending write while
 //! it waits for the client's next frame, and the socket notes since when a pending write has
 //! made no progress, so the task can close a client whose window stays shut.
