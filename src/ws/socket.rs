@@ -145,17 +145,17 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
         self
     }
 
-    /// Context mode: when this socket's compressor will have been idle for `idle`, if it holds
-    /// one (the connection's timer wakes then to drop it).
-    pub fn compressor_idle_at(&self, idle: std::time::Duration) -> Option<Instant> {
-        self.deflate.as_deref().and_then(|d| d.idle_at(idle))
+    /// Context mode: when this socket's compressor will have been idle for
+    /// `compression.idle_ms`, if it holds one (the connection's timer wakes then to drop it).
+    pub fn compressor_idle_at(&self) -> Option<Instant> {
+        self.deflate.as_deref().and_then(Deflater::idle_at)
     }
 
-    /// Context mode: drops the compressor if it has been idle for `idle`; the next message
-    /// starts a fresh one.
-    pub fn drop_idle_compressor(&mut self, now: Instant, idle: std::time::Duration) {
+    /// Context mode: drops the compressor if it is idle by `now`; the next message starts a
+    /// fresh one.
+    pub fn drop_idle_compressor(&mut self, now: Instant) {
         if let Some(deflater) = self.deflate.as_deref_mut() {
-            deflater.drop_if_idle(now, idle);
+            deflater.drop_if_idle(now);
         }
     }
 
