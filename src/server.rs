@@ -13,11 +13,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::memory::{HistoryBudget, MemoryBroker};
 use crate::broker::redis::{PublishBatch, RedisBroker, RedisOptions};
+use crate::broker::lifecycle::LifecycleOptions;
 use crate::broker::{Broker, BrokerError, Presence};
 use crate::config::{BrokerKind, Config};
 use crate::hub::Hub;
 use crate::node::{HubDelivery, Node};
-use crate::{accept, api, demo, http, telemetry, ws};
+use crate::{accept, api, demo, http, telemetry, webhooks, ws};
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,8 @@ pub enum ServerError {
     Broker(#[from] BrokerError),
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Webhooks(#[from] webhooks::SenderError),
 }
 
 /// The router: `/ws`, `/healthz`, `/readyz`, `/metrics`, `/api`, the browser client at
@@ -92,6 +95,9 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
             } else {
                 RedisBroker::start_cluster(&r.cluster_nodes, opts, deliver, stop.clone())?
             });
+            if config.webhooks.enabled() {
+                start_webhooks(&broker, &config, &id, stop)?;
+            }
             (broker.clone(), broker)
         }
     };
@@ -99,6 +105,23 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
     spawn_housekeeping(&node, stop.clone());
     crate::node::rebalance::spawn(&node, stop.clone());
     Ok(node)
+}
+
+/// Lifecycle events: the engine decides them, this node's sender delivers its share.
+fn start_webhooks(
+    broker: &Arc<RedisBroker>,
+    config: &Config,
+    id: &str,
+    stop: &CancellationToken,
+) -> Result<(), ServerError> {
+    let hooks = &config.webhooks;
+    broker.enable_lifecycle(LifecycleOptions {
+        debounce: hooks.debounce(),
+        events: hooks.events.clone(),
+        capacity: hooks.queue_capacity,
+    });
+    webhooks::spawn(broker.clone(), hooks.clone(), id.to_owned(), stop.clone())?;
+    Ok(())
 }
 
 /// Every 5 s: forgets idle IPs, shrinks the hub's tables after a crowd left, and folds the

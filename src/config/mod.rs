@@ -22,6 +22,7 @@ mod limits;
 mod rebalance;
 mod redis;
 mod socket;
+mod webhooks;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +34,7 @@ pub use limits::Limits;
 pub use rebalance::Rebalance;
 pub use redis::Redis;
 pub use socket::{MAX_READ_BUFFER_BYTES, Socket};
+pub use webhooks::{EVENT_KINDS, Webhooks};
 
 /// The file read when no `--config` is given, relative to the working directory. Missing is fine.
 pub const DEFAULT_FILE: &str = "config/default.toml";
@@ -114,6 +116,7 @@ pub struct Config {
     pub redis: Redis,
     pub auth: Auth,
     pub api: Api,
+    pub webhooks: Webhooks,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +155,7 @@ impl Default for Config {
             redis: Redis::default(),
             auth: Auth::default(),
             api: Api::default(),
+            webhooks: Webhooks::default(),
         }
     }
 }
@@ -243,6 +247,7 @@ impl Config {
         self.socket.validate()?;
         self.auth.validate()?;
         self.api.validate()?;
+        self.webhooks.validate()?;
         if self.broker == BrokerKind::Redis {
             self.redis.validate()?;
         }
@@ -251,6 +256,7 @@ impl Config {
     }
 
     fn validate_between_sections(&self) -> Result<(), ConfigError> {
+        webhooks::validate_engine(self)?;
         let (l, h) = (&self.limits, &self.history);
         // A resume replays up to a room's whole history while a live message may be queued.
         let needed = h.max_room_bytes + 2 * l.max_message_bytes;

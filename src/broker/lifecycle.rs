@@ -1,0 +1,71 @@
+//! Lifecycle events for webhooks: what the engine decides (a user's first and last session
+//! across the cluster, a room's first and last member, a direct message nobody received) and
+//! the outbox they wait in until delivered. The engine decides each transition atomically in
+//! its store, so exactly one node observes it; the sender (`crate::webhooks`, above this
+//! layer) takes batches from the [`Outbox`] and settles them. Event JSON: docs/webhooks.md.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::BrokerError;
+
+/// What the engine needs to decide events.
+#[derive(Debug, Clone)]
+pub struct LifecycleOptions {
+    /// A last session (member) followed by a first within this fires nothing.
+    pub debounce: Duration,
+    /// Kinds sent (`EVENT_KINDS` of the config); the others are decided but dropped.
+    pub events: Vec<String>,
+    /// Most events waiting (debounced or undelivered) at once.
+    pub capacity: usize,
+}
+
+impl LifecycleOptions {
+    /// The enabled kinds as one string, `,a,b,`, which the scripts search for `,kind,`.
+    pub fn events_list(&self) -> String {
+        format!(",{},", self.events.join(","))
+    }
+}
+
+/// One event taken for sending.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: String,
+    /// Tries so far, this one included.
+    pub attempts: u32,
+    /// The event's JSON object.
+    pub json: String,
+}
+
+/// A batch taken from the outbox.
+#[derive(Debug, Default)]
+pub struct Claim {
+    pub events: Vec<Claimed>,
+    /// Events waiting after this claim, debounced ones included: the queue depth.
+    pub depth: u64,
+}
+
+/// What became of one claimed event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The backend took it: forget it.
+    Delivered,
+    /// Try again after this wait.
+    Retry(Duration),
+    /// Out of tries: forget it (a dead letter).
+    Dead,
+}
+
+/// Where decided events wait until a node delivers them. Shared by the whole cluster: any
+/// node may take any event.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Takes up to `max` events due now, hiding them from every node for `hold`: if this node
+    /// dies before settling them, another sends them again after that (the receiver drops the
+    /// repeat by event id). Also moves debounced events whose time came into the outbox.
+    async fn claim(&self, max: usize, hold: Duration) -> Result<Claim, BrokerError>;
+
+    /// Settles claimed events.
+    async fn settle(&self, outcomes: &[(String, Outcome)]) -> Result<(), BrokerError>;
+}
