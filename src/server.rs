@@ -11,9 +11,9 @@ use tokio::net::TcpListener;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::lifecycle::LifecycleOptions;
 use crate::broker::memory::{HistoryBudget, MemoryBroker};
 use crate::broker::redis::{PublishBatch, RedisBroker, RedisOptions};
-use crate::broker::lifecycle::LifecycleOptions;
 use crate::broker::{Broker, BrokerError, Presence};
 use crate::config::{BrokerKind, Config};
 use crate::hub::Hub;

@@ -22,9 +22,9 @@ mod limits;
 mod rebalance;
 mod redis;
 mod socket;
-mod webhooks;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 
 pub use api::Api;
 pub use auth::{Auth, HsSecret, JwtAlgorithm, no_key_file};

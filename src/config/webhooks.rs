@@ -89,7 +89,10 @@ impl Webhooks {
             return Ok(());
         }
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(invalid("webhooks.url", "must start with http:// or https://"));
+            return Err(invalid(
+                "webhooks.url",
+                "must start with http:// or https://",
+            ));
         }
         if self.secret.len() < 16 {
             return Err(invalid("webhooks.secret", "must be at least 16 bytes"));
@@ -171,18 +174,52 @@ mod tests {
             Err(ConfigError::Invalid { key, .. }) => key,
             other => panic!("{other:?}"),
         };
-        assert_eq!(key(Webhooks { url: "ftp://x".into(), ..on() }), "webhooks.url");
-        assert_eq!(key(Webhooks { secret: "short".into(), ..on() }), "webhooks.secret");
+        assert_eq!(
+            key(Webhooks {
+                url: "ftp://x".into(),
+                ..on()
+            }),
+            "webhooks.url"
+        );
+        assert_eq!(
+            key(Webhooks {
+                secret: "short".into(),
+                ..on()
+            }),
+            "webhooks.secret"
+        );
         let events = vec!["user_gone".to_owned()];
         assert_eq!(key(Webhooks { events, ..on() }), "webhooks.events");
-        assert_eq!(key(Webhooks { batch_max: 0, ..on() }), "webhooks.batch_max");
-        assert_eq!(key(Webhooks { backoff_max_ms: 1, ..on() }), "webhooks.backoff_max_ms");
-        assert_eq!(key(Webhooks { queue_capacity: 0, ..on() }), "webhooks.queue_capacity");
+        assert_eq!(
+            key(Webhooks {
+                batch_max: 0,
+                ..on()
+            }),
+            "webhooks.batch_max"
+        );
+        assert_eq!(
+            key(Webhooks {
+                backoff_max_ms: 1,
+                ..on()
+            }),
+            "webhooks.backoff_max_ms"
+        );
+        assert_eq!(
+            key(Webhooks {
+                queue_capacity: 0,
+                ..on()
+            }),
+            "webhooks.queue_capacity"
+        );
     }
 
     #[test]
     fn backoff_doubles_up_to_its_cap() {
-        let w = Webhooks { backoff_ms: 100, backoff_max_ms: 1_000, ..on() };
+        let w = Webhooks {
+            backoff_ms: 100,
+            backoff_max_ms: 1_000,
+            ..on()
+        };
         let waits: Vec<u64> = (1..=6).map(|a| w.backoff(a).as_millis() as u64).collect();
         assert_eq!(waits, [100, 200, 400, 800, 1_000, 1_000]);
     }

@@ -157,4 +157,3 @@ fn batch_body(events: &[Claimed]) -> String {
     body.push_str("]}");
     body
 }
-

@@ -1,0 +1,344 @@
+//! Lifecycle webhooks end to end: real node processes on one real Redis, and a real HTTP
+//! receiver (axum on a free loopback port) that checks every request's signature and can be
+//! told to answer 500. Leases are 1.5 s (`redis_env`) and the debounce short, so a dead node's
+//! users go offline within seconds; waits are generous for a loaded machine.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use common::process::Process;
+use common::redis::{RedisServer, redis_env, unique_prefix};
+use common::{Client, wait_ready};
+use parking_lot::Mutex;
+use roomcast::webhooks::sign;
+use serde_json::{Value, json};
+
+const SECRET: &str = "test-secret-0123456789";
+/// Longer than any transition here takes (lease + renewal period + debounce + linger), on a
+/// loaded machine.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// What the receiver saw.
+#[derive(Default)]
+struct Seen {
+    /// Events of POSTs answered 200, in arrival order.
+    delivered: Vec<Value>,
+    /// Every POST's event ids, answered 200 or not.
+    posts: Vec<Vec<String>>,
+}
+
+struct Receiver {
+    url: String,
+    seen: Arc<Mutex<Seen>>,
+    fail: Arc<AtomicBool>,
+    bad_signatures: Arc<AtomicU64>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    seen: Arc<Mutex<Seen>>,
+    fail: Arc<AtomicBool>,
+    bad_signatures: Arc<AtomicU64>,
+}
+
+async fn receive(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let timestamp: u64 = header(sign::TIMESTAMP_HEADER)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let expected = sign::signature(SECRET.as_bytes(), timestamp, &body);
+    if header(sign::SIGNATURE_HEADER) != Some(expected.as_str()) {
+        s.bad_signatures.fetch_add(1, Ordering::Relaxed);
+        return StatusCode::UNAUTHORIZED;
+    }
+    let batch: Value = serde_json::from_slice(&body).expect("a JSON batch");
+    let events = batch["events"].as_array().expect("events").clone();
+    let failing = s.fail.load(Ordering::Relaxed);
+    let mut seen = s.seen.lock();
+    let ids = events.iter().map(|e| e["id"].as_str().unwrap().to_owned());
+    seen.posts.push(ids.collect());
+    if failing {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    seen.delivered.extend(events);
+    StatusCode::OK
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        let shared = Shared {
+            seen: Arc::default(),
+            fail: Arc::default(),
+            bad_signatures: Arc::default(),
+        };
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            url,
+            seen: shared.seen,
+            fail: shared.fail,
+            bad_signatures: shared.bad_signatures,
+        }
+    }
+
+    /// Delivered events of `kind` about `subject` (the user or room).
+    fn count(&self, kind: &str, subject: &str) -> usize {
+        let seen = self.seen.lock();
+        seen.delivered
+            .iter()
+            .filter(|e| e["type"] == kind && (e["user"] == subject || e["room"] == subject))
+            .count()
+    }
+
+    /// Waits until `count(kind, subject)` reaches `want`; fails after [`PATIENCE`].
+    async fn wait_for(&self, kind: &str, subject: &str, want: usize) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.count(kind, subject) < want {
+            assert!(
+                Instant::now() < deadline,
+                "no {kind} for {subject} within {PATIENCE:?}; got {:?}",
+                self.seen.lock().delivered
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every delivered event arrived once: ids unique, and no (type, subject) twice unless
+    /// `allowed` says how many.
+    fn assert_no_duplicates(&self) {
+        let seen = self.seen.lock();
+        let mut ids = HashMap::new();
+        for event in &seen.delivered {
+            *ids.entry(event["id"].as_str().unwrap().to_owned())
+                .or_insert(0) += 1;
+        }
+        let repeated: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(repeated.is_empty(), "events delivered twice: {repeated:?}");
+        assert_eq!(self.bad_signatures.load(Ordering::Relaxed), 0);
+    }
+}
+
+/// `n` nodes on one Redis sending to `receiver`, with `debounce_ms`.
+async fn cluster(
+    redis: &RedisServer,
+    receiver: &Receiver,
+    n: usize,
+    extra: &[(&str, &str)],
+) -> Vec<Process> {
+    let prefix = unique_prefix();
+    let mut env = redis_env(redis, &prefix);
+    env.push(("ROOMCAST_WEBHOOKS__URL", receiver.url.clone()));
+    env.push(("ROOMCAST_WEBHOOKS__SECRET", SECRET.into()));
+    env.push(("ROOMCAST_WEBHOOKS__LINGER_MS", "50".into()));
+    env.push(("ROOMCAST_WEBHOOKS__TIMEOUT_MS", "2000".into()));
+    for (k, v) in extra {
+        env.push((k, (*v).to_owned()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let nodes: Vec<Process> = (0..n)
+        .map(|i| Process::start_with_env(&["--node-id", &format!("n{i}")], &env))
+        .collect();
+    for node in &nodes {
+        wait_ready(&format!("http://{}", node.addr), 200).await;
+    }
+    nodes
+}
+
+/// A counter's value in `node`'s `/metrics` (0 when absent).
+async fn metric(node: &Process, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", node.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_the_last_holder_fires_offline_and_vacated_exactly_once() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let debounce = [("ROOMCAST_WEBHOOKS__DEBOUNCE_MS", "1000")];
+    let mut nodes = cluster(&redis, &receiver, 3, &debounce).await;
+
+    // alice only on n0, in `solo` alone and in `shared` with carol, who is on n1.
+    let mut alice = Client::connect(&nodes[0].ws_url("alice")).await;
+    alice.join("solo").await;
+    alice.join("shared").await;
+    let mut carol = Client::connect(&nodes[1].ws_url("carol")).await;
+    carol.join("shared").await;
+    receiver.wait_for("user_online", "alice", 1).await;
+    receiver.wait_for("user_online", "carol", 1).await;
+    receiver.wait_for("room_occupied", "solo", 1).await;
+    receiver.wait_for("room_occupied", "shared", 1).await;
+
+    // Renewals must have run a whole lease before a node reaps others (presence's rule).
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let killed = Instant::now();
+    nodes[0].kill();
+    drop(alice);
+    receiver.wait_for("user_offline", "alice", 1).await;
+    receiver.wait_for("room_vacated", "solo", 1).await;
+    let took = killed.elapsed();
+    // Lease 1.5 s + a renewal period 0.5 s + debounce 1 s + linger, with room for load.
+    assert!(took < Duration::from_secs(10), "offline after {took:?}");
+
+    // Both survivors reap; a second lease and debounce later still only one of each.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(receiver.count("user_offline", "alice"), 1);
+    assert_eq!(receiver.count("room_vacated", "solo"), 1);
+    assert_eq!(
+        receiver.count("room_vacated", "shared"),
+        0,
+        "carol is still in it"
+    );
+    assert_eq!(receiver.count("user_online", "alice"), 1);
+    assert_eq!(receiver.count("room_occupied", "shared"), 1);
+
+    // The last member leaving vacates it, once.
+    let left = carol
+        .request(json!({"type": "leave", "room": "shared"}))
+        .await;
+    assert_eq!(left["type"], "left", "{left}");
+    receiver.wait_for("room_vacated", "shared", 1).await;
+    carol.close().await;
+    receiver.wait_for("user_offline", "carol", 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.count("room_vacated", "shared"), 1);
+    assert_eq!(receiver.count("user_offline", "carol"), 1);
+    receiver.assert_no_duplicates();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_within_the_debounce_fires_nothing() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let debounce = [("ROOMCAST_WEBHOOKS__DEBOUNCE_MS", "3000")];
+    let mut nodes = cluster(&redis, &receiver, 3, &debounce).await;
+
+    let mut dave = Client::connect(&nodes[0].ws_url("dave")).await;
+    dave.join("den").await;
+    receiver.wait_for("user_online", "dave", 1).await;
+    receiver.wait_for("room_occupied", "den", 1).await;
+
+    // A clean close, then back on another node at once.
+    dave.close().await;
+    let mut dave = Client::connect(&nodes[1].ws_url("dave")).await;
+    dave.join("den").await;
+    // The node dying under him, and back on the third within the debounce: the lease of the
+    // dead node is reaped while he holds one elsewhere, so nothing either.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    nodes[1].kill();
+    drop(dave);
+    let mut dave = Client::connect(&nodes[2].ws_url("dave")).await;
+    dave.join("den").await;
+
+    // Past a lease, a renewal period and the debounce: nothing new.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(receiver.count("user_online", "dave"), 1);
+    assert_eq!(receiver.count("user_offline", "dave"), 0);
+    assert_eq!(receiver.count("room_occupied", "den"), 1);
+    assert_eq!(receiver.count("room_vacated", "den"), 0);
+
+    // Gone for good: one offline, one vacated, a debounce later.
+    dave.close().await;
+    receiver.wait_for("user_offline", "dave", 1).await;
+    receiver.wait_for("room_vacated", "den", 1).await;
+    receiver.assert_no_duplicates();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_receiver_gets_retries_then_a_dead_letter() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    receiver.fail.store(true, Ordering::Relaxed);
+    let settings = [
+        ("ROOMCAST_WEBHOOKS__MAX_ATTEMPTS", "3"),
+        ("ROOMCAST_WEBHOOKS__BACKOFF_MS", "100"),
+        ("ROOMCAST_WEBHOOKS__BACKOFF_MAX_MS", "200"),
+        ("ROOMCAST_WEBHOOKS__EVENTS", "[\"user_online\"]"),
+    ];
+    let nodes = cluster(&redis, &receiver, 2, &settings).await;
+
+    let _erin = Client::connect(&nodes[0].ws_url("erin")).await;
+    // Three tries of the one event, then a dead letter on whichever node tried last.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let dead = metric(&nodes[0], "roomcast_webhook_dead_letters_total").await
+            + metric(&nodes[1], "roomcast_webhook_dead_letters_total").await;
+        if dead >= 1.0 {
+            assert_eq!(dead, 1.0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no dead letter within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let posts = receiver.seen.lock().posts.clone();
+    assert_eq!(posts.len(), 3, "three tries: {posts:?}");
+    assert!(
+        posts.iter().all(|p| p == &posts[0]),
+        "the same event: {posts:?}"
+    );
+    let retries = metric(&nodes[0], "roomcast_webhook_retries_total").await
+        + metric(&nodes[1], "roomcast_webhook_retries_total").await;
+    assert_eq!(retries, 2.0);
+
+    // The backend is back: later events go through, the dead one never comes back.
+    receiver.fail.store(false, Ordering::Relaxed);
+    let _frank = Client::connect(&nodes[1].ws_url("frank")).await;
+    receiver.wait_for("user_online", "frank", 1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.count("user_online", "erin"), 0);
+    assert_eq!(receiver.seen.lock().posts.len(), 4);
+    receiver.assert_no_duplicates();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_to_a_user_with_no_session_fires_direct_undelivered() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let nodes = cluster(&redis, &receiver, 2, &[]).await;
+
+    let mut gina = Client::connect(&nodes[0].ws_url("gina")).await;
+    let _hank = Client::connect(&nodes[1].ws_url("hank")).await;
+    let to_hank = json!({"type": "send", "to": "hank", "data": {"n": 1}});
+    assert_eq!(gina.request(to_hank).await["type"], "ack");
+    let to_ghost = json!({"type": "send", "to": "ghost", "data": {"text": "ping"}});
+    assert_eq!(gina.request(to_ghost).await["type"], "ack");
+    receiver.wait_for("direct_undelivered", "ghost", 1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.count("direct_undelivered", "hank"), 0);
+    let event = receiver
+        .seen
+        .lock()
+        .delivered
+        .iter()
+        .find(|e| e["type"] == "direct_undelivered")
+        .cloned()
+        .unwrap();
+    assert_eq!(event["from"], "gina");
+    assert_eq!(event["data"], json!({"text": "ping"}));
+    assert!(
+        event["ts"].as_u64().is_some() && event["seq"].as_u64().is_some(),
+        "{event}"
+    );
+    receiver.assert_no_duplicates();
+}
