@@ -30,14 +30,16 @@ const PATIENCE: Duration = Duration::from_secs(20);
 struct Seen {
     /// Events of POSTs answered 200, in arrival order.
     delivered: Vec<Value>,
-    /// Every POST's event ids, answered 200 or not.
-    posts: Vec<Vec<String>>,
+    /// Every POST's sending node and event ids, answered 200 or not, recorded on arrival.
+    posts: Vec<(String, Vec<String>)>,
 }
 
 struct Receiver {
     url: String,
     seen: Arc<Mutex<Seen>>,
     fail: Arc<AtomicBool>,
+    /// Milliseconds to wait before answering (a slow backend).
+    delay_ms: Arc<AtomicU64>,
     bad_signatures: Arc<AtomicU64>,
 }
 
@@ -45,6 +47,7 @@ struct Receiver {
 struct Shared {
     seen: Arc<Mutex<Seen>>,
     fail: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
     bad_signatures: Arc<AtomicU64>,
 }
 
@@ -60,14 +63,18 @@ async fn receive(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> St
     }
     let batch: Value = serde_json::from_slice(&body).expect("a JSON batch");
     let events = batch["events"].as_array().expect("events").clone();
-    let failing = s.fail.load(Ordering::Relaxed);
-    let mut seen = s.seen.lock();
+    let node = header("x-roomcast-node").unwrap_or_default().to_owned();
     let ids = events.iter().map(|e| e["id"].as_str().unwrap().to_owned());
-    seen.posts.push(ids.collect());
-    if failing {
+    s.seen.lock().posts.push((node, ids.collect()));
+    let delay = s.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        // Dropped here, unanswered, if the sender dies meanwhile.
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if s.fail.load(Ordering::Relaxed) {
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
-    seen.delivered.extend(events);
+    s.seen.lock().delivered.extend(events);
     StatusCode::OK
 }
 
@@ -76,6 +83,7 @@ impl Receiver {
         let shared = Shared {
             seen: Arc::default(),
             fail: Arc::default(),
+            delay_ms: Arc::default(),
             bad_signatures: Arc::default(),
         };
         let app = axum::Router::new()
@@ -88,6 +96,7 @@ impl Receiver {
             url,
             seen: shared.seen,
             fail: shared.fail,
+            delay_ms: shared.delay_ms,
             bad_signatures: shared.bad_signatures,
         }
     }
@@ -339,6 +348,138 @@ async fn a_direct_to_a_user_with_no_session_fires_direct_undelivered() {
     assert!(
         event["ts"].as_u64().is_some() && event["seq"].as_u64().is_some(),
         "{event}"
+    );
+    receiver.assert_no_duplicates();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_killed_mid_post_loses_nothing_and_the_repeat_keeps_its_id() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    // Hold = 2 x timeout + 1 s = 3 s: then the other node sends the batch again.
+    let settings = [
+        ("ROOMCAST_WEBHOOKS__TIMEOUT_MS", "1000"),
+        ("ROOMCAST_WEBHOOKS__EVENTS", "[\"user_online\"]"),
+    ];
+    let mut nodes = cluster(&redis, &receiver, 2, &settings).await;
+    receiver.delay_ms.store(60_000, Ordering::Relaxed);
+
+    let _ivy = Client::connect(&nodes[0].ws_url("ivy")).await;
+    let deadline = Instant::now() + PATIENCE;
+    let (sender, ids) = loop {
+        if let Some(first) = receiver.seen.lock().posts.first().cloned() {
+            break first;
+        }
+        assert!(Instant::now() < deadline, "no POST within {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The node whose POST hangs dies before it can settle the batch.
+    let index = if sender == "n0" { 0 } else { 1 };
+    nodes[index].kill();
+    receiver.delay_ms.store(0, Ordering::Relaxed);
+
+    receiver.wait_for("user_online", "ivy", 1).await;
+    let (resender, again) = receiver.seen.lock().posts.last().unwrap().clone();
+    assert_ne!(resender, sender, "sent again by the survivor");
+    assert_eq!(again, ids, "the same event, with the same id");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.count("user_online", "ivy"), 1);
+    receiver.assert_no_duplicates();
+}
+
+/// Sessions per churning user, and the gaps between them: short ones well inside the
+/// debounce, long ones well past it.
+const CHURN_SESSIONS: usize = 3;
+const CHURN_DEBOUNCE_MS: u64 = 1_500;
+const SHORT_GAP: Duration = Duration::from_millis(100);
+const LONG_GAP: Duration = Duration::from_millis(4_000);
+
+/// One churning user: sessions on random nodes, each in the user's own room and in `hall`,
+/// separated by short or long gaps. Returns how many long gaps it took: the truth is then
+/// `1 + long` onlines and offlines (occupied and vacated for its room).
+async fn churn(addrs: Vec<String>, user: String, seed: u64) -> usize {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut long = 0;
+    for session in 0..CHURN_SESSIONS {
+        let addr = &addrs[rng.random_range(0..addrs.len())];
+        let mut c = Client::connect(&format!("ws://{addr}/ws?user={user}")).await;
+        c.join(&format!("room-{user}")).await;
+        c.join("hall").await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
+        c.close().await;
+        if session + 1 < CHURN_SESSIONS {
+            if rng.random_bool(0.5) {
+                long += 1;
+                tokio::time::sleep(LONG_GAP).await;
+            } else {
+                tokio::time::sleep(SHORT_GAP).await;
+            }
+        }
+    }
+    long
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_across_three_nodes_matches_the_truth_exactly() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let debounce = CHURN_DEBOUNCE_MS.to_string();
+    let settings = [("ROOMCAST_WEBHOOKS__DEBOUNCE_MS", debounce.as_str())];
+    let nodes = cluster(&redis, &receiver, 3, &settings).await;
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+
+    // An anchor keeps `hall` occupied throughout, so it is occupied and vacated once.
+    let mut anchor = Client::connect(&nodes[0].ws_url("anchor")).await;
+    anchor.join("hall").await;
+    let users: Vec<String> = (0..30).map(|i| format!("u{i}")).collect();
+    let runs = users
+        .iter()
+        .enumerate()
+        .map(|(i, user)| tokio::spawn(churn(addrs.clone(), user.clone(), 1_000 + i as u64)));
+    let longs: Vec<usize> = futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    anchor.close().await;
+
+    let truth: Vec<(&str, String, usize)> = users
+        .iter()
+        .zip(&longs)
+        .flat_map(|(user, long)| {
+            let n = 1 + long;
+            let room = format!("room-{user}");
+            [
+                ("user_online", user.clone(), n),
+                ("user_offline", user.clone(), n),
+                ("room_occupied", room.clone(), n),
+                ("room_vacated", room, n),
+            ]
+        })
+        .chain([
+            ("room_occupied", "hall".to_owned(), 1),
+            ("room_vacated", "hall".to_owned(), 1),
+            ("user_online", "anchor".to_owned(), 1),
+            ("user_offline", "anchor".to_owned(), 1),
+        ])
+        .collect();
+    for (kind, subject, n) in &truth {
+        receiver.wait_for(kind, subject, *n).await;
+    }
+    // A debounce and more later, nothing beyond the truth either.
+    tokio::time::sleep(Duration::from_millis(CHURN_DEBOUNCE_MS + 1_500)).await;
+    let wrong: Vec<_> = truth
+        .iter()
+        .filter(|(kind, subject, n)| receiver.count(kind, subject) != *n)
+        .map(|(kind, subject, n)| (kind, subject, n, receiver.count(kind, subject)))
+        .collect();
+    assert!(wrong.is_empty(), "(kind, subject, truth, seen): {wrong:?}");
+    let total: usize = truth.iter().map(|t| t.2).sum();
+    assert_eq!(
+        receiver.seen.lock().delivered.len(),
+        total,
+        "no event outside the truth"
     );
     receiver.assert_no_duplicates();
 }

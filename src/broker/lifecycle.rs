@@ -1,7 +1,7 @@
 //! Lifecycle events for webhooks: what the engine decides (a user's first and last session
 //! across the cluster, a room's first and last member, a direct message nobody received) and
 //! the outbox they wait in until delivered. The engine decides each transition atomically in
-//! its store, so exactly one node observes it; the sender (`crate::webhooks`, above this
+//! its store, so exactly one node observes it; the webhook sender (a module above this
 //! layer) takes batches from the [`Outbox`] and settles them. Event JSON: docs/webhooks.md.
 
 use std::time::Duration;

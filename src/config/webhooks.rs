@@ -154,6 +154,27 @@ impl Webhooks {
     }
 }
 
+/// Webhooks decide their events in a single Redis (docs/webhooks.md): not with the memory
+/// engine, nor in Redis Cluster mode, whose scripts cannot span the events' shared keys.
+pub(super) fn validate_engine(config: &super::Config) -> Result<(), ConfigError> {
+    if !config.webhooks.enabled() {
+        return Ok(());
+    }
+    if config.broker != super::BrokerKind::Redis {
+        return Err(invalid(
+            "webhooks.url",
+            "webhooks need broker = \"redis\" (a single Redis)",
+        ));
+    }
+    if !config.redis.cluster_nodes.is_empty() {
+        return Err(invalid(
+            "webhooks.url",
+            "webhooks are not supported with redis.cluster_nodes (Redis Cluster)",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,25 +244,4 @@ mod tests {
         let waits: Vec<u64> = (1..=6).map(|a| w.backoff(a).as_millis() as u64).collect();
         assert_eq!(waits, [100, 200, 400, 800, 1_000, 1_000]);
     }
-}
-
-/// Webhooks decide their events in a single Redis (docs/webhooks.md): not with the memory
-/// engine, nor in Redis Cluster mode, whose scripts cannot span the events' shared keys.
-pub(super) fn validate_engine(config: &super::Config) -> Result<(), ConfigError> {
-    if !config.webhooks.enabled() {
-        return Ok(());
-    }
-    if config.broker != super::BrokerKind::Redis {
-        return Err(invalid(
-            "webhooks.url",
-            "webhooks need broker = \"redis\" (a single Redis)",
-        ));
-    }
-    if !config.redis.cluster_nodes.is_empty() {
-        return Err(invalid(
-            "webhooks.url",
-            "webhooks are not supported with redis.cluster_nodes (Redis Cluster)",
-        ));
-    }
-    Ok(())
 }

@@ -156,7 +156,8 @@ impl Scripts {
 }
 
 /// What every lifecycle script shares: key names, the event JSON and the two transitions.
-/// `first`/`last` return 1 when an event went into the outbox, -1 when the queue was full.
+/// `first`/`last` return the events that went into the outbox, -1 when the queue was full.
+/// `promote` moves a debounced event whose time came into the outbox.
 pub(super) const COMMON: &str = r#"
 local L, I, P, D, O, S = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local ONLINE = {u = 'user_online', r = 'room_occupied'}
@@ -185,14 +186,33 @@ local function split(holder)
   local slash = string.find(holder, '/', 1, true)
   return string.sub(holder, 1, slash - 1), string.sub(holder, slash + 1)
 end
+local function promote(holder, now, events)
+  local value = redis.call('HGET', D, holder)
+  redis.call('ZREM', P, holder)
+  redis.call('HDEL', D, holder)
+  if not value or not enabled(events, OFFLINE[string.sub(holder, 1, 1)]) then return 0 end
+  local space = string.find(value, ' ', 1, true)
+  local id = string.sub(value, 1, space - 1)
+  redis.call('HSET', D, id, string.sub(value, space + 1))
+  redis.call('ZADD', O, now, id)
+  return 1
+end
 local function first(holder, id, now, events, capacity)
-  if redis.call('ZREM', P, holder) == 1 then
+  local due = redis.call('ZSCORE', P, holder)
+  local moved = 0
+  if due and tonumber(due) > tonumber(now) then
+    redis.call('ZREM', P, holder)
     redis.call('HDEL', D, holder)
     return 0
+  elseif due then
+    -- Back after the debounce, before any sender moved the offline event: it still counts.
+    moved = promote(holder, now, events)
   end
   local kind, name = split(holder)
-  if not enabled(events, ONLINE[kind]) then return 0 end
-  return enqueue(id, event(id, ONLINE[kind], FIELD[kind], name, now), now, capacity)
+  if not enabled(events, ONLINE[kind]) then return moved end
+  local queued = enqueue(id, event(id, ONLINE[kind], FIELD[kind], name, now), now, capacity)
+  if queued < 0 then return queued end
+  return moved + queued
 end
 local function last(holder, id, now, due, capacity)
   if full(capacity) then return -1 end
@@ -272,18 +292,8 @@ return counts
 /// call whose ZREM took it.
 pub(super) const CLAIM: &str = r#"
 local moved = 0
-local due = redis.call('ZRANGEBYSCORE', P, '-inf', ARGV[1], 'LIMIT', 0, 1000)
-for _, holder in ipairs(due) do
-  redis.call('ZREM', P, holder)
-  local value = redis.call('HGET', D, holder)
-  redis.call('HDEL', D, holder)
-  if value and enabled(ARGV[4], OFFLINE[string.sub(holder, 1, 1)]) then
-    local space = string.find(value, ' ', 1, true)
-    local id = string.sub(value, 1, space - 1)
-    redis.call('HSET', D, id, string.sub(value, space + 1))
-    redis.call('ZADD', O, ARGV[1], id)
-    moved = moved + 1
-  end
+for _, holder in ipairs(redis.call('ZRANGEBYSCORE', P, '-inf', ARGV[1], 'LIMIT', 0, 1000)) do
+  moved = moved + promote(holder, ARGV[1], ARGV[4])
 end
 local out = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', O, '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])) do
