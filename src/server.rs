@@ -73,6 +73,15 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
         BrokerKind::Memory => {
             let broker = Arc::new(MemoryBroker::new(limits, deliver));
             spawn_sweeper(&broker, stop.clone());
+            if config.webhooks.enabled() {
+                broker.enable_lifecycle(lifecycle_options(&config));
+                webhooks::spawn(
+                    broker.clone(),
+                    config.webhooks.clone(),
+                    id.clone(),
+                    stop.clone(),
+                )?;
+            }
             (broker.clone(), broker)
         }
         BrokerKind::Redis => {
@@ -114,14 +123,23 @@ fn start_webhooks(
     id: &str,
     stop: &CancellationToken,
 ) -> Result<(), ServerError> {
+    broker.enable_lifecycle(lifecycle_options(config));
+    webhooks::spawn(
+        broker.clone(),
+        config.webhooks.clone(),
+        id.to_owned(),
+        stop.clone(),
+    )?;
+    Ok(())
+}
+
+fn lifecycle_options(config: &Config) -> LifecycleOptions {
     let hooks = &config.webhooks;
-    broker.enable_lifecycle(LifecycleOptions {
+    LifecycleOptions {
         debounce: hooks.debounce(),
         events: hooks.events.clone(),
         capacity: hooks.queue_capacity,
-    });
-    webhooks::spawn(broker.clone(), hooks.clone(), id.to_owned(), stop.clone())?;
-    Ok(())
+    }
 }
 
 /// Every 5 s: forgets idle IPs, shrinks the hub's tables after a crowd left, and folds the

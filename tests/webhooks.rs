@@ -483,3 +483,46 @@ async fn churn_across_three_nodes_matches_the_truth_exactly() {
     );
     receiver.assert_no_duplicates();
 }
+
+/// The memory engine (one node) decides the same events: online, a reconnect inside the
+/// debounce firing nothing, offline and vacated after it, and direct_undelivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_engine_sends_the_same_events() {
+    let receiver = Receiver::start().await;
+    let url = receiver.url.clone();
+    let server = common::TestServer::with(move |c| {
+        c.webhooks.url = url;
+        c.webhooks.secret = SECRET.into();
+        c.webhooks.linger_ms = 50;
+        c.webhooks.debounce_ms = 1_000;
+    })
+    .await;
+    let mut jill = server.connect("jill").await;
+    jill.join("attic").await;
+    receiver.wait_for("user_online", "jill", 1).await;
+    receiver.wait_for("room_occupied", "attic", 1).await;
+    jill.close().await;
+    let mut jill = server.connect("jill").await;
+    jill.join("attic").await;
+    let to_ghost = json!({"type": "send", "to": "ghost", "data": [1, 2]});
+    assert_eq!(jill.request(to_ghost).await["type"], "ack");
+    receiver.wait_for("direct_undelivered", "ghost", 1).await;
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(receiver.count("user_offline", "jill"), 0);
+    assert_eq!(receiver.count("user_online", "jill"), 1);
+    jill.close().await;
+    receiver.wait_for("user_offline", "jill", 1).await;
+    receiver.wait_for("room_vacated", "attic", 1).await;
+    let seqs: Vec<u64> = receiver
+        .seen
+        .lock()
+        .delivered
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "in decision order: {seqs:?}"
+    );
+    receiver.assert_no_duplicates();
+}

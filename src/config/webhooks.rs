@@ -154,19 +154,12 @@ impl Webhooks {
     }
 }
 
-/// Webhooks decide their events in a single Redis (docs/webhooks.md): not with the memory
-/// engine, nor in Redis Cluster mode, whose scripts cannot span the events' shared keys.
+/// Webhooks decide their events in one place: the memory engine's node, or a single Redis.
+/// Not in Redis Cluster mode, whose scripts cannot span the events' shared keys.
 pub(super) fn validate_engine(config: &super::Config) -> Result<(), ConfigError> {
-    if !config.webhooks.enabled() {
-        return Ok(());
-    }
-    if config.broker != super::BrokerKind::Redis {
-        return Err(invalid(
-            "webhooks.url",
-            "webhooks need broker = \"redis\" (a single Redis)",
-        ));
-    }
-    if !config.redis.cluster_nodes.is_empty() {
+    let cluster =
+        config.broker == super::BrokerKind::Redis && !config.redis.cluster_nodes.is_empty();
+    if config.webhooks.enabled() && cluster {
         return Err(invalid(
             "webhooks.url",
             "webhooks are not supported with redis.cluster_nodes (Redis Cluster)",

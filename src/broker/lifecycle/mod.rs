@@ -2,11 +2,16 @@
 //! across the cluster, a room's first and last member, a direct message nobody received) and
 //! the outbox they wait in until delivered. The engine decides each transition atomically in
 //! its store, so exactly one node observes it; the webhook sender (a module above this
-//! layer) takes batches from the [`Outbox`] and settles them. Event JSON: docs/webhooks.md.
+//! layer) takes batches from the [`Outbox`] and settles them. The memory engine decides the
+//! same events on its one node ([`Local`]). Event JSON: docs/webhooks.md.
+
+mod local;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+pub use local::Local;
 
 use super::BrokerError;
 
