@@ -204,6 +204,7 @@ async fn sigkill_of_the_last_holder_fires_offline_and_vacated_exactly_once() {
     receiver.wait_for("user_offline", "alice", 1).await;
     receiver.wait_for("room_vacated", "solo", 1).await;
     let took = killed.elapsed();
+    eprintln!("offline and vacated {took:?} after the SIGKILL");
     // Lease 1.5 s + a renewal period 0.5 s + debounce 1 s + linger, with room for load.
     assert!(took < Duration::from_secs(10), "offline after {took:?}");
 
