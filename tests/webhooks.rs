@@ -304,7 +304,7 @@ async fn a_failing_receiver_gets_retries_then_a_dead_letter() {
     let posts = receiver.seen.lock().posts.clone();
     assert_eq!(posts.len(), 3, "three tries: {posts:?}");
     assert!(
-        posts.iter().all(|p| p == &posts[0]),
+        posts.iter().all(|p| p.1 == posts[0].1),
         "the same event: {posts:?}"
     );
     let retries = metric(&nodes[0], "roomcast_webhook_retries_total").await
@@ -426,7 +426,10 @@ async fn churn_across_three_nodes_matches_the_truth_exactly() {
     let redis = RedisServer::start();
     let receiver = Receiver::start().await;
     let debounce = CHURN_DEBOUNCE_MS.to_string();
-    let settings = [("ROOMCAST_WEBHOOKS__DEBOUNCE_MS", debounce.as_str())];
+    let settings = [
+        ("ROOMCAST_WEBHOOKS__DEBOUNCE_MS", debounce.as_str()),
+        ("ROOMCAST_WEBHOOKS__BATCH_MAX", "5"),
+    ];
     let nodes = cluster(&redis, &receiver, 3, &settings).await;
     let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
 
@@ -482,6 +485,11 @@ async fn churn_across_three_nodes_matches_the_truth_exactly() {
         total,
         "no event outside the truth"
     );
+    let largest = receiver.seen.lock().posts.iter().map(|p| p.1.len()).max();
+    assert!(
+        largest <= Some(5),
+        "batches of at most batch_max: {largest:?}"
+    );
     receiver.assert_no_duplicates();
 }
 
@@ -526,4 +534,129 @@ async fn the_memory_engine_sends_the_same_events() {
         "in decision order: {seqs:?}"
     );
     receiver.assert_no_duplicates();
+}
+
+/// A user back after the debounce, before any sender looked for due events (a long linger):
+/// the arrival moves the offline out itself, so online, offline, online, in `seq` order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_return_after_the_debounce_still_fires_the_offline_first() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let settings = [
+        ("ROOMCAST_WEBHOOKS__DEBOUNCE_MS", "300"),
+        ("ROOMCAST_WEBHOOKS__LINGER_MS", "6000"),
+        (
+            "ROOMCAST_WEBHOOKS__EVENTS",
+            "[\"user_online\", \"user_offline\"]",
+        ),
+    ];
+    let nodes = cluster(&redis, &receiver, 1, &settings).await;
+    let kate = Client::connect(&nodes[0].ws_url("kate")).await;
+    kate.close().await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let _kate = Client::connect(&nodes[0].ws_url("kate")).await;
+    receiver.wait_for("user_online", "kate", 2).await;
+    receiver.wait_for("user_offline", "kate", 1).await;
+    let mut events = receiver.seen.lock().delivered.clone();
+    events.sort_by_key(|e| e["seq"].as_u64().unwrap());
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["user_online", "user_offline", "user_online"]);
+    receiver.assert_no_duplicates();
+}
+
+/// Redis paused past the lease stops every renewal at once; afterwards no node takes the
+/// others' late leases for dead ones (it reaps only after a whole lease of its own renewals).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_pause_past_the_lease_sends_no_offline() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let debounce = [("ROOMCAST_WEBHOOKS__DEBOUNCE_MS", "1000")];
+    let nodes = cluster(&redis, &receiver, 2, &debounce).await;
+    let mut clients = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let mut c = Client::connect(&node.ws_url(&format!("p{i}"))).await;
+        c.join(&format!("pr{i}")).await;
+        clients.push(c);
+    }
+    receiver.wait_for("user_online", "p1", 1).await;
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    redis.pause();
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    redis.resume();
+    // Past a lease, a renewal period and the debounce after Redis is back.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let seen = receiver.seen.lock().delivered.clone();
+    let offline: Vec<_> = seen
+        .iter()
+        .filter(|e| e["type"] == "user_offline" || e["type"] == "room_vacated")
+        .collect();
+    assert!(offline.is_empty(), "{offline:?}");
+    receiver.assert_no_duplicates();
+}
+
+/// A node stalled (SIGSTOP) past its lease looks dead: the others reap it and an offline
+/// waits out the debounce. Back (SIGCONT) within it, its next renewal cancels that: nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stalled_past_its_lease_and_back_within_the_debounce_sends_nothing() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    let debounce = [("ROOMCAST_WEBHOOKS__DEBOUNCE_MS", "4000")];
+    let nodes = cluster(&redis, &receiver, 2, &debounce).await;
+    let mut leo = Client::connect(&nodes[0].ws_url("leo")).await;
+    leo.join("lair").await;
+    receiver.wait_for("room_occupied", "lair", 1).await;
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    nodes[0].signal("-STOP");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    nodes[0].signal("-CONT");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(receiver.count("user_offline", "leo"), 0);
+    assert_eq!(receiver.count("room_vacated", "lair"), 0);
+    assert_eq!(receiver.count("user_online", "leo"), 1);
+    receiver.assert_no_duplicates();
+}
+
+/// At `queue_capacity` waiting events, further ones are dropped and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_past_the_queue_capacity_are_dropped_and_counted() {
+    let redis = RedisServer::start();
+    let receiver = Receiver::start().await;
+    receiver.fail.store(true, Ordering::Relaxed);
+    let settings = [
+        ("ROOMCAST_WEBHOOKS__QUEUE_CAPACITY", "2"),
+        ("ROOMCAST_WEBHOOKS__EVENTS", "[\"user_online\"]"),
+        ("ROOMCAST_WEBHOOKS__MAX_ATTEMPTS", "100"),
+    ];
+    let nodes = cluster(&redis, &receiver, 1, &settings).await;
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        clients.push(Client::connect(&nodes[0].ws_url(&format!("q{i}"))).await);
+    }
+    let dropped = metric(&nodes[0], "roomcast_webhook_events_dropped_total").await;
+    let emitted = metric(&nodes[0], "roomcast_webhook_events_emitted_total").await;
+    assert_eq!((emitted, dropped), (2.0, 2.0));
+    receiver.fail.store(false, Ordering::Relaxed);
+    receiver.wait_for("user_online", "q0", 1).await;
+    receiver.wait_for("user_online", "q1", 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.seen.lock().delivered.len(), 2);
+}
+
+/// With webhooks off, nothing of theirs runs: no key under `{prefix}:wh:`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_webhooks_off_no_key_is_written() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let env = redis_env(&redis, &prefix);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let node = Process::start_with_env(&[], &env);
+    wait_ready(&format!("http://{}", node.addr), 200).await;
+    let mut mia = Client::connect(&node.ws_url("mia")).await;
+    mia.join("moor").await;
+    let to_ghost = json!({"type": "send", "to": "ghost", "data": 1});
+    assert_eq!(mia.request(to_ghost).await["type"], "ack");
+    mia.close().await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let keys: Vec<String> = redis.query(&["KEYS", &format!("{prefix}:wh:*")]).await;
+    assert!(keys.is_empty(), "{keys:?}");
 }

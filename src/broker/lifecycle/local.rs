@@ -3,13 +3,13 @@
 //! leases; events live in memory, so a crash loses those not yet delivered (documented in
 //! docs/webhooks.md).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde_json::json;
 
-use super::{Claim, Claimed, LifecycleOptions, Outcome};
+use super::{Claim, Claimed, Holds, LifecycleOptions, Outcome};
 use crate::broker::unix_ms;
 
 /// A last hold whose debounce runs until `due`.
@@ -29,7 +29,7 @@ struct Entry {
 
 #[derive(Default)]
 struct State {
-    held: HashSet<String>,
+    held: Holds,
     pending: HashMap<String, Pending>,
     /// By `seq`, so events go out in the order they were decided.
     outbox: BTreeMap<u64, Entry>,
@@ -133,7 +133,7 @@ impl Local {
         let holder = format!("{kind}/{name}");
         let now = unix_ms();
         let mut s = self.state.lock();
-        if !s.held.insert(holder.clone()) {
+        if !s.held.arrive(&holder) {
             return;
         }
         let mut moved = 0;
@@ -162,7 +162,7 @@ impl Local {
         let holder = format!("{kind}/{name}");
         let now = unix_ms();
         let mut s = self.state.lock();
-        if !s.held.remove(&holder) {
+        if !s.held.depart(&holder) {
             return;
         }
         if s.full(self.opts.capacity) {

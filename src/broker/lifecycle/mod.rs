@@ -74,3 +74,67 @@ pub trait Outbox: Send + Sync + 'static {
     /// Settles claimed events.
     async fn settle(&self, outcomes: &[(String, Outcome)]) -> Result<(), BrokerError>;
 }
+
+/// The `kind/name` holds of this node, counted: the node reports each first and last (a
+/// user's first session here, a room's last member here) from the task that saw it, and two
+/// tasks may reach the engine in the other order (a last session closing while a new one
+/// opens). Counting makes the order irrelevant: only 0 → 1 and 1 → 0 are transitions.
+#[derive(Debug, Default)]
+pub struct Holds(std::collections::HashMap<String, i64>);
+
+impl Holds {
+    /// Counts a first; true when `holder` became held.
+    pub fn arrive(&mut self, holder: &str) -> bool {
+        self.step(holder, 1) == (0, 1)
+    }
+
+    /// Counts a last; true when `holder` stopped being held.
+    pub fn depart(&mut self, holder: &str) -> bool {
+        self.step(holder, -1) == (1, 0)
+    }
+
+    fn step(&mut self, holder: &str, by: i64) -> (i64, i64) {
+        let count = self.0.entry(holder.to_owned()).or_default();
+        let before = *count;
+        *count += by;
+        let after = *count;
+        if after == 0 {
+            self.0.remove(holder);
+        }
+        (before, after)
+    }
+
+    pub fn contains(&self, holder: &str) -> bool {
+        self.0.get(holder).is_some_and(|c| *c > 0)
+    }
+
+    /// Every held `kind/name`.
+    pub fn held(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(_, c)| **c > 0)
+            .map(|(h, _)| h.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Holds;
+
+    #[test]
+    fn holds_count_so_reordered_reports_cancel_out() {
+        let mut h = Holds::default();
+        assert!(h.arrive("u/a"));
+        // A new session's first reaches the engine before the old one's last.
+        assert!(!h.arrive("u/a"));
+        assert!(!h.depart("u/a"));
+        assert!(h.contains("u/a"));
+        assert!(h.depart("u/a"));
+        assert!(!h.contains("u/a"));
+        // A last before its first: neither is a transition.
+        assert!(!h.depart("r/x"));
+        assert!(!h.arrive("r/x"));
+        assert!(h.held().is_empty());
+    }
+}

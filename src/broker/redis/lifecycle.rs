@@ -6,7 +6,6 @@
 //! died are reaped by the others (under the same outage rule as presence: [`Health`]), which
 //! makes its users and rooms go offline as if it had released them, a debounce later.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use parking_lot::Mutex;
 use super::presence::Health;
 use super::scripts::holder;
 use super::{BrokerError, RedisBroker, Shared};
-use crate::broker::lifecycle::{Claim, Claimed, LifecycleOptions, Outbox, Outcome};
+use crate::broker::lifecycle::{Claim, Claimed, Holds, LifecycleOptions, Outbox, Outcome};
 use crate::broker::unix_ms;
 
 /// Holders renewed per script call.
@@ -27,7 +26,7 @@ pub(super) struct Tracker {
     opts: LifecycleOptions,
     events: String,
     /// `u/user` and `r/room` this node holds.
-    held: Mutex<HashSet<String>>,
+    held: Mutex<Holds>,
 }
 
 /// A fresh event id: 128 random bits, so ids never repeat across nodes or restarts.
@@ -56,12 +55,14 @@ impl Shared {
         self.lifecycle.get()
     }
 
-    /// This node took its first hold on `kind/name`. The local set changes before the script
+    /// This node took its first hold on `kind/name`. The local count changes before the script
     /// is sent, so a renewal built later sees it (and one built earlier is sent earlier).
     pub(super) async fn arrive(&self, kind: char, name: &str) {
         let Some(t) = self.tracker() else { return };
         let holder = holder(kind, name);
-        t.held.lock().insert(holder.clone());
+        if !t.held.lock().arrive(&holder) {
+            return;
+        }
         let now = unix_ms();
         let lease = self.opts.presence_lease.as_millis() as u64;
         let call = self.scripts.lifecycle_arrive(
@@ -84,7 +85,9 @@ impl Shared {
     pub(super) async fn depart(&self, kind: char, name: &str) {
         let Some(t) = self.tracker() else { return };
         let holder = holder(kind, name);
-        t.held.lock().remove(&holder);
+        if !t.held.lock().depart(&holder) {
+            return;
+        }
         let now = unix_ms();
         let due = now + t.opts.debounce.as_millis() as u64;
         let node = &self.opts.node_id;
@@ -139,14 +142,14 @@ async fn pass(shared: &Shared, may_reap: bool) -> bool {
     let Some(t) = shared.tracker() else {
         return true;
     };
-    let snapshot: Vec<String> = t.held.lock().iter().cloned().collect();
+    let snapshot = t.held.lock().held();
     let lease = shared.opts.presence_lease.as_millis() as u64;
     for chunk in snapshot.chunks(REFRESH_CHUNK) {
         // Checked again right before sending: a hold released since the snapshot must not be
         // restored (its release was sent first, on the same connection).
         let still: Vec<&String> = {
             let held = t.held.lock();
-            chunk.iter().filter(|h| held.contains(*h)).collect()
+            chunk.iter().filter(|h| held.contains(h)).collect()
         };
         let now = unix_ms();
         let call = shared.scripts.lifecycle_refresh(
