@@ -217,10 +217,7 @@ fn shared_state(
     Shared {
         pad: "x".repeat(s.message_bytes),
         prefix: format!("lt{}", plan.run_id),
-        seed: plan
-            .run_id
-            .bytes()
-            .fold(0u64, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b))),
+        seed: seed_of(&plan.run_id),
         credentials: s.credentials(),
         scenario: s,
         targets,
@@ -281,4 +278,11 @@ async fn follow(
             () = sleep_until(drain_end + Duration::from_secs(2)), if drained => return,
         }
     }
+}
+
+/// The run's seed for users' choices, from its id: every worker draws the same.
+pub fn seed_of(run_id: &str) -> u64 {
+    run_id
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b)))
 }
