@@ -228,6 +228,24 @@ mod tests {
     }
 
     #[test]
+    fn redis_cluster_mode_is_refused_naming_the_url() {
+        let mut config = super::super::Config {
+            webhooks: on(),
+            ..Default::default()
+        };
+        assert!(
+            config.validate().is_ok(),
+            "the memory engine takes webhooks"
+        );
+        config.broker = super::super::BrokerKind::Redis;
+        config.redis.cluster_nodes = vec!["redis://127.0.0.1:7000".into()];
+        match config.validate() {
+            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "webhooks.url"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn backoff_doubles_up_to_its_cap() {
         let w = Webhooks {
             backoff_ms: 100,
