@@ -172,8 +172,17 @@ async fn metric(node: &Process, name: &str) -> f64 {
         .text()
         .await
         .unwrap();
+    // `name` may carry one label (`…{result="ok"}`): series with that label among theirs.
+    let (base, label) = name
+        .split_once('{')
+        .map_or((name, ""), |(b, l)| (b, l.trim_end_matches('}')));
     text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| l.starts_with(base) && l[base.len()..].starts_with(['{', ' ']))
+        .filter(|l| {
+            l.split(' ')
+                .next()
+                .is_some_and(|series| series.contains(label))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -318,6 +327,16 @@ async fn a_failing_receiver_gets_retries_then_a_dead_letter() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(receiver.count("user_online", "erin"), 0);
     assert_eq!(receiver.seen.lock().posts.len(), 4);
+    let (mut refused, mut ok, mut delivered) = (0.0, 0.0, 0.0);
+    for node in &nodes {
+        refused += metric(node, "roomcast_webhook_posts_total{result=\"refused\"}").await;
+        ok += metric(node, "roomcast_webhook_posts_total{result=\"ok\"}").await;
+        delivered += metric(node, "roomcast_webhook_events_delivered_total").await;
+    }
+    assert_eq!((refused, ok, delivered), (3.0, 1.0, 1.0));
+    let depth = metric(&nodes[0], "roomcast_webhook_queue_depth").await
+        + metric(&nodes[1], "roomcast_webhook_queue_depth").await;
+    assert_eq!(depth, 0.0, "nothing left waiting");
     receiver.assert_no_duplicates();
 }
 
