@@ -18,9 +18,10 @@
 //!    the application's backend asked over HTTP (the connect, join and publish proxies).
 //!    None sees another: the broker delivers through the `Deliver` callback the server wires
 //!    to the hub.
-//! 5. [`node`]: request semantics over hub + broker, with each session's room memberships and
-//!    their rules; admission (per-IP limits, rate limiters); lifecycle (draining, shutdown, task
-//!    tracking). Its `NodeError` is mapped by each endpoint to its own wire.
+//! 5. [`node`], [`webhooks`]: request semantics over hub + broker, with each session's room
+//!    memberships and their rules; admission (per-IP limits, rate limiters); lifecycle
+//!    (draining, shutdown, task tracking). Its `NodeError` is mapped by each endpoint to its
+//!    own wire. `webhooks` sends the broker's lifecycle events to the application's backend.
 //! 6. [`http`]: the JSON error shape and the health endpoints every endpoint shares.
 //! 7. [`ws`], [`api`], [`telemetry`], `accept`, [`demo`]: the endpoints; they call the node.
 //!    `accept` takes TCP connections and serves HTTP/1 on them (header timeout, per-IP cap
@@ -46,6 +47,7 @@ pub mod server;
 pub mod session;
 mod shrink;
 pub mod telemetry;
+pub mod webhooks;
 pub mod ws;
 
 pub use config::Config;

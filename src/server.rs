@@ -11,13 +11,14 @@ use tokio::net::TcpListener;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::lifecycle::LifecycleOptions;
 use crate::broker::memory::{HistoryBudget, MemoryBroker};
 use crate::broker::redis::{PublishBatch, RedisBroker, RedisOptions};
 use crate::broker::{Broker, BrokerError, DurableRule, Presence, Retention};
 use crate::config::{BrokerKind, Config};
 use crate::hub::Hub;
 use crate::node::{HubDelivery, Node};
-use crate::{accept, api, demo, http, telemetry, ws};
+use crate::{accept, api, demo, http, telemetry, webhooks, ws};
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,8 @@ pub enum ServerError {
     Broker(#[from] BrokerError),
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Webhooks(#[from] webhooks::SenderError),
 }
 
 /// The router: `/ws`, `/healthz`, `/readyz`, `/metrics`, `/api`, the browser client at
@@ -76,6 +79,15 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
         BrokerKind::Memory => {
             let broker = Arc::new(MemoryBroker::new(limits, deliver).with_retention(retention));
             spawn_sweeper(&broker, stop.clone());
+            if config.webhooks.enabled() {
+                broker.enable_lifecycle(lifecycle_options(&config));
+                webhooks::spawn(
+                    broker.clone(),
+                    config.webhooks.clone(),
+                    id.clone(),
+                    stop.clone(),
+                )?;
+            }
             (broker.clone(), broker)
         }
         BrokerKind::Redis => {
@@ -99,6 +111,9 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
             } else {
                 RedisBroker::start_cluster(&r.cluster_nodes, opts, deliver, stop.clone())?
             });
+            if config.webhooks.enabled() {
+                start_webhooks(&broker, &config, &id, stop)?;
+            }
             (broker.clone(), broker)
         }
     };
@@ -121,6 +136,32 @@ fn retention(history: &crate::config::History) -> Retention {
                 max_count: d.max_count,
             })
             .collect(),
+    }
+}
+
+/// Lifecycle events: the engine decides them, this node's sender delivers its share.
+fn start_webhooks(
+    broker: &Arc<RedisBroker>,
+    config: &Config,
+    id: &str,
+    stop: &CancellationToken,
+) -> Result<(), ServerError> {
+    broker.enable_lifecycle(lifecycle_options(config));
+    webhooks::spawn(
+        broker.clone(),
+        config.webhooks.clone(),
+        id.to_owned(),
+        stop.clone(),
+    )?;
+    Ok(())
+}
+
+fn lifecycle_options(config: &Config) -> LifecycleOptions {
+    let hooks = &config.webhooks;
+    LifecycleOptions {
+        debounce: hooks.debounce(),
+        events: hooks.events.clone(),
+        capacity: hooks.queue_capacity,
     }
 }
 

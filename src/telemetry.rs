@@ -156,6 +156,30 @@ const COUNTERS: &[(&str, &str)] = &[
         "roomcast_deflate_compressors_total",
         "Context-mode compressors made: one when a socket starts sending, again after its last was dropped as idle.",
     ),
+    (
+        "roomcast_webhook_events_emitted_total",
+        "Lifecycle events this node decided (or moved in after their debounce) into the webhook outbox.",
+    ),
+    (
+        "roomcast_webhook_events_delivered_total",
+        "Webhook events this node delivered (the backend answered 2xx).",
+    ),
+    (
+        "roomcast_webhook_retries_total",
+        "Webhook events whose POST failed and that will be tried again after a backoff.",
+    ),
+    (
+        "roomcast_webhook_dead_letters_total",
+        "Webhook events dropped after webhooks.max_attempts failed tries.",
+    ),
+    (
+        "roomcast_webhook_events_dropped_total",
+        "Lifecycle events dropped because webhooks.queue_capacity events were waiting.",
+    ),
+    (
+        "roomcast_webhook_posts_total",
+        "Webhook POSTs by result: ok (2xx), refused (another status), error (no answer).",
+    ),
 ];
 
 /// The label values of the labelled counters, registered at zero with them.
@@ -205,6 +229,11 @@ const LABELLED: &[(&str, &str, &[&str])] = &[
         "roomcast_deflate_frames_total",
         "mode",
         &["shared", "context"],
+    ),
+    (
+        "roomcast_webhook_posts_total",
+        "result",
+        &["ok", "refused", "error"],
     ),
 ];
 
@@ -257,6 +286,14 @@ const OTHERS: &[(&str, &str)] = &[
     (
         "roomcast_redis_subscribe_batch_size",
         "Channels per Redis SUBSCRIBE.",
+    ),
+    (
+        "roomcast_webhook_queue_depth",
+        "Webhook events waiting across the cluster (debounced or undelivered), as of this node's last look.",
+    ),
+    (
+        "roomcast_webhook_post_seconds",
+        "Time one webhook POST took, answer or failure.",
     ),
 ];
 

@@ -215,10 +215,7 @@ fn shared_state(
     let wait = Duration::from_micros(plan.start_unix_us.saturating_sub(now_us()));
     let start = Instant::now() + wait;
     let publish_end = start + Duration::from_secs_f64(s.ramp_secs() + s.duration_secs);
-    let seed = plan
-        .run_id
-        .bytes()
-        .fold(0u64, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b)));
+    let seed = seed_of(&plan.run_id);
     Shared {
         pad: Pad::new(s.pad, s.message_bytes, seed),
         prefix: format!("lt{}", plan.run_id),
@@ -283,4 +280,11 @@ async fn follow(
             () = sleep_until(drain_end + Duration::from_secs(2)), if drained => return,
         }
     }
+}
+
+/// The run's seed for users' choices, from its id: every worker draws the same.
+pub fn seed_of(run_id: &str) -> u64 {
+    run_id
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b)))
 }

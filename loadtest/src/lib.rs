@@ -26,9 +26,10 @@
 //! 7. [`engine`]: one worker's users on one thread; ticks, drain, close.
 //! 8. [`worker`]: engines as child processes (JSON lines) or as threads.
 //! 9. [`report`]: the merged figures, summary table and verdict.
-//! 10. [`coordinator`], [`plot`], [`chaos`]: a whole run (probe, spread, follow, deadline, merge:
-//!     [`run`]); the SVG; the fault campaign (its own Redis and nodes, a seeded schedule of
-//!     faults, a verdict on every acknowledged message: `loadtest chaos`).
+//! 10. [`coordinator`], [`plot`], [`chaos`], [`webhooks`]: a whole run (probe, spread, follow,
+//!     deadline, merge: [`run`]); the SVG; the fault campaign (its own Redis and nodes, a seeded
+//!     schedule of faults, a verdict on every acknowledged message: `loadtest chaos`); a
+//!     receiver counting the nodes' lifecycle webhooks against the run's truth.
 
 #![deny(unsafe_code)]
 
@@ -48,6 +49,7 @@ pub mod stats;
 pub mod target;
 pub mod tls;
 pub mod user;
+pub mod webhooks;
 pub mod wire;
 pub mod worker;
 

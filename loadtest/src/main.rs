@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use loadtest::webhooks::Receiver;
 use loadtest::{Live, Overrides, Report, RunOptions, Scenario};
 
 #[derive(Parser, Debug)]
@@ -67,6 +68,21 @@ struct Cli {
     /// Resume on the next URL instead of the same one (needs a cluster with a shared broker).
     #[arg(long)]
     resume_elsewhere: bool,
+    /// Receive the nodes' lifecycle webhooks on this address (point their webhooks.url at
+    /// http://ADDR/hook) and count user_online/user_offline against the run's truth: zero
+    /// missing and zero extra, or the run fails.
+    #[arg(long, value_name = "ADDR")]
+    webhook_listen: Option<String>,
+    /// The nodes' webhooks.secret, to check every request's signature.
+    #[arg(long, default_value = "")]
+    webhook_secret: String,
+    /// The nodes' webhooks.debounce_ms.
+    #[arg(long, default_value_t = 5000)]
+    webhook_debounce_ms: u64,
+    /// How long to keep receiving after the run before counting, milliseconds: at least the
+    /// debounce plus a few linger periods.
+    #[arg(long, default_value_t = 8000)]
+    webhook_wait_ms: u64,
     /// Worker processes (0 = one per 15,000 users).
     #[arg(long)]
     workers: Option<u32>,
@@ -185,10 +201,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let receiver = match &cli.webhook_listen {
+        Some(listen) => Some(
+            runtime
+                .block_on(Receiver::start(listen, cli.webhook_secret.clone()))
+                .with_context(|| format!("listening for webhooks on {listen}"))?,
+        ),
+        None => None,
+    };
     let result = runtime.block_on(loadtest::run(&scenario, options));
     progress.finish_and_clear();
     let report = result?;
-    conclude(&report, &cli)
+    let code = conclude(&report, &cli)?;
+    let Some(receiver) = receiver else {
+        return Ok(code);
+    };
+    let wait = Duration::from_millis(cli.webhook_wait_ms);
+    runtime.block_on(async { tokio::time::sleep(wait).await });
+    let tally = receiver.tally();
+    let c = loadtest::webhooks::check(&tally, &report, &scenario, cli.webhook_debounce_ms);
+    println!(
+        "webhooks: {} events in {} POSTs, {} missing, {} extra, {} repeats, {} users unsure, \
+         {} bad signatures",
+        c.events, tally.posts, c.missing, c.extra, c.repeats, c.unsure, c.bad_signatures
+    );
+    for kind in ["user_online", "user_offline"] {
+        let (n, peak) = tally.peak(kind);
+        println!("webhooks: {n} {kind}, at most {peak} within one second");
+    }
+    if c.passed() {
+        Ok(code)
+    } else {
+        eprintln!("FAIL: webhook events do not match the run");
+        Ok(ExitCode::from(2))
+    }
 }
 
 impl Cli {

@@ -14,8 +14,8 @@
 //! the budget a crowd cycling through fresh rooms grew the node by gigabytes.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use serde_json::value::RawValue;
 use tungstenite::Utf8Bytes;
 
+use super::lifecycle::{Claim, LifecycleOptions, Local, Outbox, Outcome};
 use super::{
     Broker, BrokerError, Catchup, Deliver, Page, PageRequest, Presence, PresenceList, Retention,
     new_epoch, unix_ms,
@@ -67,6 +68,8 @@ pub struct MemoryBroker {
     held: AtomicUsize,
     /// Held while one publisher evicts, so others go on publishing instead of queuing to.
     evicting: Mutex<()>,
+    /// Lifecycle events for webhooks, when enabled.
+    lifecycle: OnceLock<Local>,
 }
 
 /// Who is present in a room, and how many presence events it has announced.
@@ -134,6 +137,7 @@ impl MemoryBroker {
             retention: Retention::default(),
             held: AtomicUsize::new(0),
             evicting: Mutex::new(()),
+            lifecycle: OnceLock::new(),
         }
     }
 
@@ -141,6 +145,11 @@ impl MemoryBroker {
     pub fn with_retention(mut self, retention: Retention) -> Self {
         self.retention = retention;
         self
+    }
+
+    /// Turns lifecycle events on (before any session).
+    pub fn enable_lifecycle(&self, opts: LifecycleOptions) {
+        let _ = self.lifecycle.set(Local::new(opts));
     }
 
     /// Bytes of frames (and publish keys, and log headers) held across all rooms.
@@ -434,24 +443,64 @@ impl Broker for MemoryBroker {
     }
 
     async fn subscribe(&self, room: &str) -> Result<(), BrokerError> {
+        if let Some(l) = self.lifecycle.get() {
+            l.arrive('r', room);
+        }
         self.with_log(room, |log| log.subscribers += 1);
         Ok(())
     }
 
     async fn unsubscribe(&self, room: &str) {
+        if let Some(l) = self.lifecycle.get() {
+            l.depart('r', room);
+        }
         self.with_log(room, |log| {
             log.subscribers = log.subscribers.saturating_sub(1)
         });
     }
 
     async fn send_direct(&self, to: &str, from: &str, data: &RawValue) -> Result<(), BrokerError> {
+        if let Some(l) = self.lifecycle.get().filter(|l| !l.holds_user(to)) {
+            l.undelivered(to, from, data);
+        }
         self.deliver
             .direct(to, &encode_direct(from, data, unix_ms()));
         Ok(())
     }
 
+    async fn watch_user(&self, user: &str) -> Result<(), BrokerError> {
+        if let Some(l) = self.lifecycle.get() {
+            l.arrive('u', user);
+        }
+        Ok(())
+    }
+
+    async fn unwatch_user(&self, user: &str) {
+        if let Some(l) = self.lifecycle.get() {
+            l.depart('u', user);
+        }
+    }
+
     async fn disconnect_user(&self, user: &str) -> Result<(), BrokerError> {
         self.deliver.disconnect(user);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Outbox for MemoryBroker {
+    async fn claim(&self, max: usize, hold: Duration) -> Result<Claim, BrokerError> {
+        Ok(self
+            .lifecycle
+            .get()
+            .map(|l| l.claim(max, hold))
+            .unwrap_or_default())
+    }
+
+    async fn settle(&self, outcomes: &[(String, Outcome)]) -> Result<(), BrokerError> {
+        if let Some(l) = self.lifecycle.get() {
+            l.settle(outcomes);
+        }
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! Engines: [`memory`] (single node, the default) and [`redis`] (several nodes sharing one
 //! Redis). Every engine must pass the contract suite in `tests/broker_contract.rs`.
 
+pub mod lifecycle;
 pub mod memory;
 pub mod paging;
 pub mod redis;

@@ -26,6 +26,7 @@ mod redis;
 mod socket;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 
 pub use api::Api;
 pub use auth::{Auth, HsSecret, JwtAlgorithm, no_key_file};
@@ -37,6 +38,7 @@ pub use proxy::{Connect as ProxyConnect, OnFailure, Proxy, Route as ProxyRoute};
 pub use rebalance::Rebalance;
 pub use redis::Redis;
 pub use socket::{MAX_READ_BUFFER_BYTES, Socket};
+pub use webhooks::{EVENT_KINDS, Webhooks};
 
 /// The file read when no `--config` is given, relative to the working directory. Missing is fine.
 pub const DEFAULT_FILE: &str = "config/default.toml";
@@ -120,6 +122,7 @@ pub struct Config {
     pub api: Api,
     pub compression: Compression,
     pub proxy: Proxy,
+    pub webhooks: Webhooks,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +163,7 @@ impl Default for Config {
             auth: Auth::default(),
             api: Api::default(),
             proxy: Proxy::default(),
+            webhooks: Webhooks::default(),
         }
     }
 }
@@ -253,6 +257,7 @@ impl Config {
         self.api.validate()?;
         self.compression.validate()?;
         self.proxy.validate()?;
+        self.webhooks.validate()?;
         if self.broker == BrokerKind::Redis {
             self.redis.validate()?;
         }
@@ -261,6 +266,7 @@ impl Config {
     }
 
     fn validate_between_sections(&self) -> Result<(), ConfigError> {
+        webhooks::validate_engine(self)?;
         let (l, h) = (&self.limits, &self.history);
         // A resume replays up to a room's whole history while a live message may be queued.
         let needed = h.max_room_bytes + 2 * l.max_message_bytes;

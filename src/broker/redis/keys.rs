@@ -46,6 +46,11 @@ impl Keys {
         self.tagged("pk", room)
     }
 
+    /// The lifecycle events' keys (`scripts::lifecycle`); single Redis only.
+    pub fn webhooks(&self, name: &str) -> String {
+        format!("{}:wh:{name}", self.prefix)
+    }
+
     /// Every node's session count, with its expiry (one field per node), for rebalancing.
     pub fn loads(&self) -> String {
         format!("{}:loads", self.prefix)

@@ -22,6 +22,7 @@
 mod batch;
 mod connection;
 mod keys;
+mod lifecycle;
 mod links;
 mod payload;
 mod presence;
@@ -35,8 +36,8 @@ mod topology;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -108,6 +109,8 @@ struct Shared {
     /// Rooms whose live gap read failed and is being retried: one retry task per room, however
     /// many later messages find the same gap while Redis cannot answer.
     refilling: Mutex<HashSet<Arc<str>>>,
+    /// Lifecycle events for webhooks, when enabled ([`lifecycle`]).
+    lifecycle: OnceLock<lifecycle::Tracker>,
     stop: CancellationToken,
 }
 
@@ -256,6 +259,7 @@ impl Shared {
             connected: AtomicBool::new(false),
             commands_ok: AtomicBool::new(false),
             refilling: Mutex::new(HashSet::new()),
+            lifecycle: OnceLock::new(),
             stop,
         }
     }
@@ -411,11 +415,13 @@ impl Broker for RedisBroker {
 
     async fn subscribe(&self, room: &str) -> Result<(), BrokerError> {
         let s = &self.shared;
+        s.arrive('r', room).await;
         s.acquire(s.keys.room_channel(room), Some(room)).await
     }
 
     async fn unsubscribe(&self, room: &str) {
         let s = &self.shared;
+        s.depart('r', room).await;
         s.release(
             s.keys.room_channel(room),
             Some(Arc::from(room)),
@@ -431,7 +437,12 @@ impl Broker for RedisBroker {
         let mut conn = s.conn();
         let mut cmd = redis::cmd(s.publish);
         cmd.arg(s.keys.user_channel(to)).arg(payload);
-        s.call(cmd.query_async::<u64>(&mut conn)).await.map(drop)
+        let receivers = s.call(cmd.query_async::<u64>(&mut conn)).await?;
+        if receivers == 0 {
+            // No node subscribes the user's channel: no session anywhere.
+            s.undelivered(to, from, data.get()).await;
+        }
+        Ok(())
     }
 
     async fn disconnect_user(&self, user: &str) -> Result<(), BrokerError> {
@@ -444,11 +455,13 @@ impl Broker for RedisBroker {
 
     async fn watch_user(&self, user: &str) -> Result<(), BrokerError> {
         let s = &self.shared;
+        s.arrive('u', user).await;
         s.acquire(s.keys.user_channel(user), None).await
     }
 
     async fn unwatch_user(&self, user: &str) {
         let s = &self.shared;
+        s.depart('u', user).await;
         s.release(s.keys.user_channel(user), None, Duration::ZERO)
             .await;
     }

@@ -58,7 +58,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
 
 /// Whether this node's renewals have been going through long enough for it to reap others'.
 #[derive(Default)]
-struct Health {
+pub(super) struct Health {
     last_ok: Option<Instant>,
     ok_since: Option<Instant>,
 }
@@ -66,7 +66,7 @@ struct Health {
 impl Health {
     /// A pass ended, with every call done or not. A success after a failure, or after a gap
     /// longer than two periods (calls that hung without timing out), starts the clock again.
-    fn record(&mut self, ok: bool, period: Duration) {
+    pub(super) fn record(&mut self, ok: bool, period: Duration) {
         let now = Instant::now();
         if !ok {
             self.last_ok = None;
@@ -79,7 +79,7 @@ impl Health {
         self.last_ok = Some(now);
     }
 
-    fn may_reap(&self, lease: Duration) -> bool {
+    pub(super) fn may_reap(&self, lease: Duration) -> bool {
         self.ok_since.is_some_and(|t| t.elapsed() >= lease)
     }
 }

@@ -1,6 +1,6 @@
 //! The Lua scripts that make each multi-key step atomic inside Redis, and their typed calls:
 //! each script's keys, arguments and reply are written once, in the method that calls it,
-//! next to its Lua ([`publish`], [`history`], [`leases`]). Every state change that other nodes
+//! next to its Lua ([`publish`], [`history`], [`leases`], [`lifecycle`]). Every state change that other nodes
 //! must observe in order (a publication, a presence change) is announced from inside the same
 //! script, so the announcement order is the state-change order; what the announcement carries
 //! is built by [`super::payload`]'s Lua functions.
@@ -12,6 +12,7 @@
 
 mod history;
 mod leases;
+mod lifecycle;
 mod paging;
 mod publish;
 
@@ -28,6 +29,7 @@ use crate::broker::memory::HistoryBudget;
 use crate::protocol::PresenceParts;
 
 pub use history::Range;
+pub use lifecycle::holder;
 pub use publish::MAX_PUBLISH_KEYS;
 
 /// The script bodies for one mode, built once.
@@ -44,6 +46,13 @@ struct Bodies {
     presence_list: Lua,
     claim_session: Lua,
     node_loads: Lua,
+    lifecycle_arrive: Lua,
+    lifecycle_depart: Lua,
+    lifecycle_refresh: Lua,
+    lifecycle_reap: Lua,
+    lifecycle_undelivered: Lua,
+    lifecycle_claim: Lua,
+    lifecycle_settle: Lua,
 }
 
 static SINGLE: LazyLock<Bodies> = LazyLock::new(|| Bodies::build("PUBLISH"));
@@ -57,6 +66,7 @@ impl Bodies {
                 payload::LUA
             ))
         };
+        let lifecycle = |body: &str| Lua::new(format!("{}{body}", lifecycle::COMMON));
         Self {
             publish: script(&format!(
                 "{}{}{}",
@@ -84,6 +94,13 @@ impl Bodies {
             presence_list: script(leases::PRESENCE_LIST),
             claim_session: script(leases::CLAIM_SESSION),
             node_loads: script(leases::NODE_LOADS),
+            lifecycle_arrive: lifecycle(lifecycle::ARRIVE),
+            lifecycle_depart: lifecycle(lifecycle::DEPART),
+            lifecycle_refresh: lifecycle(lifecycle::REFRESH),
+            lifecycle_reap: lifecycle(lifecycle::REAP),
+            lifecycle_undelivered: lifecycle(lifecycle::UNDELIVERED),
+            lifecycle_claim: lifecycle(lifecycle::CLAIM),
+            lifecycle_settle: lifecycle(lifecycle::SETTLE),
         }
     }
 }
