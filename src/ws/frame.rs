@@ -12,7 +12,7 @@ use crate::protocol::CloseCode;
 
 const CONTINUATION: u8 = 0x0;
 pub const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
+pub const BINARY: u8 = 0x2;
 pub const CLOSE: u8 = 0x8;
 pub const PING: u8 = 0x9;
 pub const PONG: u8 = 0xA;
@@ -84,8 +84,9 @@ pub enum Incoming {
     /// A non-final frame of a message, kept by the decoder. Reported so that every frame a
     /// client sends is charged to its rate limit, and a message that never ends can be timed.
     Fragment,
-    /// Binary messages are not part of the protocol; their bytes are not kept.
-    Binary,
+    /// A binary message. Not part of roomcast's protocol (the session answers `unsupported`),
+    /// but its bytes are already joined here, so handing them on costs nothing.
+    Binary(Vec<u8>),
     Ping(Vec<u8>),
     Pong,
     /// The client's close frame: its code, if it gave one.
@@ -252,7 +253,7 @@ impl Decoder {
             return Ok(Incoming::Fragment);
         }
         if !text {
-            return Ok(Incoming::Binary);
+            return Ok(Incoming::Binary(data));
         }
         String::from_utf8(data)
             .map(Incoming::Text)
@@ -408,7 +409,7 @@ mod tests {
                 Incoming::Ping(b"hb".to_vec()),
                 Incoming::Fragment,
                 Incoming::Text("hello wörld".into()),
-                Incoming::Binary,
+                Incoming::Binary(vec![0, 1, 2]),
                 Incoming::Pong,
                 Incoming::Close(Some(1000)),
             ]

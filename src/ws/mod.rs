@@ -1,8 +1,10 @@
 //! The WebSocket endpoint: the HTTP upgrade, where every refusal is answered as JSON before
 //! upgrading (origin, token, limits), and, in [`connection`], the task that serves one socket.
+//! [`echo`] serves the same framing as a plain echo, for the conformance test.
 
 mod close_log;
 mod connection;
+pub mod echo;
 mod frame;
 mod handshake;
 mod latency;

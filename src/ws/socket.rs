@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tungstenite::Utf8Bytes;
 
 use super::frame::{self, Decoder, FrameError, Header, Incoming};
+use crate::protocol::CloseCode;
 
 /// Most bytes read in one system call (`socket.read_buffer_bytes` at most); the buffer lives on
 /// the stack during the read only.
@@ -58,6 +59,8 @@ pub enum Event {
 enum Out {
     /// A text message: its header is built when it is written.
     Text(Utf8Bytes),
+    /// A binary message (only the conformance echo sends these, see [`super::echo`]).
+    Binary(Bytes),
     /// A control frame, header included.
     Control(Bytes),
 }
@@ -66,6 +69,7 @@ impl Out {
     fn header(&self) -> Option<Header> {
         match self {
             Self::Text(text) => Some(Header::new(frame::TEXT, text.len())),
+            Self::Binary(data) => Some(Header::new(frame::BINARY, data.len())),
             Self::Control(_) => None,
         }
     }
@@ -73,7 +77,7 @@ impl Out {
     fn body(&self) -> &[u8] {
         match self {
             Self::Text(text) => text.as_bytes(),
-            Self::Control(bytes) => bytes,
+            Self::Binary(bytes) | Self::Control(bytes) => bytes,
         }
     }
 
@@ -182,6 +186,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
         self.pending.extend(frames.into_iter().map(Out::Text));
     }
 
+    /// Queues a binary message, after anything queued before.
+    pub fn queue_binary(&mut self, data: Bytes) {
+        self.pending.push_back(Out::Binary(data));
+    }
+
     /// Queues a whole control frame (see [`frame::control`], [`frame::close`]).
     pub fn queue_control(&mut self, frame: Bytes) {
         self.pending.push_back(Out::Control(frame));
@@ -208,6 +217,36 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
             Poll::Ready(result) => result.map(|()| true),
             Poll::Pending => Ok(false),
         }
+    }
+
+    /// The server's side of a close it starts (RFC 6455 §7.1.2): sends a close frame with
+    /// `code`, then waits for the client's, so that the TCP close that follows is clean. Frames
+    /// not yet started are dropped, since the client is not going to read them. Bound it with a
+    /// timeout: a client may never answer.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) {
+        self.discard_unstarted();
+        self.queue_control(frame::close(code.code(), reason));
+        if self.flush().await.is_err() {
+            return;
+        }
+        while let Some(Ok(item)) = self.recv().await {
+            if matches!(item, Incoming::Close(_)) {
+                return;
+            }
+        }
+    }
+
+    /// Answers the client's close frame (§5.5.1): echoes its code, or none if it gave none, and
+    /// writes the answer out; the caller then drops the connection, which is the server's to
+    /// close first (§7.1.1). Bound it with a timeout.
+    pub async fn answer_close(&mut self, code: Option<u16>) -> io::Result<()> {
+        let reply = code.map_or_else(
+            || frame::control(frame::CLOSE, &[]),
+            |code| frame::close(code, ""),
+        );
+        self.discard_unstarted();
+        self.queue_control(reply);
+        self.flush().await
     }
 
     /// Whether frames are waiting to be written.

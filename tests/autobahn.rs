@@ -1,0 +1,225 @@
+//! Conformance of roomcast's own WebSocket framing (src/ws: handshake, decoder, writes, close
+//! sequences) against the Autobahn testsuite's cases, driven by kosoku (PyPI): a runner that
+//! executes Autobahn's own case files under Python 3 and writes Autobahn's report format.
+//! Autobahn's `wstest` (PyPI `autobahntestsuite`, 25.10.1 included) runs on Python 2.7 only.
+//!
+//! The cases expect an echo server; `roomcast::ws::echo` is one on the same framing layer as
+//! `/ws`. `scripts/test` installs kosoku (into .tools/venv) when it is missing; without it this
+//! test fails, it never skips.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The case groups run, each whole, with its number of cases: framing (1), pings and pongs
+/// (2), reserved bits (3), opcodes (4), fragmentation (5), UTF-8 (6), closing (7), and limits
+/// and performance (9, messages up to 16 MiB). Group 10 (auto-fragmentation) has one
+/// informational case; 12 and 13 (permessage-deflate) join once the server negotiates
+/// compression.
+const GROUPS: &[(u32, usize)] = &[
+    (1, 16),
+    (2, 11),
+    (3, 7),
+    (4, 10),
+    (5, 20),
+    (6, 145),
+    (7, 37),
+    (9, 54),
+];
+
+/// What a case may end with. `behavior`: OK; NON-STRICT, which the suite gives for a SHOULD
+/// not met (e.g. failing an invalid UTF-8 message only once a whole frame has arrived rather
+/// than at the first bad byte); INFORMATIONAL, for cases that only record what the server did.
+/// `behaviorClose`: OK, or INFORMATIONAL. Everything else (FAILED, UNIMPLEMENTED, WRONG CODE,
+/// UNCLEAN, FAILED BY CLIENT) fails the test.
+const ACCEPTED_BEHAVIOR: &[&str] = &["OK", "NON-STRICT", "INFORMATIONAL"];
+const ACCEPTED_CLOSE: &[&str] = &["OK", "INFORMATIONAL"];
+
+/// The runner is killed (and the test fails) past this. A run takes about a minute.
+const DEADLINE: Duration = Duration::from_secs(480);
+
+/// The echo endpoint's message limit: the suite's largest message is 16 MiB (9.1.6, 9.2.6).
+const MAX_MESSAGE_BYTES: usize = 32 << 20;
+
+/// The kosoku command: on PATH, or in the virtualenv `scripts/test` installs Python tools into.
+fn kosoku() -> String {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/kosoku");
+    for program in ["kosoku".to_owned(), venv.display().to_string()] {
+        let found = Command::new(&program)
+            .arg("-h")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if found {
+            return program;
+        }
+    }
+    panic!(
+        "kosoku is not installed: this test needs the `kosoku` command (PyPI), the Autobahn \
+         testsuite's cases under Python 3; `scripts/test` installs it (into .tools/venv) when it \
+         is missing"
+    );
+}
+
+/// Runs `command` with its output in `log`, killing it after `DEADLINE`.
+fn run_bounded(mut command: Command, log: &Path) {
+    let out = std::fs::File::create(log).unwrap();
+    let err = out.try_clone().unwrap();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("starting kosoku");
+    let started = Instant::now();
+    // Its exit code is not read: it is 1 whenever a case fails, which the report says in detail.
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kosoku did not finish within {DEADLINE:?}:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One case's verdict, from the report's index.
+struct Verdict {
+    behavior: String,
+    close: String,
+    remote_close_code: Option<u64>,
+    duration_ms: u64,
+}
+
+/// Reads `index.json` (agent → case id → verdict), keyed by case id.
+fn read_index(outdir: &Path) -> BTreeMap<String, Verdict> {
+    let path = outdir.join("index.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("no report at {}: {err}", path.display()));
+    let index: Value = serde_json::from_str(&text).expect("index.json is JSON");
+    let mut cases = BTreeMap::new();
+    for agent in index.as_object().expect("agents").values() {
+        for (id, case) in agent.as_object().expect("cases") {
+            let field = |name: &str| case[name].as_str().unwrap_or("?").to_owned();
+            cases.insert(
+                id.clone(),
+                Verdict {
+                    behavior: field("behavior"),
+                    close: field("behaviorClose"),
+                    remote_close_code: case["remoteCloseCode"].as_u64(),
+                    duration_ms: case["duration"].as_u64().unwrap_or(0),
+                },
+            );
+        }
+    }
+    cases
+}
+
+/// Case ids compare by number: 9.10.1 after 9.9.1.
+fn case_key(id: &str) -> Vec<u32> {
+    id.split('.').map(|p| p.parse().unwrap_or(0)).collect()
+}
+
+/// One line per group: its cases' verdicts counted, and the time they took.
+fn summary(cases: &BTreeMap<String, Verdict>) -> String {
+    let mut groups: BTreeMap<u32, (BTreeMap<&str, usize>, u64)> = BTreeMap::new();
+    for (id, verdict) in cases {
+        let group = groups.entry(case_key(id)[0]).or_default();
+        let accepted = ACCEPTED_CLOSE.contains(&verdict.close.as_str());
+        let label = if accepted {
+            verdict.behavior.as_str()
+        } else {
+            "FAILED (close)"
+        };
+        *group.0.entry(label).or_default() += 1;
+        group.1 += verdict.duration_ms;
+    }
+    let mut out = String::new();
+    for (group, (counts, ms)) in groups {
+        let counts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        out += &format!(
+            "  {group}.*: {} in {:.1} s\n",
+            counts.join(", "),
+            ms as f64 / 1000.0
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autobahn_cases_pass_against_the_framing_layer() {
+    let program = kosoku();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let echo = roomcast::ws::echo::router(&roomcast::config::Socket::default(), MAX_MESSAGE_BYTES);
+    let server = tokio::spawn(async move { axum::serve(listener, echo).await });
+
+    let work = tempfile::tempdir().unwrap();
+    // The report (index.html and one JSON and HTML file per case) goes to a temporary folder,
+    // or to ROOMCAST_AUTOBAHN_REPORT to keep it.
+    let outdir = std::env::var_os("ROOMCAST_AUTOBAHN_REPORT")
+        .map_or_else(|| work.path().join("report"), Into::into);
+    let log = work.path().join("kosoku.log");
+    let mut command = Command::new(&program);
+    command
+        .current_dir(work.path())
+        .arg("--mode")
+        .arg("fuzzingclient")
+        .arg("--outdir")
+        .arg(&outdir);
+    for (group, _) in GROUPS {
+        command.args(["--include", &format!("{group}.*")]);
+    }
+    command.arg(format!("ws://{addr}/"));
+    let started = Instant::now();
+    tokio::task::spawn_blocking({
+        let log = log.clone();
+        move || run_bounded(command, &log)
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    server.abort();
+
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    let cases = read_index(&outdir);
+    println!("kosoku ran {} cases in {took:.1?}:", cases.len());
+    println!("{}", summary(&cases));
+    let mut failed: Vec<(&String, &Verdict)> = cases
+        .iter()
+        .filter(|(_, v)| {
+            !ACCEPTED_BEHAVIOR.contains(&v.behavior.as_str())
+                || !ACCEPTED_CLOSE.contains(&v.close.as_str())
+        })
+        .collect();
+    failed.sort_by_key(|(id, _)| case_key(id));
+    let failures: Vec<String> = failed
+        .iter()
+        .map(|(id, v)| {
+            format!(
+                "  {id}: behavior {}, close {}, server's close code {:?}",
+                v.behavior, v.close, v.remote_close_code
+            )
+        })
+        .collect();
+    for &(group, count) in GROUPS {
+        let ran = cases.keys().filter(|id| case_key(id)[0] == group).count();
+        assert_eq!(
+            ran, count,
+            "cases of group {group} run; kosoku said:\n{output}"
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} Autobahn cases failed (details in each case's JSON report):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
