@@ -122,6 +122,10 @@ pub struct Decoder {
     max_message: usize,
     /// A fragmented message in progress: whether it is text, and its bytes so far.
     partial: Option<(bool, Vec<u8>)>,
+    /// The UTF-8 check of the text message in progress, for what arrived before its end.
+    utf8: Utf8Stream,
+    /// Payload bytes of the incomplete text frame at the front of the buffer already checked.
+    checked: usize,
 }
 
 /// A parsed client frame header.
@@ -139,6 +143,8 @@ impl Decoder {
         Self {
             max_message,
             partial: None,
+            utf8: Utf8Stream::default(),
+            checked: 0,
         }
     }
 
@@ -150,13 +156,32 @@ impl Decoder {
             return Ok(None);
         };
         let end = head.header_len + head.payload_len;
+        let text = self.carries_text(head.opcode);
         if buf.len() < end {
+            if text {
+                // Fail fast (RFC 6455 §8.1): a bad byte closes the connection when it arrives,
+                // not once the rest of a frame of up to `max_message` bytes has.
+                let arrived = &buf[head.header_len + self.checked..];
+                self.utf8.feed(arrived, head.mask, self.checked)?;
+                self.checked += arrived.len();
+            }
             return Ok(None);
         }
         let mut payload: Vec<u8> = buf[head.header_len..end].to_vec();
         buf.drain(..end);
         unmask(&mut payload, head.mask);
+        let checked = std::mem::take(&mut self.checked);
+        // A whole message in one frame is checked once, as it becomes a `String`; the parts of
+        // one that goes on are checked as they come.
+        if text && (!head.fin || self.partial.is_some() || checked > 0) {
+            self.utf8.feed(&payload[checked..], [0; 4], 0)?;
+        }
         self.take(head.fin, head.opcode, payload).map(Some)
+    }
+
+    /// Whether a frame of `opcode` carries text: a text frame, or the continuation of one.
+    fn carries_text(&self, opcode: u8) -> bool {
+        opcode == TEXT || (opcode == CONTINUATION && matches!(self.partial, Some((true, _))))
     }
 
     /// Parses and checks the header at the front of `buf`; `None` while it is incomplete.
@@ -252,12 +277,52 @@ impl Decoder {
             self.partial = Some((text, data));
             return Ok(Incoming::Fragment);
         }
+        self.utf8 = Utf8Stream::default();
         if !text {
             return Ok(Incoming::Binary(data));
         }
         String::from_utf8(data)
             .map(Incoming::Text)
             .map_err(|_| FrameError::InvalidUtf8)
+    }
+}
+
+/// Checks UTF-8 in pieces: what a piece ends with that may still become a character is carried
+/// over to the next piece, so the check of a message never looks at a byte twice.
+#[derive(Debug, Default)]
+struct Utf8Stream {
+    /// The start of a character cut at the end of the last piece (at most 3 bytes).
+    carry: [u8; 3],
+    carried: u8,
+}
+
+impl Utf8Stream {
+    /// Checks the next bytes of the message, `masked` with `mask` from position `offset` of their
+    /// frame's payload (a zero mask for bytes already unmasked). Unmasks on the stack, through
+    /// a small buffer, since the bytes stay in the read buffer until their frame is complete.
+    fn feed(&mut self, masked: &[u8], mask: [u8; 4], offset: usize) -> Result<(), FrameError> {
+        const PIECE: usize = 512;
+        let mut buf = [0u8; 3 + PIECE];
+        for (n, piece) in masked.chunks(PIECE).enumerate() {
+            let carried = usize::from(self.carried);
+            buf[..carried].copy_from_slice(&self.carry[..carried]);
+            let start = offset + n * PIECE;
+            for (i, (out, byte)) in buf[carried..].iter_mut().zip(piece).enumerate() {
+                *out = byte ^ mask[(start + i) & 3];
+            }
+            let bytes = &buf[..carried + piece.len()];
+            self.carried = 0;
+            if let Err(err) = std::str::from_utf8(bytes) {
+                // `error_len` is `None` only for a character cut by the end: at most 3 bytes.
+                if err.error_len().is_some() {
+                    return Err(FrameError::InvalidUtf8);
+                }
+                let tail = &bytes[err.valid_up_to()..];
+                self.carry[..tail.len()].copy_from_slice(tail);
+                self.carried = tail.len() as u8;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -414,6 +479,45 @@ mod tests {
                 Incoming::Close(Some(1000)),
             ]
         );
+    }
+
+    #[test]
+    fn invalid_utf8_fails_fast_within_a_frame_and_across_fragments() {
+        // Autobahn 6.4.1: a bad fragment fails before the message's last fragment is sent.
+        let mut decoder = Decoder::new(1 << 20);
+        let mut buf = client_frame(0x01, "κόσμε".as_bytes());
+        buf.extend(client_frame(0x00, &[0xF4, 0x90, 0x80, 0x80]));
+        assert_eq!(decoder.decode(&mut buf), Ok(Some(Incoming::Fragment)));
+        assert_eq!(decoder.decode(&mut buf), Err(FrameError::InvalidUtf8));
+        // Autobahn 6.4.3: the bad byte fails while the rest of its frame is still to come, and
+        // `F4 90` fails at once, without waiting for the character it cannot begin.
+        let mut payload = "κόσμε".as_bytes().to_vec();
+        payload.extend([0xF4, 0x90, 0x80, 0x80]);
+        payload.extend(b"edited");
+        let frame = client_frame(0x81, &payload);
+        let bad_at = frame.len() - payload.len() + "κόσμε".len() + 2;
+        let mut decoder = Decoder::new(1 << 20);
+        let mut buf = frame[..bad_at - 1].to_vec();
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        buf.push(frame[bad_at - 1]);
+        assert_eq!(decoder.decode(&mut buf), Err(FrameError::InvalidUtf8));
+        // A character cut between fragments, and between reads, is whole again.
+        let mut decoder = Decoder::new(1 << 20);
+        let mut stream = client_frame(0x01, &[b'a', 0xE2, 0x82]);
+        stream.extend(client_frame(0x80, &[0xAC, b'b']));
+        let (mut buf, mut items) = (Vec::new(), Vec::new());
+        for byte in stream {
+            buf.push(byte);
+            while let Some(item) = decoder.decode(&mut buf).unwrap() {
+                items.push(item);
+            }
+        }
+        assert_eq!(items, [Incoming::Fragment, Incoming::Text("a€b".into())]);
+        // A message may not end inside a character.
+        let mut buf = client_frame(0x01, b"a");
+        buf.extend(client_frame(0x80, &[0xE2, 0x82]));
+        let got = decode_all(&mut Decoder::new(1 << 20), buf);
+        assert_eq!(got, Err(FrameError::InvalidUtf8));
     }
 
     #[test]
