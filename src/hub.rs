@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use tungstenite::Utf8Bytes;
 
-use crate::session::{Held, Sent, SessionHandle, SessionId};
+use crate::session::{Frame, Held, Sent, SessionHandle, SessionId};
 
 /// Cheap, cloneable handle to the node's membership tables.
 #[derive(Clone, Default)]
@@ -22,6 +22,9 @@ pub struct Hub(Arc<Inner>);
 struct Inner {
     rooms: DashMap<Arc<str>, Arc<Mutex<Room>>>,
     users: DashMap<Arc<str>, Vec<SessionHandle>>,
+    /// Room frames carry a slot for their compressed form (compression is on): members share
+    /// one compression of each frame.
+    share_compressed: bool,
 }
 
 #[derive(Default)]
@@ -38,7 +41,7 @@ struct Member {
     presence: bool,
     /// `Some` while the join is being completed: live messages wait here so that the replay,
     /// which is sent first, and live delivery neither overlap nor leave a gap.
-    pending: Option<Vec<(u64, Utf8Bytes)>>,
+    pending: Option<Vec<(u64, Frame)>>,
     /// Buffer cap for `pending`, the session's queue size: past it the member is a slow consumer.
     pending_cap: usize,
     /// The highest offset this member has been given (its `joined` offset to begin with).
@@ -61,6 +64,15 @@ pub struct Removed {
 impl Hub {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A hub whose room frames carry a slot for their compressed form, computed once per frame
+    /// by the first member's socket that needs it (`compression.enabled`).
+    pub fn sharing_compressed() -> Self {
+        Self(Arc::new(Inner {
+            share_compressed: true,
+            ..Inner::default()
+        }))
     }
 
     /// Adds `session` to `room` as a pending member. Returns true when the room had no local
@@ -130,7 +142,7 @@ impl Hub {
         for (offset, frame) in buffered {
             if offset > member.last {
                 member.last = offset;
-                handle.send(frame);
+                handle.send_frame(frame);
             }
         }
         let count = guard.users.entry(handle.user().clone()).or_insert(0);
@@ -175,13 +187,18 @@ impl Hub {
     /// Queues a room message for every member, or buffers it for members still joining.
     pub fn deliver(&self, room: &str, offset: u64, frame: &Utf8Bytes) {
         let Some(cell) = self.room(room) else { return };
+        let frame = if self.0.share_compressed {
+            Frame::shared(frame.clone())
+        } else {
+            Frame::Text(frame.clone())
+        };
         let mut guard = cell.lock();
         metrics::counter!("roomcast_deliveries_total").increment(guard.members.len() as u64);
         for member in guard.members.values_mut() {
             match &mut member.pending {
                 None if offset > member.last => {
                     member.last = offset;
-                    member.session.send(frame.clone());
+                    member.session.send_frame(frame.clone());
                 }
                 // Already given to this member (covered by its join's replay).
                 None => {}
@@ -331,7 +348,11 @@ mod tests {
     }
 
     fn drain(outbox: &mut Outbox) -> Vec<String> {
-        let frames = outbox.take().iter().map(|f| f.to_string()).collect();
+        let frames = outbox
+            .take()
+            .iter()
+            .map(|f| f.as_str().to_owned())
+            .collect();
         outbox.written();
         frames
     }

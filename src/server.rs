@@ -58,7 +58,12 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
         .clone()
         .unwrap_or_else(|| format!("n-{:08x}", rand::random::<u32>()));
     telemetry::install(&id);
-    let hub = Hub::new();
+    // With compression on, a room frame is compressed once and shared by its members.
+    let hub = if config.compression.enabled {
+        Hub::sharing_compressed()
+    } else {
+        Hub::new()
+    };
     let deliver = Arc::new(HubDelivery(hub.clone()));
     let limits = HistoryBudget {
         size: config.history.size,

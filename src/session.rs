@@ -16,10 +16,11 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tungstenite::Utf8Bytes;
@@ -32,7 +33,86 @@ pub type SessionId = u64;
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Frames taken from the queue in one go, oldest first.
-pub type Batch = VecDeque<Utf8Bytes>;
+pub type Batch = VecDeque<Frame>;
+
+/// A frame queued for a session: encoded text, and for a room frame, which many sessions share,
+/// a slot where the first socket that compresses it leaves the result for the others. A plain
+/// frame costs what its `Utf8Bytes` does; a shared one is one allocation per room frame, made
+/// only when compression is on.
+#[derive(Clone, Debug)]
+pub enum Frame {
+    Text(Utf8Bytes),
+    Shared(Arc<SharedFrame>),
+}
+
+/// A room frame and its compressed form, computed at most once.
+#[derive(Debug)]
+pub struct SharedFrame {
+    text: Utf8Bytes,
+    /// `Some(None)`: compressing did not make it shorter.
+    compressed: OnceLock<Option<Bytes>>,
+}
+
+impl Frame {
+    /// A frame whose compressed form, once computed, is shared by every clone.
+    pub fn shared(text: Utf8Bytes) -> Self {
+        Self::Shared(Arc::new(SharedFrame {
+            text,
+            compressed: OnceLock::new(),
+        }))
+    }
+
+    pub fn text(&self) -> &Utf8Bytes {
+        match self {
+            Self::Text(text) => text,
+            Self::Shared(shared) => &shared.text,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.text().as_str()
+    }
+
+    /// The text, without the shared slot.
+    pub fn into_text(self) -> Utf8Bytes {
+        match self {
+            Self::Text(text) => text,
+            Self::Shared(shared) => shared.text.clone(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.text().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.text().is_empty()
+    }
+
+    /// The frame compressed by `compress`: for a shared frame, computed by the first caller
+    /// only and kept for the others; for a plain one, computed now.
+    pub fn compressed(&self, compress: impl FnOnce(&[u8]) -> Option<Bytes>) -> Option<Bytes> {
+        match self {
+            Self::Text(text) => compress(text.as_bytes()),
+            Self::Shared(shared) => shared
+                .compressed
+                .get_or_init(|| compress(shared.text.as_bytes()))
+                .clone(),
+        }
+    }
+}
+
+impl From<Utf8Bytes> for Frame {
+    fn from(text: Utf8Bytes) -> Self {
+        Self::Text(text)
+    }
+}
+
+impl PartialEq<&str> for Frame {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
 
 /// Shared handle to one session. Cloning is an `Arc` clone.
 #[derive(Clone, Debug)]
@@ -140,6 +220,11 @@ impl SessionHandle {
     /// Queues a frame without waiting. Overflow (of frames or bytes) closes the session with
     /// 4000.
     pub fn send(&self, frame: Utf8Bytes) -> Sent {
+        self.push(Frame::Text(frame), 1)
+    }
+
+    /// [`Self::send`] for a frame that may be shared with other sessions.
+    pub fn send_frame(&self, frame: Frame) -> Sent {
         self.push(frame, 1)
     }
 
@@ -149,12 +234,12 @@ impl SessionHandle {
     /// close a reader that keeps up with its rooms (four senders' bursts of 64 KiB messages
     /// outran one reading 30 MB/s); room messages keep the whole budget, and the close.
     pub fn send_direct(&self, frame: Utf8Bytes) -> Sent {
-        self.push(frame, 2)
+        self.push(Frame::Text(frame), 2)
     }
 
     /// Queues `frame` if the session holds under `1 / share` of its limits after it; otherwise
     /// a room frame (`share` 1) closes the session and a direct one (2) is dropped.
-    fn push(&self, frame: Utf8Bytes, share: usize) -> Sent {
+    fn push(&self, frame: Frame, share: usize) -> Sent {
         let mut queue = self.0.queue.lock();
         if queue.gone {
             return Sent::Closed;
@@ -314,6 +399,15 @@ mod tests {
 
     fn limits(frames: usize, bytes: usize) -> QueueLimits {
         QueueLimits { frames, bytes }
+    }
+
+    #[test]
+    fn a_queued_frame_takes_no_more_room_than_its_text() {
+        // The shared variant is one pointer beside `Utf8Bytes`'s non-null vtable: no tag.
+        assert_eq!(
+            std::mem::size_of::<Frame>(),
+            std::mem::size_of::<Utf8Bytes>()
+        );
     }
 
     #[tokio::test]

@@ -132,6 +132,18 @@ const COUNTERS: &[(&str, &str)] = &[
         "roomcast_jwks_refetches_limited_total",
         "Tokens with an unknown kid that fetched no JWKS, one having been fetched within auth.jwks_min_refetch_secs.",
     ),
+    (
+        "roomcast_deflate_frames_total",
+        "Compressions of outgoing frames (permessage-deflate), by mode: shared (once per room frame, whatever the members), or context (once per member).",
+    ),
+    (
+        "roomcast_deflate_bytes_saved_total",
+        "Payload bytes compression kept off the wire, summed over every compressed frame sent.",
+    ),
+    (
+        "roomcast_deflate_compressors_total",
+        "Context-mode compressors made: one when a socket starts sending, again after its last was dropped as idle.",
+    ),
 ];
 
 /// The label values of the labelled counters, registered at zero with them.
@@ -177,6 +189,11 @@ const LABELLED: &[(&str, &str, &[&str])] = &[
     ),
     ("roomcast_resumes_total", "recovered", &["true", "false"]),
     ("roomcast_rebalance_shed_total", "reason", &["auto", "api"]),
+    (
+        "roomcast_deflate_frames_total",
+        "mode",
+        &["shared", "context"],
+    ),
 ];
 
 /// Gauges and histograms, with what they show.

@@ -169,7 +169,9 @@ async fn autobahn_cases_pass_against_the_framing_layer() {
     let program = kosoku();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let echo = roomcast::ws::echo::router(&roomcast::config::Socket::default(), MAX_MESSAGE_BYTES);
+    let mut config = roomcast::Config::default();
+    config.limits.max_message_bytes = MAX_MESSAGE_BYTES;
+    let echo = roomcast::ws::echo::router(&config);
     let server = tokio::spawn(async move { axum::serve(listener, echo).await });
 
     let work = tempfile::tempdir().unwrap();

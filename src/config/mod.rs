@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 mod api;
 mod auth;
+mod compression;
 mod heartbeat;
 mod history;
 mod limits;
@@ -27,6 +28,7 @@ mod tests;
 
 pub use api::Api;
 pub use auth::{Auth, HsSecret, JwtAlgorithm, no_key_file};
+pub use compression::{Compression, CompressionMode};
 pub use heartbeat::Heartbeat;
 pub use history::History;
 pub use limits::Limits;
@@ -114,6 +116,7 @@ pub struct Config {
     pub redis: Redis,
     pub auth: Auth,
     pub api: Api,
+    pub compression: Compression,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +149,7 @@ impl Default for Config {
             worker_threads: 0,
             limits: Limits::default(),
             heartbeat: Heartbeat::default(),
+            compression: Compression::default(),
             rebalance: Rebalance::default(),
             history: History::default(),
             socket: Socket::default(),
@@ -243,6 +247,7 @@ impl Config {
         self.socket.validate()?;
         self.auth.validate()?;
         self.api.validate()?;
+        self.compression.validate()?;
         if self.broker == BrokerKind::Redis {
             self.redis.validate()?;
         }

@@ -149,6 +149,8 @@ struct Intervals {
     silence: Duration,
     write: Duration,
     message: Duration,
+    /// Context compression: a compressor idle this long is dropped.
+    compressor: Duration,
 }
 
 impl Clock {
@@ -159,6 +161,7 @@ impl Clock {
             self.hold_until,
             socket.stalled_since().map(|at| at + times.write),
             self.message_started.map(|at| at + times.message),
+            socket.compressor_idle_at(times.compressor),
         ]
         .into_iter()
         .flatten()
@@ -188,6 +191,7 @@ impl Connection {
             silence: config.heartbeat.timeout(),
             write: config.limits.write_timeout(),
             message: config.limits.message_timeout(),
+            compressor: config.compression.idle(),
         };
         let write_delay = config.socket.write_delay();
         self.session.send(encode(&ServerFrame::Welcome {
@@ -267,7 +271,10 @@ impl Connection {
     /// Hands frames taken from the session's queue to the socket, sampling their latency.
     fn queue_batch(&mut self, socket: &mut WebSocket, batch: Batch) {
         self.clock.sample.taken(&batch);
+        let had_compressor = socket.holds_compressor();
         socket.queue_text(batch);
+        // A compressor just made is to be dropped once idle: the timer may be set for later.
+        self.clock.rearm |= !had_compressor && socket.holds_compressor();
     }
 
     /// Everything handed to the socket is written: it no longer counts against the session's
@@ -303,6 +310,7 @@ impl Connection {
         times: &Intervals,
     ) -> Result<Instant, Exit> {
         let now = Instant::now();
+        socket.drop_idle_compressor(now, times.compressor);
         if self.clock.hold_until.is_some_and(|at| at <= now) {
             self.clock.hold_until = None;
             if !socket.writing() {

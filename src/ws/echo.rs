@@ -4,11 +4,14 @@
 //!
 //! Why it exists: the suite's cases send messages and expect them echoed, and `/ws` speaks JSON
 //! requests, so it would answer them with error frames. This endpoint shares everything that
-//! the suite checks with `/ws`: the [`Handshake`], the [`WebSocket`] (its decoder and
-//! writes), and the close sequences ([`WebSocket::close`], [`WebSocket::answer_close`]). What it
-//! leaves out is the session (rooms, rate limits, heartbeats). The server never mounts it; only
+//! the suite checks with `/ws`: the [`Handshake`] and its permessage-deflate negotiation, the
+//! [`WebSocket`] (its decoder, inflation, compression of sent text, writes), and the close
+//! sequences ([`WebSocket::close`], [`WebSocket::answer_close`]). What it leaves out is the
+//! session (rooms, rate limits, heartbeats). Binary messages, which roomcast never sends, are
+//! echoed uncompressed (allowed: compression is per message). The server never mounts it; only
 //! the test serves it, on a loopback port of its own.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -22,6 +25,7 @@ use tungstenite::Utf8Bytes;
 use super::frame::{self, Incoming};
 use super::handshake::{Handshake, NotWebSocket};
 use super::socket::{Event, RecvError, WebSocket};
+use crate::Config;
 use crate::config;
 
 /// How long closing may take, as for a session.
@@ -32,27 +36,31 @@ struct Echo {
     read_chunk: usize,
     write_chunk: usize,
     max_message: usize,
+    compression: Arc<config::Compression>,
     tasks: TaskTracker,
 }
 
-/// The echo endpoint, answering the handshake at any path. `socket` sizes reads and writes as
-/// for sessions; `max_message_bytes` is the size limit of a message (the suite's largest is
-/// 16 MiB, against 64 KiB for a session by default). Sockets live until their client closes.
-pub fn router(socket: &config::Socket, max_message_bytes: usize) -> Router {
+/// The echo endpoint, answering the handshake at any path, under the sections of `config` that
+/// `/ws` reads for it: `socket` (read and write sizes), `limits.max_message_bytes` (the suite's
+/// largest message is 16 MiB, against 64 KiB for a session by default) and `compression`.
+/// Sockets live until their client closes.
+pub fn router(config: &Config) -> Router {
     let echo = Echo {
-        read_chunk: socket.read_buffer_bytes,
-        write_chunk: socket.write_buffer_bytes,
-        max_message: max_message_bytes,
+        read_chunk: config.socket.read_buffer_bytes,
+        write_chunk: config.socket.write_buffer_bytes,
+        max_message: config.limits.max_message_bytes,
+        compression: Arc::new(config.compression.clone()),
         tasks: TaskTracker::new(),
     };
     Router::new().fallback(upgrade).with_state(echo)
 }
 
 async fn upgrade(State(echo): State<Echo>, ws: Result<Handshake, NotWebSocket>) -> Response {
-    let ws = match ws {
+    let mut ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
+    let agreed = ws.negotiate(&echo.compression);
     let Echo {
         read_chunk,
         write_chunk,
@@ -60,12 +68,8 @@ async fn upgrade(State(echo): State<Echo>, ws: Result<Handshake, NotWebSocket>) 
         ..
     } = echo;
     ws.accept(&echo.tasks, move |upgraded| {
-        echo_messages(WebSocket::new(
-            upgraded,
-            read_chunk,
-            write_chunk,
-            max_message,
-        ))
+        let socket = WebSocket::new(upgraded, read_chunk, write_chunk, max_message);
+        echo_messages(socket.with_deflate(agreed))
     })
 }
 

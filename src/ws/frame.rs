@@ -17,6 +17,8 @@ pub const CLOSE: u8 = 0x8;
 pub const PING: u8 = 0x9;
 pub const PONG: u8 = 0xA;
 
+/// The first reserved bit: "per-message compressed" once permessage-deflate is agreed.
+const RSV1: u8 = 0x40;
 /// Control frames carry at most this much (§5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
 /// The longest header a server frame needs: 2 bytes, then a 64-bit length.
@@ -47,6 +49,14 @@ impl Header {
             10
         };
         Self { bytes, len }
+    }
+
+    /// The header of a data frame whose payload is compressed (RSV1, RFC 7692 §6): a whole
+    /// message in one frame, so the bit is on its first and only frame.
+    pub fn compressed(opcode: u8, payload_len: usize) -> Self {
+        let mut header = Self::new(opcode, payload_len);
+        header.bytes[0] |= RSV1;
+        header
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -102,13 +112,15 @@ pub enum FrameError {
     InvalidUtf8,
     #[error("protocol violation: {0}")]
     Protocol(&'static str),
+    #[error("compressed data that does not inflate")]
+    BadCompression,
 }
 
 impl FrameError {
     pub fn close_code(&self) -> CloseCode {
         match self {
             Self::TooBig => CloseCode::TooBig,
-            Self::InvalidUtf8 => CloseCode::InvalidPayload,
+            Self::InvalidUtf8 | Self::BadCompression => CloseCode::InvalidPayload,
             Self::Protocol(_) => CloseCode::ProtocolViolation,
         }
     }
@@ -120,17 +132,30 @@ impl FrameError {
 #[derive(Debug)]
 pub struct Decoder {
     max_message: usize,
-    /// A fragmented message in progress: whether it is text, and its bytes so far.
-    partial: Option<(bool, Vec<u8>)>,
+    /// permessage-deflate was agreed: RSV1 marks a compressed message, inflated here up to
+    /// `max_message` (see [`super::deflate::inflate`]).
+    inflate: bool,
+    /// A fragmented message in progress.
+    partial: Option<Partial>,
     /// The UTF-8 check of the text message in progress, for what arrived before its end.
     utf8: Utf8Stream,
     /// Payload bytes of the incomplete text frame at the front of the buffer already checked.
     checked: usize,
 }
 
+/// The frames of a message received so far.
+#[derive(Debug)]
+struct Partial {
+    text: bool,
+    compressed: bool,
+    data: Vec<u8>,
+}
+
 /// A parsed client frame header.
 struct FrameHead {
     fin: bool,
+    /// The first frame of a compressed message.
+    compressed: bool,
     opcode: u8,
     mask: [u8; 4],
     /// Header bytes, then `payload_len` payload bytes.
@@ -142,10 +167,16 @@ impl Decoder {
     pub fn new(max_message: usize) -> Self {
         Self {
             max_message,
+            inflate: false,
             partial: None,
             utf8: Utf8Stream::default(),
             checked: 0,
         }
+    }
+
+    /// Accepts compressed messages from now on (permessage-deflate was agreed).
+    pub fn inflate(&mut self) {
+        self.inflate = true;
     }
 
     /// Takes the next complete frame from the front of `buf`, removing the bytes it used.
@@ -156,7 +187,7 @@ impl Decoder {
             return Ok(None);
         };
         let end = head.header_len + head.payload_len;
-        let text = self.carries_text(head.opcode);
+        let text = self.carries_text(&head);
         if buf.len() < end {
             if text {
                 // Fail fast (RFC 6455 §8.1): a bad byte closes the connection when it arrives,
@@ -176,12 +207,17 @@ impl Decoder {
         if text && (!head.fin || self.partial.is_some() || checked > 0) {
             self.utf8.feed(&payload[checked..], [0; 4], 0)?;
         }
-        self.take(head.fin, head.opcode, payload).map(Some)
+        self.take(&head, payload).map(Some)
     }
 
-    /// Whether a frame of `opcode` carries text: a text frame, or the continuation of one.
-    fn carries_text(&self, opcode: u8) -> bool {
-        opcode == TEXT || (opcode == CONTINUATION && matches!(self.partial, Some((true, _))))
+    /// Whether a frame carries text as sent: an uncompressed text frame, or the continuation of
+    /// one. A compressed message is checked once inflated, when it is whole.
+    fn carries_text(&self, head: &FrameHead) -> bool {
+        match head.opcode {
+            TEXT => !head.compressed,
+            CONTINUATION => matches!(&self.partial, Some(p) if p.text && !p.compressed),
+            _ => false,
+        }
     }
 
     /// Parses and checks the header at the front of `buf`; `None` while it is incomplete.
@@ -189,8 +225,9 @@ impl Decoder {
         let [first, second, ..] = *buf else {
             return Ok(None);
         };
-        if first & 0x70 != 0 {
-            // No extension was negotiated, so no reserved bit may be set.
+        // Only RSV1 has a meaning, and only once permessage-deflate is agreed.
+        let compressed = first & RSV1 != 0;
+        if first & 0x30 != 0 || (compressed && !self.inflate) {
             return Err(FrameError::Protocol("reserved bits set"));
         }
         if second & 0x80 == 0 {
@@ -219,8 +256,14 @@ impl Decoder {
         };
         let mask = buf[header_len - 4..header_len].try_into().expect("4 bytes");
         self.check(fin, opcode, payload_len)?;
+        if compressed && !matches!(opcode, TEXT | BINARY) {
+            return Err(FrameError::Protocol(
+                "RSV1 on a control or continuation frame",
+            ));
+        }
         Ok(Some(FrameHead {
             fin,
+            compressed,
             opcode,
             mask,
             header_len,
@@ -250,7 +293,7 @@ impl Decoder {
                     }
                     _ => {}
                 }
-                let so_far = self.partial.as_ref().map_or(0, |(_, data)| data.len());
+                let so_far = self.partial.as_ref().map_or(0, |p| p.data.len());
                 if so_far.saturating_add(payload_len) > self.max_message {
                     return Err(FrameError::TooBig);
                 }
@@ -261,23 +304,36 @@ impl Decoder {
     }
 
     /// One frame's payload: the item it completes, or a fragment kept for later.
-    fn take(&mut self, fin: bool, opcode: u8, payload: Vec<u8>) -> Result<Incoming, FrameError> {
-        let (text, data) = match opcode {
+    fn take(&mut self, head: &FrameHead, payload: Vec<u8>) -> Result<Incoming, FrameError> {
+        let mut message = match head.opcode {
             PING => return Ok(Incoming::Ping(payload)),
             PONG => return Ok(Incoming::Pong),
             CLOSE => return close_code(&payload).map(Incoming::Close),
             CONTINUATION => {
-                let (text, mut data) = self.partial.take().expect("checked in `check`");
-                data.extend_from_slice(&payload);
-                (text, data)
+                let mut partial = self.partial.take().expect("checked in `check`");
+                partial.data.extend_from_slice(&payload);
+                partial
             }
-            _ => (opcode == TEXT, payload),
+            opcode => Partial {
+                text: opcode == TEXT,
+                compressed: head.compressed,
+                data: payload,
+            },
         };
-        if !fin {
-            self.partial = Some((text, data));
+        if !head.fin {
+            self.partial = Some(message);
             return Ok(Incoming::Fragment);
         }
         self.utf8 = Utf8Stream::default();
+        if message.compressed {
+            message.data = super::deflate::inflate(&message.data, self.max_message).map_err(
+                |err| match err {
+                    super::deflate::InflateError::TooBig => FrameError::TooBig,
+                    super::deflate::InflateError::Corrupt => FrameError::BadCompression,
+                },
+            )?;
+        }
+        let Partial { text, data, .. } = message;
         if !text {
             return Ok(Incoming::Binary(data));
         }
@@ -415,6 +471,78 @@ mod tests {
             let mut decoder = Decoder::new(1024);
             while let Ok(Some(_)) = decoder.decode(&mut junk) {}
         }
+    }
+
+    /// Raw deflate as a client sends it: flushed, the 4-byte tail removed.
+    fn deflated(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(data).unwrap();
+        encoder.flush().unwrap();
+        let mut out = encoder.get_ref().clone();
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    #[test]
+    fn compressed_messages_inflate_only_once_negotiated() {
+        let text = "hello ".repeat(50);
+        let wire = deflated(text.as_bytes());
+        // RSV1 without the extension: a protocol error (1002).
+        let mut buf = client_frame(0xC1, &wire);
+        let err = Decoder::new(1000).decode(&mut buf).unwrap_err();
+        assert_eq!(err, FrameError::Protocol("reserved bits set"));
+        assert_eq!(err.close_code(), CloseCode::ProtocolViolation);
+        // Negotiated: whole, in fragments (RSV1 on the first only), and plain beside it.
+        let mut decoder = Decoder::new(1000);
+        decoder.inflate();
+        let (a, b) = wire.split_at(wire.len() / 2);
+        let mut buf = client_frame(0xC1, &wire);
+        buf.extend(client_frame(0x41, a));
+        buf.extend(client_frame(0x80, b));
+        buf.extend(client_frame(0x81, b"plain"));
+        let items = decode_all(&mut decoder, buf).unwrap();
+        assert_eq!(
+            items,
+            [
+                Incoming::Text(text.clone()),
+                Incoming::Fragment,
+                Incoming::Text(text.clone()),
+                Incoming::Text("plain".into()),
+            ]
+        );
+        // RSV1 on a continuation or a control frame, RSV2 always.
+        for (first, rest) in [(0x41, 0xC0), (0x81, 0xC9)] {
+            let mut buf = client_frame(first, b"x");
+            buf.extend(client_frame(rest, b""));
+            let mut decoder = Decoder::new(1000);
+            decoder.inflate();
+            let got = decode_all(&mut decoder, buf);
+            assert_eq!(
+                got,
+                Err(FrameError::Protocol(
+                    "RSV1 on a control or continuation frame"
+                ))
+            );
+        }
+        let mut decoder = Decoder::new(1000);
+        decoder.inflate();
+        let got = decoder.decode(&mut client_frame(0xA1, b"x"));
+        assert_eq!(got, Err(FrameError::Protocol("reserved bits set")));
+        // Past the limit once inflated: 1009; not deflate at all: 1007.
+        let mut decoder = Decoder::new(text.len() - 1);
+        decoder.inflate();
+        let got = decoder.decode(&mut client_frame(0xC1, &wire));
+        assert_eq!(got, Err(FrameError::TooBig));
+        let mut decoder = Decoder::new(1000);
+        decoder.inflate();
+        let got = decoder.decode(&mut client_frame(0xC1, &[0xff; 8]));
+        assert_eq!(got, Err(FrameError::BadCompression));
+        assert_eq!(
+            FrameError::BadCompression.close_code(),
+            CloseCode::InvalidPayload
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@ use thiserror::Error;
 use tokio_util::task::TaskTracker;
 
 use super::SUBPROTOCOL;
+use super::deflate::{self, Agreed};
+use crate::config::Compression;
 use crate::http::json_error;
 use crate::net::header_tokens;
 
@@ -25,6 +27,10 @@ pub struct Handshake {
     on_upgrade: OnUpgrade,
     /// Whether the client offered [`SUBPROTOCOL`], which the answer then selects.
     offers_subprotocol: bool,
+    /// The client's `Sec-WebSocket-Extensions` values, read by [`Self::negotiate`].
+    extensions: Vec<HeaderValue>,
+    /// The extension the answer agrees to, once negotiated.
+    agreed: Option<Agreed>,
 }
 
 /// Why a request to the WebSocket endpoint is not a handshake; answered `not_websocket`.
@@ -95,15 +101,32 @@ impl<S: Send + Sync> FromRequestParts<S> for Handshake {
             .extensions
             .remove::<OnUpgrade>()
             .ok_or(NotWebSocket::NotUpgradable)?;
+        let extensions = headers
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .cloned()
+            .collect();
         Ok(Self {
             key,
             on_upgrade,
             offers_subprotocol,
+            extensions,
+            agreed: None,
         })
     }
 }
 
 impl Handshake {
+    /// Agrees to the client's first acceptable permessage-deflate offer under `config`, which
+    /// the answer then states; `None` (no extension in the answer) when compression is off or
+    /// no offer is acceptable. Hand the result to the socket
+    /// ([`super::socket::WebSocket::with_deflate`]).
+    pub fn negotiate(&mut self, config: &Compression) -> Option<Agreed> {
+        let values = self.extensions.iter().filter_map(|v| v.to_str().ok());
+        self.agreed = deflate::negotiate(values, config);
+        self.agreed
+    }
+
     /// Answers 101, selecting [`SUBPROTOCOL`] if the client offered it. Once hyper hands over
     /// the connection, `serve` runs on it as a task of `tasks`; if the upgrade fails, `serve`
     /// is dropped unrun (with whatever it holds).
@@ -129,6 +152,10 @@ impl Handshake {
         if self.offers_subprotocol {
             let value = HeaderValue::from_static(SUBPROTOCOL);
             headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+        }
+        if let Some(agreed) = &self.agreed {
+            let value = HeaderValue::from_str(&agreed.response()).expect("ASCII parameters");
+            headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
         }
         let on_upgrade = self.on_upgrade;
         let spawner = tasks.clone();

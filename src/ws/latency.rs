@@ -84,17 +84,18 @@ mod tests {
 
     use super::*;
     use crate::protocol::encode_message;
+    use crate::session::Frame;
 
-    fn message(ts: u64) -> Utf8Bytes {
+    fn message(ts: u64) -> Frame {
         let data = serde_json::value::RawValue::from_string("1".into()).unwrap();
-        encode_message("r", 1, "u", &data, ts)
+        encode_message("r", 1, "u", &data, ts).into()
     }
 
     #[test]
     fn a_sample_is_the_oldest_message_of_a_batch_when_the_thread_is_due_one() {
         NEXT.with(|next| next.set(None));
         let mut sample = Sample::default();
-        let reply: Utf8Bytes = r#"{"type":"ack","id":1}"#.into();
+        let reply = Frame::from(Utf8Bytes::from(r#"{"type":"ack","id":1}"#));
         sample.taken(&[reply, message(7), message(9)].into());
         assert_eq!(sample.0.map(NonZeroU64::get), Some(7));
         // Taken again before the write ended: the first sample stays.

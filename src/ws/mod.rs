@@ -4,6 +4,7 @@
 
 mod close_log;
 mod connection;
+pub mod deflate;
 pub mod echo;
 mod frame;
 mod handshake;
@@ -70,7 +71,7 @@ pub async fn upgrade(
             "node is draining",
         );
     }
-    let ws = match ws {
+    let mut ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
@@ -102,9 +103,10 @@ pub async fn upgrade(
     let (read, write) = (socket.read_buffer_bytes, socket.write_buffer_bytes);
     let max = node.config().limits.max_message_bytes;
     let tasks = node.tasks().clone();
+    let agreed = ws.negotiate(&node.config().compression);
     // Dropping the callback unrun (a failed upgrade) drops the permits with it.
     ws.accept(&tasks, move |upgraded| {
-        let socket = WebSocket::new(upgraded, read, write, max);
+        let socket = WebSocket::new(upgraded, read, write, max).with_deflate(agreed);
         connection::serve(socket, node, identity, permits)
     })
 }

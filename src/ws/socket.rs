@@ -28,8 +28,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tungstenite::Utf8Bytes;
 
+use super::deflate::{Agreed, Deflater, compress_alone};
 use super::frame::{self, Decoder, FrameError, Header, Incoming};
 use crate::protocol::CloseCode;
+use crate::session::Frame;
 
 /// Most bytes read in one system call (`socket.read_buffer_bytes` at most); the buffer lives on
 /// the stack during the read only.
@@ -61,6 +63,8 @@ enum Out {
     Text(Utf8Bytes),
     /// A binary message (only the conformance echo sends these, see [`super::echo`]).
     Binary(Bytes),
+    /// A text message compressed (permessage-deflate), possibly shared with other sockets.
+    Compressed(Bytes),
     /// A control frame, header included.
     Control(Bytes),
 }
@@ -70,6 +74,7 @@ impl Out {
         match self {
             Self::Text(text) => Some(Header::new(frame::TEXT, text.len())),
             Self::Binary(data) => Some(Header::new(frame::BINARY, data.len())),
+            Self::Compressed(bytes) => Some(Header::compressed(frame::TEXT, bytes.len())),
             Self::Control(_) => None,
         }
     }
@@ -77,7 +82,7 @@ impl Out {
     fn body(&self) -> &[u8] {
         match self {
             Self::Text(text) => text.as_bytes(),
-            Self::Binary(bytes) | Self::Control(bytes) => bytes,
+            Self::Binary(bytes) | Self::Compressed(bytes) | Self::Control(bytes) => bytes,
         }
     }
 
@@ -103,6 +108,8 @@ pub struct WebSocket<Io = TokioIo<Upgraded>> {
     write_chunk: usize,
     /// Since when the pending write has been waiting on a full socket with no byte written.
     stalled_at: Option<Instant>,
+    /// permessage-deflate, when agreed; boxed so a socket without it pays one pointer.
+    deflate: Option<Box<Deflater>>,
 }
 
 impl WebSocket {
@@ -124,7 +131,39 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
             written: 0,
             write_chunk,
             stalled_at: None,
+            deflate: None,
         }
+    }
+
+    /// Turns on permessage-deflate as the handshake agreed: compressed client messages are
+    /// inflated, and text sent from now on is compressed per `agreed`.
+    pub fn with_deflate(mut self, agreed: Option<Agreed>) -> Self {
+        if let Some(agreed) = agreed {
+            self.decoder.inflate();
+            self.deflate = Some(Box::new(Deflater::new(agreed)));
+        }
+        self
+    }
+
+    /// Context mode: when this socket's compressor will have been idle for `idle`, if it holds
+    /// one (the connection's timer wakes then to drop it).
+    pub fn compressor_idle_at(&self, idle: std::time::Duration) -> Option<Instant> {
+        self.deflate.as_deref().and_then(|d| d.idle_at(idle))
+    }
+
+    /// Context mode: drops the compressor if it has been idle for `idle`; the next message
+    /// starts a fresh one.
+    pub fn drop_idle_compressor(&mut self, now: Instant, idle: std::time::Duration) {
+        if let Some(deflater) = self.deflate.as_deref_mut() {
+            deflater.drop_if_idle(now, idle);
+        }
+    }
+
+    /// Whether this socket holds a compressor now (context mode, busy).
+    pub fn holds_compressor(&self) -> bool {
+        self.deflate
+            .as_deref()
+            .is_some_and(Deflater::holds_compressor)
     }
 
     /// The next message or control frame; `None` once the client closed the TCP connection.
@@ -181,9 +220,30 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
         Poll::Ready(Ok(buf.filled().len()))
     }
 
-    /// Queues text frames to write, after anything queued before.
-    pub fn queue_text(&mut self, frames: impl IntoIterator<Item = Utf8Bytes>) {
-        self.pending.extend(frames.into_iter().map(Out::Text));
+    /// Queues text frames to write, after anything queued before; compressed if compression
+    /// was agreed and they are long enough (a shared frame's compression is computed once for
+    /// every socket).
+    pub fn queue_text(&mut self, frames: impl IntoIterator<Item = impl Into<Frame>>) {
+        let Some(deflater) = self.deflate.as_deref_mut() else {
+            let texts = frames.into_iter().map(|f| Out::Text(f.into().into_text()));
+            self.pending.extend(texts);
+            return;
+        };
+        // Counted once per batch, not per frame: a metric update per delivery would cost more
+        // than the rest of queueing it.
+        let mut saved = 0;
+        for frame in frames {
+            let frame = frame.into();
+            let len = frame.len();
+            let out = compress(deflater, frame);
+            if let Out::Compressed(bytes) = &out {
+                saved += len.saturating_sub(bytes.len());
+            }
+            self.pending.push_back(out);
+        }
+        if saved > 0 {
+            metrics::counter!("roomcast_deflate_bytes_saved_total").increment(saved as u64);
+        }
     }
 
     /// Queues a binary message, after anything queued before.
@@ -322,6 +382,31 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
     }
 }
 
+/// `frame` as it goes to a socket that agreed to compression.
+fn compress(deflater: &mut Deflater, frame: Frame) -> Out {
+    let len = frame.len();
+    if !deflater.wants(len) {
+        return Out::Text(frame.into_text());
+    }
+    let compressed = if deflater.agreed().context_bits.is_some() {
+        let out = deflater.compress_in_context(frame.as_str().as_bytes(), Instant::now());
+        metrics::counter!("roomcast_deflate_frames_total", "mode" => "context").increment(1);
+        out
+    } else if deflater.may_use_alone(len) {
+        let level = deflater.agreed().level;
+        frame.compressed(|text| {
+            metrics::counter!("roomcast_deflate_frames_total", "mode" => "shared").increment(1);
+            compress_alone(text, level)
+        })
+    } else {
+        None
+    };
+    match compressed {
+        Some(bytes) => Out::Compressed(bytes),
+        None => Out::Text(frame.into_text()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
@@ -349,6 +434,57 @@ mod tests {
             wire = &rest[len..];
         }
         frames
+    }
+
+    #[test]
+    fn a_shared_frame_is_compressed_once_for_every_socket_that_agreed() {
+        use crate::config::{Compression, CompressionMode};
+        let agreed = |mode| {
+            let config = Compression {
+                mode,
+                ..Compression::default()
+            };
+            super::super::deflate::negotiate(["permessage-deflate"], &config)
+        };
+        let sockets = || {
+            let (server, _client) = duplex(64);
+            WebSocket::over(server, 1024, 1024, 1 << 20)
+        };
+        let mut a = sockets().with_deflate(agreed(CompressionMode::Shared));
+        let mut b = sockets().with_deflate(agreed(CompressionMode::Shared));
+        let mut context = sockets().with_deflate(agreed(CompressionMode::Context));
+        let mut plain = sockets();
+        let frame = Frame::shared(Utf8Bytes::from("lorem ipsum ".repeat(100)));
+        for socket in [&mut a, &mut b, &mut context, &mut plain] {
+            socket.queue_text([frame.clone()]);
+        }
+        let body = |socket: &WebSocket<_>| match &socket.pending[0] {
+            Out::Compressed(bytes) => Some(bytes.as_ptr()),
+            _ => None,
+        };
+        let shared = body(&a).expect("compressed");
+        assert_eq!(body(&b), Some(shared), "the same bytes, compressed once");
+        let own = body(&context).expect("compressed in the socket's context");
+        assert_ne!(own, shared);
+        assert_eq!(body(&plain), None);
+        assert!(matches!(&plain.pending[0], Out::Text(_)));
+        // Short frames stay uncompressed.
+        a.queue_text([Utf8Bytes::from_static("short")]);
+        assert!(matches!(&a.pending[1], Out::Text(_)));
+        // A client that limits the server's window to 2^9 bytes gets the shared compression
+        // (made with a 32 KiB window) only for messages no longer than 512 bytes.
+        let config = Compression::default();
+        let limited = super::super::deflate::negotiate(
+            ["permessage-deflate; server_max_window_bits=9"],
+            &config,
+        );
+        let mut small = sockets().with_deflate(limited);
+        small.queue_text([
+            Frame::shared(Utf8Bytes::from("x".repeat(512))),
+            Frame::shared(Utf8Bytes::from("x".repeat(513))),
+        ]);
+        assert!(matches!(&small.pending[0], Out::Compressed(_)));
+        assert!(matches!(&small.pending[1], Out::Text(_)));
     }
 
     #[tokio::test]

@@ -1,0 +1,88 @@
+//! `[compression]`: WebSocket permessage-deflate (RFC 7692), what the server answers to a
+//! client's offer and how it compresses.
+//!
+//! The defaults are provisional: they are what seemed sensible before any measurement, and the
+//! final ones are to be chosen from the benchmarks (docs/BENCHMARKS.md).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, positive};
+
+/// How the server compresses what it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompressionMode {
+    /// Every message compressed on its own (`server_no_context_takeover`): a room frame is
+    /// compressed once, and the same compressed bytes go to every member that negotiated it.
+    /// No compression state per connection.
+    Shared,
+    /// Context takeover with a small window: each message may refer back to the ones before it
+    /// on the same socket, which compresses short chat lines several times better, at the price
+    /// of one compression per member and a compressor per busy socket (dropped when idle).
+    Context,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Compression {
+    /// Whether the server accepts a client's permessage-deflate offer. Default true (provisional):
+    /// clients that offer nothing are unaffected, and in `shared` mode an idle socket holds
+    /// nothing more.
+    pub enabled: bool,
+    /// `shared` or `context` (see [`CompressionMode`]). Default `shared` (provisional): one
+    /// compression per room frame whatever the room's size.
+    pub mode: CompressionMode,
+    /// Frames shorter than this are sent uncompressed. Default 256 bytes (provisional): below
+    /// that, a message compressed on its own saves a few bytes for a compression's CPU.
+    pub min_bytes: usize,
+    /// zlib level, 1 (fastest) to 9 (smallest). Default 1 (provisional): JSON compresses well
+    /// even at the fastest level.
+    pub level: u32,
+    /// `context` mode: the window the server compresses with, as `server_max_window_bits`
+    /// (9–15; a client's offer may ask for less). Default 10 (1 KiB, provisional): chat lines
+    /// repeat mostly within the last few messages.
+    pub window_bits: u8,
+    /// `context` mode: a socket that sent nothing for this long drops its compressor (its memory
+    /// goes back), and the next message starts a fresh one. Default 10 s (provisional).
+    pub idle_ms: u64,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            mode: CompressionMode::Shared,
+            min_bytes: 256,
+            level: 1,
+            window_bits: 10,
+            idle_ms: 10_000,
+        }
+    }
+}
+
+impl Compression {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=9).contains(&self.level) {
+            return Err(ConfigError::Invalid {
+                key: "compression.level",
+                reason: format!("must be 1 to 9 (zlib levels), not {}", self.level),
+            });
+        }
+        if !(9..=15).contains(&self.window_bits) {
+            return Err(ConfigError::Invalid {
+                key: "compression.window_bits",
+                reason: format!(
+                    "must be 9 to 15 (RFC 7692's 8 is not supported by zlib), not {}",
+                    self.window_bits
+                ),
+            });
+        }
+        positive("compression.idle_ms", self.idle_ms)
+    }
+
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms)
+    }
+}
