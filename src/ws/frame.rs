@@ -646,6 +646,24 @@ mod tests {
         buf.extend(client_frame(0x80, &[0xE2, 0x82]));
         let got = decode_all(&mut Decoder::new(1 << 20), buf);
         assert_eq!(got, Err(FrameError::InvalidUtf8));
+        // A compressed message's frames are deflate data, not text: it is checked once inflated,
+        // even when it arrives in pieces.
+        let text = "κόσμε ".repeat(40);
+        let wire = deflated(text.as_bytes());
+        assert!(std::str::from_utf8(&wire).is_err());
+        let mut decoder = Decoder::new(1 << 20);
+        decoder.inflate();
+        let (a, b) = wire.split_at(wire.len() / 2);
+        let mut stream = client_frame(0x41, a);
+        stream.extend(client_frame(0x80, b));
+        let (mut buf, mut items) = (Vec::new(), Vec::new());
+        for byte in stream {
+            buf.push(byte);
+            while let Some(item) = decoder.decode(&mut buf).unwrap() {
+                items.push(item);
+            }
+        }
+        assert_eq!(items, [Incoming::Fragment, Incoming::Text(text)]);
     }
 
     #[test]

@@ -65,6 +65,8 @@ enum Out {
     Binary(Bytes),
     /// A text message compressed (permessage-deflate), possibly shared with other sockets.
     Compressed(Bytes),
+    /// A binary message compressed (the conformance echo).
+    CompressedBinary(Bytes),
     /// A control frame, header included.
     Control(Bytes),
 }
@@ -75,6 +77,7 @@ impl Out {
             Self::Text(text) => Some(Header::new(frame::TEXT, text.len())),
             Self::Binary(data) => Some(Header::new(frame::BINARY, data.len())),
             Self::Compressed(bytes) => Some(Header::compressed(frame::TEXT, bytes.len())),
+            Self::CompressedBinary(bytes) => Some(Header::compressed(frame::BINARY, bytes.len())),
             Self::Control(_) => None,
         }
     }
@@ -82,7 +85,10 @@ impl Out {
     fn body(&self) -> &[u8] {
         match self {
             Self::Text(text) => text.as_bytes(),
-            Self::Binary(bytes) | Self::Compressed(bytes) | Self::Control(bytes) => bytes,
+            Self::Binary(bytes)
+            | Self::Compressed(bytes)
+            | Self::CompressedBinary(bytes)
+            | Self::Control(bytes) => bytes,
         }
     }
 
@@ -246,9 +252,23 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
         }
     }
 
-    /// Queues a binary message, after anything queued before.
+    /// Queues a binary message, after anything queued before, compressed under the same rules
+    /// as text when compression was agreed. Only the conformance echo sends binary.
     pub fn queue_binary(&mut self, data: Bytes) {
-        self.pending.push_back(Out::Binary(data));
+        let out = match self.deflate.as_deref_mut() {
+            Some(deflater) if deflater.wants(data.len()) => {
+                let compressed = if deflater.agreed().context_bits.is_some() {
+                    deflater.compress_in_context(&data, Instant::now())
+                } else if deflater.may_use_alone(data.len()) {
+                    compress_alone(&data, deflater.agreed().level)
+                } else {
+                    None
+                };
+                compressed.map_or(Out::Binary(data), Out::CompressedBinary)
+            }
+            _ => Out::Binary(data),
+        };
+        self.pending.push_back(out);
     }
 
     /// Queues a whole control frame (see [`frame::control`], [`frame::close`]).
@@ -485,6 +505,38 @@ mod tests {
         ]);
         assert!(matches!(&small.pending[0], Out::Compressed(_)));
         assert!(matches!(&small.pending[1], Out::Text(_)));
+    }
+
+    #[tokio::test]
+    async fn binary_messages_are_compressed_under_the_rules_for_text() {
+        use crate::config::{Compression, CompressionMode};
+        let config = Compression {
+            mode: CompressionMode::Context,
+            min_bytes: 0,
+            ..Compression::default()
+        };
+        let agreed = super::super::deflate::negotiate(["permessage-deflate"], &config);
+        let (server, mut client) = duplex(1 << 16);
+        let mut socket = WebSocket::over(server, 1024, 1 << 20, 1 << 20).with_deflate(agreed);
+        let data = Bytes::from(vec![7u8; 1000]);
+        socket.queue_binary(data.clone());
+        socket.flush().await.unwrap();
+        drop(socket);
+        let mut wire = Vec::new();
+        client.read_to_end(&mut wire).await.unwrap();
+        assert_eq!(wire[0], 0x80 | 0x40 | frame::BINARY, "final, RSV1, binary");
+        assert_eq!(usize::from(wire[1]), wire.len() - 2);
+        let inflated = super::super::deflate::inflate(&wire[2..], 1 << 20).unwrap();
+        assert_eq!(inflated, data);
+        // Without compression, as it was.
+        let (server, mut client) = duplex(1 << 16);
+        let mut socket = WebSocket::over(server, 1024, 1 << 20, 1 << 20);
+        socket.queue_binary(Bytes::from_static(b"\x00\xff"));
+        socket.flush().await.unwrap();
+        drop(socket);
+        let mut wire = Vec::new();
+        client.read_to_end(&mut wire).await.unwrap();
+        assert_eq!(server_frames(&wire), [(frame::BINARY, vec![0x00, 0xff])]);
     }
 
     #[tokio::test]
