@@ -41,8 +41,9 @@ pub struct Compression {
     /// even at the fastest level.
     pub level: u32,
     /// `context` mode: the window the server compresses with, as `server_max_window_bits`
-    /// (9–15; a client's offer may ask for less). Default 10 (1 KiB, provisional): chat lines
-    /// repeat mostly within the last few messages.
+    /// (9–15; a client's offer may ask for less). It is also what a sending socket holds:
+    /// `2^window_bits` bytes. Default 10 (1 KiB, provisional): chat lines repeat mostly within
+    /// the last few messages.
     pub window_bits: u8,
     /// `context` mode: a socket that sent nothing for this long drops its compressor (its memory
     /// goes back), and the next message starts a fresh one. Default 10 s (provisional).

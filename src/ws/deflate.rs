@@ -7,10 +7,11 @@
 //! - shared (`server_no_context_takeover`): each message compressed on its own, so a room frame
 //!   is compressed once per node and the same bytes serve every member (see
 //!   [`crate::session::Frame`]); compressors are pooled per thread, no socket keeps one.
-//! - context: a socket's messages go through one compressor with a small window, allocated when
-//!   the socket sends and dropped after `compression.idle_ms` without sending. A fresh
-//!   compressor never refers to earlier messages, so the client's decompressor, which keeps its
-//!   window, stays valid across the drop.
+//! - context: a socket's messages go through one compressor with a small window
+//!   ([`context::ContextEncoder`], which holds only that window), made when the socket sends and
+//!   dropped after `compression.idle_ms` without sending. A fresh compressor never refers to
+//!   earlier messages, so the client's decompressor, which keeps its window, stays valid across
+//!   the drop.
 //!
 //! Browser and library behaviour this relies on is in docs/protocol.md (compression).
 
@@ -22,6 +23,7 @@ use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::config::{Compression, CompressionMode};
+use context::ContextEncoder;
 
 /// The extension's name in `Sec-WebSocket-Extensions`.
 pub const EXTENSION: &str = "permessage-deflate";
@@ -372,7 +374,7 @@ fn inflate_into(
 pub struct Deflater {
     agreed: Agreed,
     /// Context mode: the compressor and when it last compressed.
-    context: Option<(Box<Compress>, Instant)>,
+    context: Option<(ContextEncoder, Instant)>,
 }
 
 impl Deflater {
@@ -400,23 +402,16 @@ impl Deflater {
 
     /// Context mode: `text` through this socket's compressor (created if it was dropped).
     /// Always compressed: the compressor has taken the text into its window, so the client must
-    /// see it compressed too.
+    /// see it compressed too. `None` only outside context mode.
     pub fn compress_in_context(&mut self, text: &[u8], now: Instant) -> Option<Bytes> {
         let bits = self.agreed.context_bits?;
-        let level = flate2::Compression::new(self.agreed.level);
-        let (compress, last) = self.context.get_or_insert_with(|| {
+        let level = self.agreed.level;
+        let (encoder, last) = self.context.get_or_insert_with(|| {
             metrics::counter!("roomcast_deflate_compressors_total").increment(1);
-            (
-                Box::new(Compress::new_with_window_bits(level, false, bits)),
-                now,
-            )
+            (ContextEncoder::new(bits, level), now)
         });
         *last = now;
-        let out = compress_flush(compress, text);
-        if out.is_none() {
-            self.context = None;
-        }
-        out.map(Bytes::from)
+        Some(Bytes::from(encoder.compress(text)))
     }
 
     /// When the context compressor goes idle, if there is one.
@@ -437,5 +432,6 @@ impl Deflater {
     }
 }
 
+mod context;
 #[cfg(test)]
 mod tests;
