@@ -32,9 +32,13 @@ const GROUPS: &[(u32, usize)] = &[
 /// permessage-deflate (12.*, 13.*): subgroups, and the cases run of each. Every case echoes
 /// 1,000 messages of one size (.1-.10: 16 B to 128 KiB whole; .11-.18: 8 to 128 KiB in frames of
 /// 256 B to 32 KiB); all 216 took 7 min here (debug build, a loaded machine), so each subgroup
-/// runs 16 B, 1 KiB and 16 KiB whole (16 KiB is one step of the capped inflate; past it the
-/// next step starts) and 8 and 16 KiB in 256-byte frames. The echo runs in context mode, and a
-/// client that refuses context takeover gets shared compressions, so both modes are checked.
+/// runs a few sizes: 16 B and 1 KiB whole, 8 KiB in 256-byte frames (all longer than context
+/// mode's 1 KiB window), and where the server compresses with zlib-rs (shared mode, optimized
+/// even in a debug build, see Cargo.toml) also 16 KiB whole and in 256-byte frames (16 KiB is
+/// one step of the capped inflate of what the client sends; past it the next step starts).
+/// roomcast's own context encoder is unoptimized here: 16 KiB messages through it doubled the
+/// run. The echo runs in context mode, and a client that refuses context takeover gets shared
+/// compressions, so both modes are checked.
 ///
 /// kosoku 0.1.0 cannot judge a message the server sends uncompressed on a compressed connection
 /// (it hands it to the case as a `str`, whose SHA-1 check then raises "Strings must be encoded
@@ -43,12 +47,9 @@ const GROUPS: &[(u32, usize)] = &[
 /// too small for a shared compression; those cases are left out, as each line says.
 const COMPRESSION: &[(&[&str], &[u32])] = &[
     // JSON, a bitmap, Faust (sent as binary), HTML, a PDF: context mode compresses everything.
-    (
-        &["12.1", "12.2", "12.3", "12.4", "12.5"],
-        &[1, 4, 7, 11, 12],
-    ),
+    (&["12.1", "12.2", "12.3", "12.4", "12.5"], &[1, 4, 11]),
     // Offers that allow context takeover, with any window, 2^9, 2^15: context mode.
-    (&["13.1", "13.3", "13.4"], &[1, 4, 7, 11, 12]),
+    (&["13.1", "13.3", "13.4"], &[1, 4, 11]),
     // server_no_context_takeover offered (window 2^15 or any): shared; 16 B goes uncompressed.
     (&["13.2", "13.6"], &[4, 7, 11, 12]),
     // server_no_context_takeover and a window of 2^9: shared only up to 512 bytes (256 B here).
