@@ -7,9 +7,9 @@
 //! the suite checks with `/ws`: the [`Handshake`] and its permessage-deflate negotiation, the
 //! [`WebSocket`] (its decoder, inflation, compression of sent text, writes), and the close
 //! sequences ([`WebSocket::close`], [`WebSocket::answer_close`]). What it leaves out is the
-//! session (rooms, rate limits, heartbeats). Binary messages, which roomcast never sends, are
-//! echoed uncompressed (allowed: compression is per message). The server never mounts it; only
-//! the test serves it, on a loopback port of its own.
+//! session (rooms, rate limits, heartbeats). Binary messages, which roomcast never sends
+//! otherwise, are compressed under the rules for text ([`WebSocket::queue_binary`]). The server
+//! never mounts it; only the test serves it, on a loopback port of its own.
 
 use std::sync::Arc;
 use std::time::Duration;
