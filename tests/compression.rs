@@ -502,6 +502,19 @@ async fn context_takeover_compresses_across_messages_and_survives_the_idle_drop(
         reader.agreed
     );
     reader.join("ctx").await;
+    // Beside it: a client that asked for no context (answered as in shared mode) and one
+    // without compression; all three read the same messages.
+    let mut alone = DeflateClient::open(
+        &server,
+        "alone",
+        Some("permessage-deflate; server_no_context_takeover"),
+    )
+    .await;
+    let answer = alone.agreed.clone().unwrap_or_default();
+    assert!(answer.contains("server_no_context_takeover"), "{answer}");
+    alone.join("ctx").await;
+    let mut plain = DeflateClient::open(&server, "plain", None).await;
+    plain.join("ctx").await;
     let mut writer = Client::connect(&server.ws_url("writer")).await;
     writer.join("ctx").await;
     let line = json!({"text": "see you at the station at nine, bring the tickets"});
@@ -514,6 +527,8 @@ async fn context_takeover_compresses_across_messages_and_survives_the_idle_drop(
             serde_json::from_str::<Value>(&got.text).unwrap()["data"],
             line
         );
+        assert_eq!(alone.room_message().await.text, got.text);
+        assert_eq!(plain.room_message().await.text, got.text);
         sizes.push(got.wire_len);
     }
     assert!(sizes[2] * 2 < sizes[0], "context takeover: {sizes:?} bytes");

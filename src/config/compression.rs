@@ -87,3 +87,50 @@ impl Compression {
         Duration::from_millis(self.idle_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use figment::providers::Env;
+
+    use super::super::{Config, Overrides};
+    use super::*;
+
+    fn load(toml: &str) -> Result<Config, ConfigError> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(toml.as_bytes()).unwrap();
+        Config::load_with_env(
+            Some(file.path()),
+            &Overrides::default(),
+            Env::raw().only(&[]),
+        )
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (toml, key) in [
+            ("[compression]\nlevel = 0\n", "compression.level"),
+            ("[compression]\nlevel = 10\n", "compression.level"),
+            (
+                "[compression]\nwindow_bits = 8\n",
+                "compression.window_bits",
+            ),
+            (
+                "[compression]\nwindow_bits = 16\n",
+                "compression.window_bits",
+            ),
+            ("[compression]\nidle_ms = 0\n", "compression.idle_ms"),
+            ("[compression]\nmode = \"zstd\"\n", "compression.mode"),
+            ("[compression]\nlevels = 1\n", "levels"),
+        ] {
+            let err = load(toml).unwrap_err();
+            assert!(err.to_string().contains(key), "{toml}: {err}");
+        }
+        let c =
+            load("[compression]\nmode = \"context\"\nwindow_bits = 9\nenabled = false\n").unwrap();
+        assert_eq!(c.compression.mode, CompressionMode::Context);
+        assert_eq!(c.compression.window_bits, 9);
+        assert!(!c.compression.enabled);
+    }
+}

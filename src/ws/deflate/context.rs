@@ -369,7 +369,7 @@ mod tests {
                 format!(r#"{{"type":"message","room":"shop","offset":{i},"from":"feed","data":[{}],"ts":1733100000{i:03}}}"#, items.join(",")).into_bytes()
             })
             .collect();
-        for (name, set) in [("chat", &lines), ("2KB JSON", &big)] {
+        for (name, set) in [("chat", &lines), ("1.3 KB JSON", &big)] {
             let raw: usize = set.iter().map(Vec::len).sum();
             let mut ours = ContextEncoder::new(10, 1);
             let t = Instant::now();
