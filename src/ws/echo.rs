@@ -25,8 +25,7 @@ use tungstenite::Utf8Bytes;
 use super::frame::{self, Incoming};
 use super::handshake::{Handshake, NotWebSocket};
 use super::socket::{Event, RecvError, WebSocket};
-use crate::Config;
-use crate::config;
+use crate::config::{self, Config};
 
 /// How long closing may take, as for a session.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
