@@ -149,8 +149,6 @@ struct Intervals {
     silence: Duration,
     write: Duration,
     message: Duration,
-    /// Context compression: a compressor idle this long is dropped.
-    compressor: Duration,
 }
 
 impl Clock {
@@ -161,7 +159,7 @@ impl Clock {
             self.hold_until,
             socket.stalled_since().map(|at| at + times.write),
             self.message_started.map(|at| at + times.message),
-            socket.compressor_idle_at(times.compressor),
+            socket.compressor_idle_at(),
         ]
         .into_iter()
         .flatten()
@@ -191,7 +189,6 @@ impl Connection {
             silence: config.heartbeat.timeout(),
             write: config.limits.write_timeout(),
             message: config.limits.message_timeout(),
-            compressor: config.compression.idle(),
         };
         let write_delay = config.socket.write_delay();
         self.session.send(encode(&ServerFrame::Welcome {
@@ -310,7 +307,7 @@ impl Connection {
         times: &Intervals,
     ) -> Result<Instant, Exit> {
         let now = Instant::now();
-        socket.drop_idle_compressor(now, times.compressor);
+        socket.drop_idle_compressor(now);
         if self.clock.hold_until.is_some_and(|at| at <= now) {
             self.clock.hold_until = None;
             if !socket.writing() {

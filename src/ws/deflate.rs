@@ -63,6 +63,8 @@ pub struct Agreed {
     /// Settings from `[compression]`.
     pub level: u32,
     pub min_bytes: usize,
+    /// Context mode: a compressor idle this long is dropped.
+    pub idle: std::time::Duration,
 }
 
 impl Agreed {
@@ -109,6 +111,7 @@ pub fn negotiate<'a>(
         announce_window: context || offer.server_max_window_bits.is_some(),
         level: config.level,
         min_bytes: config.min_bytes,
+        idle: config.idle(),
     })
 }
 
@@ -414,14 +417,16 @@ impl Deflater {
         Some(Bytes::from(encoder.compress(text)))
     }
 
-    /// When the context compressor goes idle, if there is one.
-    pub fn idle_at(&self, idle: std::time::Duration) -> Option<Instant> {
-        self.context.as_ref().map(|(_, last)| *last + idle)
+    /// When the context compressor goes idle (`compression.idle_ms`), if there is one.
+    pub fn idle_at(&self) -> Option<Instant> {
+        self.context
+            .as_ref()
+            .map(|(_, last)| *last + self.agreed.idle)
     }
 
-    /// Drops the context compressor if it has been idle for `idle`.
-    pub fn drop_if_idle(&mut self, now: Instant, idle: std::time::Duration) {
-        if self.idle_at(idle).is_some_and(|at| at <= now) {
+    /// Drops the context compressor if it is idle by `now`.
+    pub fn drop_if_idle(&mut self, now: Instant) {
+        if self.idle_at().is_some_and(|at| at <= now) {
             self.context = None;
         }
     }

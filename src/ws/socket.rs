@@ -9,6 +9,10 @@
 //! batch. An idle socket holds no buffer at all: reads go through a buffer on the stack and
 //! only a partial frame is kept.
 //!
+//! With permessage-deflate agreed ([`WebSocket::with_deflate`]), text frames are compressed as
+//! they are queued: a room frame's compression is made by the first socket that needs it and
+//! shared with the others ([`Frame`]); client messages are inflated by the decoder.
+//!
 //! A write never blocks the socket's task: [`WebSocket::next`] goes on with a pending write while
 //! it waits for the client's next frame, and the socket notes since when a pending write has
 //! made no progress, so the task can close a client whose window stays shut.
@@ -151,17 +155,17 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
         self
     }
 
-    /// Context mode: when this socket's compressor will have been idle for `idle`, if it holds
-    /// one (the connection's timer wakes then to drop it).
-    pub fn compressor_idle_at(&self, idle: std::time::Duration) -> Option<Instant> {
-        self.deflate.as_deref().and_then(|d| d.idle_at(idle))
+    /// Context mode: when this socket's compressor will have been idle for
+    /// `compression.idle_ms`, if it holds one (the connection's timer wakes then to drop it).
+    pub fn compressor_idle_at(&self) -> Option<Instant> {
+        self.deflate.as_deref().and_then(Deflater::idle_at)
     }
 
-    /// Context mode: drops the compressor if it has been idle for `idle`; the next message
-    /// starts a fresh one.
-    pub fn drop_idle_compressor(&mut self, now: Instant, idle: std::time::Duration) {
+    /// Context mode: drops the compressor if it is idle by `now`; the next message starts a
+    /// fresh one.
+    pub fn drop_idle_compressor(&mut self, now: Instant) {
         if let Some(deflater) = self.deflate.as_deref_mut() {
-            deflater.drop_if_idle(now, idle);
+            deflater.drop_if_idle(now);
         }
     }
 
