@@ -1,7 +1,8 @@
 //! WebSocket framing as the node speaks it, byte by byte over a raw TCP socket: what a browser
 //! may send (fragments, pings between fragments, close codes) is answered as RFC 6455 says, and
 //! what it may not (unmasked frames, reserved bits, unknown opcodes, bad close codes) ends the
-//! connection with 1002 while everyone else is served.
+//! connection with 1002 while everyone else is served; invalid UTF-8 ends it with 1007 as soon
+//! as the bad byte arrives.
 
 mod common;
 
@@ -265,6 +266,28 @@ async fn framing_violations_close_with_1002_and_a_bystander_is_served() {
         .publish("room", serde_json::json!("still here"))
         .await;
     assert_eq!(bystander.recv_message().await["offset"], offset);
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007_at_the_first_bad_byte() {
+    let server = TestServer::start().await;
+    // Within a frame: the header announces 200 bytes, but only 12 are sent, the bad one among
+    // them. The close comes without the other 188.
+    let (mut client, _) = RawClient::open(&server, "midframe", None).await;
+    assert_eq!(client.json().await["type"], "welcome");
+    let mut payload = br#"{"type":"pi"#.to_vec();
+    payload.push(0xff);
+    let mut frame = vec![0x81, 0x80 | 126, 0, 200];
+    frame.extend_from_slice(&MASK);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    client.stream.write_all(&frame).await.unwrap();
+    assert_eq!(client.close_code().await, 1007);
+    // Across fragments: the second of a message that never ends.
+    let (mut client, _) = RawClient::open(&server, "fragments", None).await;
+    assert_eq!(client.json().await["type"], "welcome");
+    client.send(0x01, "{\"data\":\"κό".as_bytes(), true).await;
+    client.send(0x00, &[0xed, 0xa0, 0x80], true).await; // a UTF-16 surrogate
+    assert_eq!(client.close_code().await, 1007);
 }
 
 #[tokio::test]

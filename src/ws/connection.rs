@@ -118,7 +118,7 @@ pub fn serve(
             metrics::counter!("roomcast_closes_total", "code" => code.code().to_string())
                 .increment(1);
             let reason = reason.as_deref().unwrap_or(code.reason());
-            let _ = timeout(CLOSE_TIMEOUT, Box::pin(close(&mut socket, code, reason))).await;
+            let _ = timeout(CLOSE_TIMEOUT, Box::pin(socket.close(code, reason))).await;
         }
         let lasted = conn.clock.opened.elapsed();
         super::close_log::closed(permits.ip(), conn.session.user(), lasted, code);
@@ -374,14 +374,7 @@ impl Connection {
         };
         match msg {
             Incoming::Close(code) => {
-                // The close handshake: echo the client's code (none if it gave none).
-                let reply = code.map_or_else(
-                    || frame::control(frame::CLOSE, &[]),
-                    |code| frame::close(code, ""),
-                );
-                socket.discard_unstarted();
-                socket.queue_control(reply);
-                let _ = timeout(CLOSE_TIMEOUT, socket.flush()).await;
+                let _ = timeout(CLOSE_TIMEOUT, socket.answer_close(code)).await;
                 Err(Exit::Gone)
             }
             Incoming::Ping(payload) => {
@@ -732,21 +725,6 @@ async fn drain(
     socket.queue_text(outbox.take());
     socket.queue_text([encode(&ServerFrame::Goaway { reconnect_after_ms })]);
     socket.flush().await
-}
-
-/// Sends the close frame, then waits for the client's reply so the TCP close is clean. Frames
-/// not yet started are dropped: the client is not going to read them.
-async fn close(socket: &mut WebSocket, code: CloseCode, reason: &str) {
-    socket.discard_unstarted();
-    socket.queue_control(frame::close(code.code(), reason));
-    if socket.flush().await.is_err() {
-        return;
-    }
-    while let Some(Ok(item)) = socket.recv().await {
-        if matches!(item, Incoming::Close(_)) {
-            return;
-        }
-    }
 }
 
 /// The node's errors on this endpoint's wire.

@@ -12,7 +12,7 @@ use crate::protocol::CloseCode;
 
 const CONTINUATION: u8 = 0x0;
 pub const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
+pub const BINARY: u8 = 0x2;
 pub const CLOSE: u8 = 0x8;
 pub const PING: u8 = 0x9;
 pub const PONG: u8 = 0xA;
@@ -94,8 +94,9 @@ pub enum Incoming {
     /// A non-final frame of a message, kept by the decoder. Reported so that every frame a
     /// client sends is charged to its rate limit, and a message that never ends can be timed.
     Fragment,
-    /// Binary messages are not part of the protocol; their bytes are not kept.
-    Binary,
+    /// A binary message. Not part of roomcast's protocol (the session answers `unsupported`),
+    /// but its bytes are already joined here, so handing them on costs nothing.
+    Binary(Vec<u8>),
     Ping(Vec<u8>),
     Pong,
     /// The client's close frame: its code, if it gave one.
@@ -136,6 +137,10 @@ pub struct Decoder {
     inflate: bool,
     /// A fragmented message in progress.
     partial: Option<Partial>,
+    /// The UTF-8 check of the text message in progress, for what arrived before its end.
+    utf8: Utf8Stream,
+    /// Payload bytes of the incomplete text frame at the front of the buffer already checked.
+    checked: usize,
 }
 
 /// The frames of a message received so far.
@@ -164,6 +169,8 @@ impl Decoder {
             max_message,
             inflate: false,
             partial: None,
+            utf8: Utf8Stream::default(),
+            checked: 0,
         }
     }
 
@@ -180,13 +187,37 @@ impl Decoder {
             return Ok(None);
         };
         let end = head.header_len + head.payload_len;
+        let text = self.carries_text(&head);
         if buf.len() < end {
+            if text {
+                // Fail fast (RFC 6455 §8.1): a bad byte closes the connection when it arrives,
+                // not once the rest of a frame of up to `max_message` bytes has.
+                let arrived = &buf[head.header_len + self.checked..];
+                self.utf8.feed(arrived, head.mask, self.checked)?;
+                self.checked += arrived.len();
+            }
             return Ok(None);
         }
         let mut payload: Vec<u8> = buf[head.header_len..end].to_vec();
         buf.drain(..end);
         unmask(&mut payload, head.mask);
+        let checked = std::mem::take(&mut self.checked);
+        // A whole message in one frame is checked once, as it becomes a `String`; the parts of
+        // one that goes on are checked as they come.
+        if text && (!head.fin || self.partial.is_some() || checked > 0) {
+            self.utf8.feed(&payload[checked..], [0; 4], 0)?;
+        }
         self.take(&head, payload).map(Some)
+    }
+
+    /// Whether a frame carries text as sent: an uncompressed text frame, or the continuation of
+    /// one. A compressed message is checked once inflated, when it is whole.
+    fn carries_text(&self, head: &FrameHead) -> bool {
+        match head.opcode {
+            TEXT => !head.compressed,
+            CONTINUATION => matches!(&self.partial, Some(p) if p.text && !p.compressed),
+            _ => false,
+        }
     }
 
     /// Parses and checks the header at the front of `buf`; `None` while it is incomplete.
@@ -293,6 +324,7 @@ impl Decoder {
             self.partial = Some(message);
             return Ok(Incoming::Fragment);
         }
+        self.utf8 = Utf8Stream::default();
         if message.compressed {
             message.data = super::deflate::inflate(&message.data, self.max_message).map_err(
                 |err| match err {
@@ -303,11 +335,50 @@ impl Decoder {
         }
         let Partial { text, data, .. } = message;
         if !text {
-            return Ok(Incoming::Binary);
+            return Ok(Incoming::Binary(data));
         }
         String::from_utf8(data)
             .map(Incoming::Text)
             .map_err(|_| FrameError::InvalidUtf8)
+    }
+}
+
+/// Checks UTF-8 in pieces: what a piece ends with that may still become a character is carried
+/// over to the next piece, so the check of a message never looks at a byte twice.
+#[derive(Debug, Default)]
+struct Utf8Stream {
+    /// The start of a character cut at the end of the last piece (at most 3 bytes).
+    carry: [u8; 3],
+    carried: u8,
+}
+
+impl Utf8Stream {
+    /// Checks the next bytes of the message, `masked` with `mask` from position `offset` of their
+    /// frame's payload (a zero mask for bytes already unmasked). Unmasks on the stack, through
+    /// a small buffer, since the bytes stay in the read buffer until their frame is complete.
+    fn feed(&mut self, masked: &[u8], mask: [u8; 4], offset: usize) -> Result<(), FrameError> {
+        const PIECE: usize = 512;
+        let mut buf = [0u8; 3 + PIECE];
+        for (n, piece) in masked.chunks(PIECE).enumerate() {
+            let carried = usize::from(self.carried);
+            buf[..carried].copy_from_slice(&self.carry[..carried]);
+            let start = offset + n * PIECE;
+            for (i, (out, byte)) in buf[carried..].iter_mut().zip(piece).enumerate() {
+                *out = byte ^ mask[(start + i) & 3];
+            }
+            let bytes = &buf[..carried + piece.len()];
+            self.carried = 0;
+            if let Err(err) = std::str::from_utf8(bytes) {
+                // `error_len` is `None` only for a character cut by the end: at most 3 bytes.
+                if err.error_len().is_some() {
+                    return Err(FrameError::InvalidUtf8);
+                }
+                let tail = &bytes[err.valid_up_to()..];
+                self.carry[..tail.len()].copy_from_slice(tail);
+                self.carried = tail.len() as u8;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -531,11 +602,68 @@ mod tests {
                 Incoming::Ping(b"hb".to_vec()),
                 Incoming::Fragment,
                 Incoming::Text("hello wörld".into()),
-                Incoming::Binary,
+                Incoming::Binary(vec![0, 1, 2]),
                 Incoming::Pong,
                 Incoming::Close(Some(1000)),
             ]
         );
+    }
+
+    #[test]
+    fn invalid_utf8_fails_fast_within_a_frame_and_across_fragments() {
+        // Autobahn 6.4.1: a bad fragment fails before the message's last fragment is sent.
+        let mut decoder = Decoder::new(1 << 20);
+        let mut buf = client_frame(0x01, "κόσμε".as_bytes());
+        buf.extend(client_frame(0x00, &[0xF4, 0x90, 0x80, 0x80]));
+        assert_eq!(decoder.decode(&mut buf), Ok(Some(Incoming::Fragment)));
+        assert_eq!(decoder.decode(&mut buf), Err(FrameError::InvalidUtf8));
+        // Autobahn 6.4.3: the bad byte fails while the rest of its frame is still to come, and
+        // `F4 90` fails at once, without waiting for the character it cannot begin.
+        let mut payload = "κόσμε".as_bytes().to_vec();
+        payload.extend([0xF4, 0x90, 0x80, 0x80]);
+        payload.extend(b"edited");
+        let frame = client_frame(0x81, &payload);
+        let bad_at = frame.len() - payload.len() + "κόσμε".len() + 2;
+        let mut decoder = Decoder::new(1 << 20);
+        let mut buf = frame[..bad_at - 1].to_vec();
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        buf.push(frame[bad_at - 1]);
+        assert_eq!(decoder.decode(&mut buf), Err(FrameError::InvalidUtf8));
+        // A character cut between fragments, and between reads, is whole again.
+        let mut decoder = Decoder::new(1 << 20);
+        let mut stream = client_frame(0x01, &[b'a', 0xE2, 0x82]);
+        stream.extend(client_frame(0x80, &[0xAC, b'b']));
+        let (mut buf, mut items) = (Vec::new(), Vec::new());
+        for byte in stream {
+            buf.push(byte);
+            while let Some(item) = decoder.decode(&mut buf).unwrap() {
+                items.push(item);
+            }
+        }
+        assert_eq!(items, [Incoming::Fragment, Incoming::Text("a€b".into())]);
+        // A message may not end inside a character.
+        let mut buf = client_frame(0x01, b"a");
+        buf.extend(client_frame(0x80, &[0xE2, 0x82]));
+        let got = decode_all(&mut Decoder::new(1 << 20), buf);
+        assert_eq!(got, Err(FrameError::InvalidUtf8));
+        // A compressed message's frames are deflate data, not text: it is checked once inflated,
+        // even when it arrives in pieces.
+        let text = "κόσμε ".repeat(40);
+        let wire = deflated(text.as_bytes());
+        assert!(std::str::from_utf8(&wire).is_err());
+        let mut decoder = Decoder::new(1 << 20);
+        decoder.inflate();
+        let (a, b) = wire.split_at(wire.len() / 2);
+        let mut stream = client_frame(0x41, a);
+        stream.extend(client_frame(0x80, b));
+        let (mut buf, mut items) = (Vec::new(), Vec::new());
+        for byte in stream {
+            buf.push(byte);
+            while let Some(item) = decoder.decode(&mut buf).unwrap() {
+                items.push(item);
+            }
+        }
+        assert_eq!(items, [Incoming::Fragment, Incoming::Text(text)]);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The WebSocket endpoint: the HTTP upgrade, where every refusal is answered as JSON before
 //! upgrading (origin, token, limits), and, in [`connection`], the task that serves one socket.
+//! [`echo`] serves the same framing as a plain echo, for the conformance test.
 
 mod close_log;
 mod connect_proxy;
 mod connection;
 pub mod deflate;
+pub mod echo;
 mod frame;
 mod handshake;
 mod history;

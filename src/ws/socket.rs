@@ -34,6 +34,7 @@ use tungstenite::Utf8Bytes;
 
 use super::deflate::{Agreed, Deflater, compress_alone};
 use super::frame::{self, Decoder, FrameError, Header, Incoming};
+use crate::protocol::CloseCode;
 use crate::session::Frame;
 
 /// Most bytes read in one system call (`socket.read_buffer_bytes` at most); the buffer lives on
@@ -64,8 +65,12 @@ pub enum Event {
 enum Out {
     /// A text message: its header is built when it is written.
     Text(Utf8Bytes),
+    /// A binary message (only the conformance echo sends these, see [`super::echo`]).
+    Binary(Bytes),
     /// A text message compressed (permessage-deflate), possibly shared with other sockets.
     Compressed(Bytes),
+    /// A binary message compressed (the conformance echo).
+    CompressedBinary(Bytes),
     /// A control frame, header included.
     Control(Bytes),
 }
@@ -74,7 +79,9 @@ impl Out {
     fn header(&self) -> Option<Header> {
         match self {
             Self::Text(text) => Some(Header::new(frame::TEXT, text.len())),
+            Self::Binary(data) => Some(Header::new(frame::BINARY, data.len())),
             Self::Compressed(bytes) => Some(Header::compressed(frame::TEXT, bytes.len())),
+            Self::CompressedBinary(bytes) => Some(Header::compressed(frame::BINARY, bytes.len())),
             Self::Control(_) => None,
         }
     }
@@ -82,7 +89,10 @@ impl Out {
     fn body(&self) -> &[u8] {
         match self {
             Self::Text(text) => text.as_bytes(),
-            Self::Compressed(bytes) | Self::Control(bytes) => bytes,
+            Self::Binary(bytes)
+            | Self::Compressed(bytes)
+            | Self::CompressedBinary(bytes)
+            | Self::Control(bytes) => bytes,
         }
     }
 
@@ -246,6 +256,25 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
         }
     }
 
+    /// Queues a binary message, after anything queued before, compressed under the same rules
+    /// as text when compression was agreed. Only the conformance echo sends binary.
+    pub fn queue_binary(&mut self, data: Bytes) {
+        let out = match self.deflate.as_deref_mut() {
+            Some(deflater) if deflater.wants(data.len()) => {
+                let compressed = if deflater.agreed().context_bits.is_some() {
+                    deflater.compress_in_context(&data, Instant::now())
+                } else if deflater.may_use_alone(data.len()) {
+                    compress_alone(&data, deflater.agreed().level)
+                } else {
+                    None
+                };
+                compressed.map_or(Out::Binary(data), Out::CompressedBinary)
+            }
+            _ => Out::Binary(data),
+        };
+        self.pending.push_back(out);
+    }
+
     /// Queues a whole control frame (see [`frame::control`], [`frame::close`]).
     pub fn queue_control(&mut self, frame: Bytes) {
         self.pending.push_back(Out::Control(frame));
@@ -272,6 +301,36 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> WebSocket<Io> {
             Poll::Ready(result) => result.map(|()| true),
             Poll::Pending => Ok(false),
         }
+    }
+
+    /// The server's side of a close it starts (RFC 6455 §7.1.2): sends a close frame with
+    /// `code`, then waits for the client's, so that the TCP close that follows is clean. Frames
+    /// not yet started are dropped, since the client is not going to read them. Bound it with a
+    /// timeout: a client may never answer.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) {
+        self.discard_unstarted();
+        self.queue_control(frame::close(code.code(), reason));
+        if self.flush().await.is_err() {
+            return;
+        }
+        while let Some(Ok(item)) = self.recv().await {
+            if matches!(item, Incoming::Close(_)) {
+                return;
+            }
+        }
+    }
+
+    /// Answers the client's close frame (§5.5.1): echoes its code, or none if it gave none, and
+    /// writes the answer out; the caller then drops the connection, which is the server's to
+    /// close first (§7.1.1). Bound it with a timeout.
+    pub async fn answer_close(&mut self, code: Option<u16>) -> io::Result<()> {
+        let reply = code.map_or_else(
+            || frame::control(frame::CLOSE, &[]),
+            |code| frame::close(code, ""),
+        );
+        self.discard_unstarted();
+        self.queue_control(reply);
+        self.flush().await
     }
 
     /// Whether frames are waiting to be written.
@@ -450,6 +509,38 @@ mod tests {
         ]);
         assert!(matches!(&small.pending[0], Out::Compressed(_)));
         assert!(matches!(&small.pending[1], Out::Text(_)));
+    }
+
+    #[tokio::test]
+    async fn binary_messages_are_compressed_under_the_rules_for_text() {
+        use crate::config::{Compression, CompressionMode};
+        let config = Compression {
+            mode: CompressionMode::Context,
+            min_bytes: 0,
+            ..Compression::default()
+        };
+        let agreed = super::super::deflate::negotiate(["permessage-deflate"], &config);
+        let (server, mut client) = duplex(1 << 16);
+        let mut socket = WebSocket::over(server, 1024, 1 << 20, 1 << 20).with_deflate(agreed);
+        let data = Bytes::from(vec![7u8; 1000]);
+        socket.queue_binary(data.clone());
+        socket.flush().await.unwrap();
+        drop(socket);
+        let mut wire = Vec::new();
+        client.read_to_end(&mut wire).await.unwrap();
+        assert_eq!(wire[0], 0x80 | 0x40 | frame::BINARY, "final, RSV1, binary");
+        assert_eq!(usize::from(wire[1]), wire.len() - 2);
+        let inflated = super::super::deflate::inflate(&wire[2..], 1 << 20).unwrap();
+        assert_eq!(inflated, data);
+        // Without compression, as it was.
+        let (server, mut client) = duplex(1 << 16);
+        let mut socket = WebSocket::over(server, 1024, 1 << 20, 1 << 20);
+        socket.queue_binary(Bytes::from_static(b"\x00\xff"));
+        socket.flush().await.unwrap();
+        drop(socket);
+        let mut wire = Vec::new();
+        client.read_to_end(&mut wire).await.unwrap();
+        assert_eq!(server_frames(&wire), [(frame::BINARY, vec![0x00, 0xff])]);
     }
 
     #[tokio::test]
