@@ -99,21 +99,7 @@ pub fn serve(
         conn.node
             .close_session(&conn.session, &mut conn.rooms)
             .await;
-        let mut reason = None;
-        let code = match exit {
-            Exit::Gone => None,
-            Exit::Drain => {
-                let spread = conn.node.config().reconnect_spread_ms;
-                let after = rand::random_range(0..=spread);
-                let drained = Box::pin(drain(&mut socket, &mut outbox, after));
-                let flushed = timeout(CLOSE_TIMEOUT, drained).await;
-                reason = Some(format!("reconnect_after_ms={after}"));
-                flushed
-                    .is_ok_and(|r| r.is_ok())
-                    .then_some(CloseCode::GoingAway)
-            }
-            Exit::Close(code) => Some(code),
-        };
+        let (code, reason) = closing(&conn.node, &mut socket, &mut outbox, exit).await;
         if let Some(code) = code {
             metrics::counter!("roomcast_closes_total", "code" => code.code().to_string())
                 .increment(1);
@@ -126,6 +112,29 @@ pub fn serve(
         drop(permits);
     }
     .instrument(span)
+}
+
+/// The close code `exit` ends the session with, and a reason other than the code's own: a
+/// drain first sends what is queued (within [`CLOSE_TIMEOUT`]) and tells the client when to
+/// come back; a client already gone gets nothing.
+async fn closing(
+    node: &Node,
+    socket: &mut WebSocket,
+    outbox: &mut Outbox,
+    exit: Exit,
+) -> (Option<CloseCode>, Option<String>) {
+    match exit {
+        Exit::Gone => (None, None),
+        Exit::Drain => {
+            let after = rand::random_range(0..=node.config().reconnect_spread_ms);
+            let flushed = timeout(CLOSE_TIMEOUT, Box::pin(drain(socket, outbox, after))).await;
+            let code = flushed
+                .is_ok_and(|r| r.is_ok())
+                .then_some(CloseCode::GoingAway);
+            (code, Some(format!("reconnect_after_ms={after}")))
+        }
+        Exit::Close(code) => (Some(code), None),
+    }
 }
 
 /// The socket task's timekeeping, all served by one timer.

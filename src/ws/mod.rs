@@ -78,15 +78,8 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
-    if !node.verifier().origin_allowed(origin) {
-        metrics::counter!("roomcast_auth_failures_total", "reason" => "origin_forbidden")
-            .increment(1);
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "origin_forbidden",
-            "origin not allowed",
-        );
+    if let Some(refusal) = origin_refusal(&node, &headers) {
+        return refusal;
     }
     let params = match params {
         Ok(Query(params)) => params,
@@ -132,6 +125,20 @@ pub async fn upgrade(
         let socket = WebSocket::new(upgraded, read, write, max).with_deflate(agreed);
         connection::serve(socket, node, identity, permits, connected)
     })
+}
+
+/// The 403 for a browser page whose `Origin` is not allowed (`auth.allowed_origins`).
+fn origin_refusal(node: &Node, headers: &HeaderMap) -> Option<Response> {
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    if node.verifier().origin_allowed(origin) {
+        return None;
+    }
+    metrics::counter!("roomcast_auth_failures_total", "reason" => "origin_forbidden").increment(1);
+    Some(json_error(
+        StatusCode::FORBIDDEN,
+        "origin_forbidden",
+        "origin not allowed",
+    ))
 }
 
 /// The per-IP and per-user permits a new session holds until it ends, or the 429 that refuses it.
