@@ -123,7 +123,7 @@ async fn a_server_with_compression_off_declines_and_the_run_is_plain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_flag_reaches_worker_processes_and_inflates_under_tls() {
-    // Default compression settings (shared mode, min_bytes 256): 600-byte padding is above.
+    // Default compression settings (shared mode, min_bytes 128): 600-byte padding is above.
     let server = Server::start().await;
     let front = TlsFrontEnd::start(server.addr);
     let url = front.url("127.0.0.1");
