@@ -34,13 +34,21 @@ pub struct ClusterNode {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Two distinct free ports (a client port and a bus port): both listeners are held until both
+/// are chosen, so the second cannot be the first again.
+fn free_ports() -> (u16, u16) {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
 }
+
+/// Times a new node is started on fresh ports when it exits at start: between choosing a free
+/// port and Redis binding it, another test's outgoing connection can take it (seen in CI:
+/// "did not become ready: Disconnected").
+const START_ATTEMPTS: usize = 5;
 
 impl ClusterNode {
     pub fn url(&self) -> String {
@@ -48,6 +56,13 @@ impl ClusterNode {
     }
 
     fn spawn(&mut self) {
+        if let Err(why) = self.try_spawn() {
+            panic!("{why}");
+        }
+    }
+
+    /// Starts the process; `Err` when it exited (or stayed silent) before it was ready.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
@@ -76,8 +91,13 @@ impl ClusterNode {
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("redis-server (cluster mode) did not become ready within 10 s");
+        rx.recv_timeout(Duration::from_secs(10)).map_err(|err| {
+            self.kill();
+            format!(
+                "redis-server (cluster mode) on ports {} / {} did not become ready within 10 s: {err}",
+                self.port, self.bus_port
+            )
+        })
     }
 
     /// Runs one command on this node.
@@ -99,6 +119,30 @@ impl ClusterNode {
     }
 }
 
+impl ClusterNode {
+    /// A node started on free ports, chosen again when it could not start on them.
+    fn on_fresh_ports(dir: PathBuf) -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            // A failed start may have written its identity there under the ports given up.
+            let _ = std::fs::remove_file(dir.join("nodes.conf"));
+            let (port, bus_port) = free_ports();
+            let mut node = ClusterNode {
+                port,
+                bus_port,
+                id: String::new(),
+                dir: dir.clone(),
+                child: None,
+            };
+            match node.try_spawn() {
+                Ok(()) => return node,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("{}", failures.join("; "))
+    }
+}
+
 impl RedisCluster {
     /// `masters` masters sharing every slot, plus `replicas` replicas of master 0. Returns once
     /// every node reports `cluster_state:ok` and knows every other node.
@@ -106,17 +150,9 @@ impl RedisCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = Vec::new();
         for i in 0..masters + replicas {
-            let port = free_port();
             let node_dir = dir.path().join(format!("node-{i}"));
             std::fs::create_dir_all(&node_dir).unwrap();
-            let mut node = ClusterNode {
-                port,
-                bus_port: free_port(),
-                id: String::new(),
-                dir: node_dir,
-                child: None,
-            };
-            node.spawn();
+            let mut node = ClusterNode::on_fresh_ports(node_dir);
             node.id = node.query(&["CLUSTER", "MYID"]).unwrap();
             // Distinct config epochs up front, as redis-cli --cluster create does.
             let _: () = node
