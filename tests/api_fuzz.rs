@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
@@ -34,55 +34,18 @@ const DEADLINE: Duration = Duration::from_secs(180);
 /// The schemathesis command: on PATH (`schemathesis`, or its short name `st`), or in the
 /// virtualenv `scripts/test` installs Python tools into.
 fn schemathesis() -> String {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/schemathesis");
-    let candidates = [
-        "schemathesis".to_owned(),
-        "st".into(),
-        venv.display().to_string(),
-    ];
-    for program in candidates {
-        let found = Command::new(&program)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if found {
-            return program;
-        }
-    }
-    panic!(
+    common::tools::find(
+        &["schemathesis", "st"],
+        "--version",
         "schemathesis is not installed: this test needs the `schemathesis` command (PyPI); \
-         `scripts/test` installs it (into .tools/venv) when it is missing"
-    );
+         `scripts/test` installs it (into .tools/venv) when it is missing",
+    )
 }
 
 /// Runs `command` with its output in `log`, killing it after `DEADLINE`; returns whether it
 /// exited 0.
-fn run_bounded(mut command: Command, log: &Path) -> bool {
-    let out = std::fs::File::create(log).unwrap();
-    let err = out.try_clone().unwrap();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("starting schemathesis");
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.success();
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "schemathesis did not finish within {DEADLINE:?}:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn run_bounded(command: Command, log: &Path) -> bool {
+    common::tools::run_bounded("schemathesis", command, log, DEADLINE).success()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

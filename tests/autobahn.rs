@@ -11,9 +11,11 @@
 //! `ROOMCAST_AUTOBAHN_FULL=1` runs every compression case kosoku can judge (about 15 min), for
 //! changes to src/ws/deflate.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -117,49 +119,20 @@ const MAX_MESSAGE_BYTES: usize = 32 << 20;
 
 /// The kosoku command: on PATH, or in the virtualenv `scripts/test` installs Python tools into.
 fn kosoku() -> String {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/kosoku");
-    for program in ["kosoku".to_owned(), venv.display().to_string()] {
-        let found = Command::new(&program)
-            .arg("-h")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if found {
-            return program;
-        }
-    }
-    panic!(
+    common::tools::find(
+        &["kosoku"],
+        "-h",
         "kosoku is not installed: this test needs the `kosoku` command (PyPI), the Autobahn \
          testsuite's cases under Python 3; `scripts/test` installs it (into .tools/venv) when it \
-         is missing"
-    );
+         is missing",
+    )
 }
 
-/// Runs `command` with its output in `log`, killing it after the deadline.
-fn run_bounded(mut command: Command, log: &Path) {
+/// Runs `command` with its output in `log`, killing it after the deadline. Its exit code is
+/// not read: it is 1 whenever a case fails, which the report says in detail.
+fn run_bounded(command: Command, log: &Path) {
     let deadline = if full_run() { DEADLINE_FULL } else { DEADLINE };
-    let out = std::fs::File::create(log).unwrap();
-    let err = out.try_clone().unwrap();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("starting kosoku");
-    let started = Instant::now();
-    // Its exit code is not read: it is 1 whenever a case fails, which the report says in detail.
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "kosoku did not finish within {deadline:?}:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::tools::run_bounded("kosoku", command, log, deadline);
 }
 
 /// One case's verdict, from the report's index.

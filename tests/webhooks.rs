@@ -17,7 +17,7 @@ use common::process::Process;
 use common::redis::{RedisServer, redis_env, unique_prefix};
 use common::{Client, wait_ready};
 use parking_lot::Mutex;
-use roomcast::webhooks::sign;
+use roomcast::backend::sign;
 use serde_json::{Value, json};
 
 const SECRET: &str = "test-secret-0123456789";

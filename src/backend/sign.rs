@@ -1,6 +1,8 @@
-//! The signature on every proxy request, so the backend can tell the node's calls from anyone
-//! else's: `X-Roomcast-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`, keyed with
-//! `proxy.secret`, and the timestamp (unix seconds) in `X-Roomcast-Timestamp`. Signing the
+//! The signature on every request the node sends the application's backend (proxy calls, and
+//! webhook batches, src/webhooks), so the backend can tell the node's calls from anyone else's:
+//! `X-Roomcast-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`, keyed with
+//! `proxy.secret` or `webhooks.secret`, and the timestamp in `X-Roomcast-Timestamp` (unix seconds
+//! for proxy calls, milliseconds for webhooks: docs/backend.md, docs/webhooks.md). Signing the
 //! timestamp with the body lets the backend refuse a replayed request by its age.
 
 use hmac::{Hmac, Mac};
@@ -43,5 +45,14 @@ mod tests {
         let hex: String = want.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(sig, format!("sha256={hex}"));
         assert_ne!(sig, signature(b"Jefe", 1, b"what do ya want for nothing?"));
+    }
+
+    /// The value a backend computes with `openssl dgst -sha256 -hmac key` over `1.{}`.
+    #[test]
+    fn signature_matches_a_known_value() {
+        assert_eq!(
+            signature(b"key", 1, b"{}"),
+            "sha256=1ba6b8171186efc613e8bcc0cbdab2748f24984d7c5a84faa2637afa0e40d224"
+        );
     }
 }

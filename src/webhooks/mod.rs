@@ -2,14 +2,14 @@
 //! [`Outbox`] (shared by the cluster), POSTs them signed to `webhooks.url` as
 //! `{"events":[…]}`, and settles each event: delivered on a 2xx answer, otherwise retried with
 //! exponential backoff until `webhooks.max_attempts`, then dropped as a dead letter. One POST in
-//! flight per node; the nodes share the work. Uses the broker's outbox and the config only.
-
-pub mod sign;
+//! flight per node; the nodes share the work. Uses the broker's outbox, the config, and
+//! the backend's request signature ([`crate::backend::sign`]).
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::sign;
 use crate::broker::lifecycle::{Claimed, Outbox, Outcome};
 use crate::config::Webhooks;
 

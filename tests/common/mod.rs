@@ -8,6 +8,7 @@ pub mod process;
 pub mod prometheus;
 pub mod redis;
 pub mod redis_cluster;
+pub mod tools;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
