@@ -22,9 +22,10 @@ pub struct Hub(Arc<Inner>);
 struct Inner {
     rooms: DashMap<Arc<str>, Arc<Mutex<Room>>>,
     users: DashMap<Arc<str>, Vec<SessionHandle>>,
-    /// Room frames carry a slot for their compressed form (compression is on): members share
-    /// one compression of each frame.
-    share_compressed: bool,
+    /// Room frames this long or longer carry a slot for their compressed form (compression is
+    /// on, `compression.min_bytes`): members share one compression of each. `None`: off. A
+    /// shorter frame is never compressed, so it goes without the slot's allocation.
+    share_from: Option<usize>,
 }
 
 #[derive(Default)]
@@ -66,11 +67,12 @@ impl Hub {
         Self::default()
     }
 
-    /// A hub whose room frames carry a slot for their compressed form, computed once per frame
-    /// by the first member's socket that needs it (`compression.enabled`).
-    pub fn sharing_compressed() -> Self {
+    /// A hub whose room frames of `min_bytes` or more carry a slot for their compressed form,
+    /// computed once per frame by the first member's socket that needs it
+    /// (`compression.enabled`, `compression.min_bytes`).
+    pub fn sharing_compressed(min_bytes: usize) -> Self {
         Self(Arc::new(Inner {
-            share_compressed: true,
+            share_from: Some(min_bytes),
             ..Inner::default()
         }))
     }
@@ -187,7 +189,7 @@ impl Hub {
     /// Queues a room message for every member, or buffers it for members still joining.
     pub fn deliver(&self, room: &str, offset: u64, frame: &Utf8Bytes) {
         let Some(cell) = self.room(room) else { return };
-        let frame = if self.0.share_compressed {
+        let frame = if self.0.share_from.is_some_and(|min| frame.len() >= min) {
             Frame::shared(frame.clone())
         } else {
             Frame::Text(frame.clone())

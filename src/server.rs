@@ -63,7 +63,7 @@ pub fn build(config: Config, stop: &CancellationToken) -> Result<Node, ServerErr
     telemetry::install(&id);
     // With compression on, a room frame is compressed once and shared by its members.
     let hub = if config.compression.enabled {
-        Hub::sharing_compressed()
+        Hub::sharing_compressed(config.compression.min_bytes)
     } else {
         Hub::new()
     };
